@@ -1,0 +1,183 @@
+//! The admin listener: health, readiness, metrics, and the token-protected admin API.
+//!
+//! Routes:
+//! - `GET /healthz`: 200 while the process serves.
+//! - `GET /readyz`: 200 when a config is loaded and the upstream accepts connections, else 503.
+//! - `GET /metrics`: Prometheus text.
+//! - `POST /admin/v1/reload`: reloads the config; 200, or 422 with every error's `file:line:column`.
+//!
+//! Everything under `/admin/v1/` needs `Authorization: Bearer <token>`, compared in constant time. With no
+//! token configured the admin API answers 404: it is off, never open.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::Shared;
+use crate::proxy::body::{self, Body};
+use crate::proxy::server::Reloader;
+
+/// Serves the admin listener until `stop` flips.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let (shared, reloader, builder) = (shared.clone(), reloader.clone(), builder.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let (shared, reloader) = (shared.clone(), reloader.clone());
+                async move { Ok::<_, Infallible>(route(&shared, &reloader, req).await) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn route(shared: &Shared, reloader: &Reloader, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
+        (&Method::GET, "/readyz") => readiness(shared).await,
+        (&Method::GET, "/metrics") => {
+            if let Some((keys, bytes)) = shared.store.usage() {
+                shared
+                    .metrics
+                    .store_keys
+                    .set(i64::try_from(keys).unwrap_or(i64::MAX));
+                shared
+                    .metrics
+                    .store_bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            text(
+                StatusCode::OK,
+                &shared.metrics.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        }
+        (_, p) if p.starts_with("/admin/v1/") || p == "/admin/v1" => {
+            let expected = shared.runtime.load().config.admin.token_sha256;
+            let Some(expected) = expected else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "admin_api_disabled",
+                    "message": "the admin API is off: set admin.token_env and that variable"}),
+                );
+            };
+            if !authorized(req.headers(), &expected) {
+                let mut r = json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"error": "unauthorized",
+                    "message": "send Authorization: Bearer <admin token>"}),
+                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+            match (req.method(), p) {
+                (&Method::POST, "/admin/v1/reload") => match reloader.reload("admin").await {
+                    Ok(()) => json(StatusCode::OK, serde_json::json!({"result": "ok"})),
+                    Err(errors) => json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        serde_json::json!({"result": "error", "errors": errors.0.iter().map(|e| serde_json::json!({
+                            "file": e.file, "line": e.line, "column": e.column, "message": e.message,
+                            "text": e.to_string(),
+                        })).collect::<Vec<_>>()}),
+                    ),
+                },
+                _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not_found"})),
+            }
+        }
+        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not_found"})),
+    }
+}
+
+/// Whether the request carries the admin token; digests of equal length are compared in constant time.
+fn authorized(headers: &http::HeaderMap, expected_sha256: &[u8; 32]) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    let got: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    got.ct_eq(expected_sha256).into()
+}
+
+async fn readiness(shared: &Shared) -> Response<Body> {
+    let runtime = shared.runtime.load_full();
+    let authority = runtime.upstream.target().authority.clone();
+    let default_port = if runtime.upstream.target().scheme == http::uri::Scheme::HTTPS {
+        443
+    } else {
+        80
+    };
+    let addr = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(default_port)
+    );
+    let reachable = matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&addr)).await,
+        Ok(Ok(_))
+    );
+    let status = if reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        serde_json::json!({"config": "loaded", "upstream": if reachable { "reachable" } else { "unreachable" }}),
+    )
+}
+
+fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    text(status, &value.to_string(), "application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_checks() {
+        let expected: [u8; 32] = Sha256::digest(b"s3cret").into();
+        let mut h = http::HeaderMap::new();
+        assert!(!authorized(&h, &expected));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        assert!(authorized(&h, &expected));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cre"));
+        assert!(!authorized(&h, &expected));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic s3cret"));
+        assert!(!authorized(&h, &expected));
+    }
+}

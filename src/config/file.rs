@@ -1,0 +1,292 @@
+//! Plain serde types that mirror the YAML config; the compiled form is built from them in `config::compiled`.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, de};
+
+use super::types::{ByteSize, Cidr, Duration};
+use crate::profile::file::FileProfile;
+
+/// The whole config file: every top-level section of DESIGN.md's "Interfaces".
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the proxy listens and the limits of its listeners.
+    #[serde(default)]
+    pub listen: FileListen,
+    /// TLS certificate and key for the `https` listeners (PEM files, reloaded with the config).
+    pub tls: Option<Positioned<FileTls>>,
+    /// The admin listener (health, metrics, the admin API).
+    #[serde(default)]
+    pub admin: Positioned<FileAdmin>,
+    /// The login service that authward protects.
+    pub upstream: Option<Positioned<FileUpstream>>,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs). Empty: the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Where state lives.
+    #[serde(default)]
+    pub store: FileStore,
+    /// MaxMind databases for geolocation, ASN and anonymous-IP lookups.
+    pub geoip: Option<Positioned<FileGeoip>>,
+    /// Route profiles: which requests are sign-ins, sign-ups, SMS sends... and how to read them.
+    #[serde(default)]
+    pub profiles: Vec<Positioned<FileProfile>>,
+    /// Web ACL rules (not available in this version).
+    pub web_acl: Option<NotYetWebAcl>,
+    /// SMS pumping protection (not available in this version).
+    pub sms: Option<NotYetSms>,
+    /// Sign-in risk scoring (not available in this version).
+    pub risk: Option<NotYetRisk>,
+    /// MFA step-up (not available in this version).
+    pub mfa: Option<NotYetMfa>,
+    /// Browser challenge and CAPTCHA (not available in this version).
+    pub challenge: Option<NotYetChallenge>,
+    /// Auth event sinks (not available in this version).
+    pub events: Option<NotYetEvents>,
+    /// Globs of rule files to merge in, relative to this file.
+    #[serde(default)]
+    pub include: Vec<Positioned<String>>,
+}
+
+/// A rule file brought in by `include:`: the sections that may be split out of the main file.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileFragment {
+    /// Route profiles to add.
+    #[serde(default)]
+    pub profiles: Vec<Positioned<FileProfile>>,
+    /// Web ACL rules (not available in this version).
+    pub web_acl: Option<NotYetWebAcl>,
+}
+
+/// Listener settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileListen {
+    /// Plain-HTTP listeners (HTTP/1.1 and h2c).
+    pub http: Vec<SocketAddr>,
+    /// TLS listeners (HTTP/1.1 and h2 through ALPN); needs `tls`.
+    pub https: Vec<SocketAddr>,
+    /// At most this many client connections at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Time allowed for a client to send a request head (HTTP/1.1).
+    pub header_read_timeout: Duration,
+    /// On SIGTERM/SIGINT, time given to requests in flight before connections are closed.
+    pub shutdown_grace: Duration,
+    /// Cap on a request body that authward must read (profiled routes); larger ones get 413.
+    pub body_limit: ByteSize,
+    /// Cap on an upstream answer that authward must read to classify it; larger ones pass unclassified.
+    pub response_body_limit: ByteSize,
+    /// One log line per request (never with passwords, codes or tokens).
+    pub access_log: bool,
+}
+
+impl Default for FileListen {
+    fn default() -> Self {
+        FileListen {
+            http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+            https: Vec::new(),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            body_limit: ByteSize(64 * 1024),
+            response_body_limit: ByteSize(256 * 1024),
+            access_log: true,
+        }
+    }
+}
+
+/// PEM files for TLS termination.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileAdmin {
+    /// Address of the admin listener.
+    pub listen: SocketAddr,
+    /// Environment variable that holds the bearer token for `/admin/v1/`. Unset or empty: the admin API is off.
+    pub token_env: Option<String>,
+}
+
+impl Default for FileAdmin {
+    fn default() -> Self {
+        FileAdmin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token_env: None,
+        }
+    }
+}
+
+/// The protected login service.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    /// Base URL: `http://127.0.0.1:3000` or `https://login.internal` (a path is prefixed to every request).
+    pub url: String,
+    /// Time allowed to open a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response head, from sending the request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Extra CA certificates (PEM) to trust for an https upstream, besides the system roots.
+    pub ca: Option<PathBuf>,
+    /// Keep the client's Host header (default: send the upstream's host, as nginx does).
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Idle pooled connections are closed after this long.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept at most.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+
+/// State backend.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileStore {
+    /// Which backend holds the state. This version has `memory`.
+    pub kind: StoreKind,
+    /// Most keys kept; the least recently used go first beyond it.
+    pub max_keys: usize,
+    /// Approximate memory cap for stored state.
+    pub max_memory: ByteSize,
+}
+
+impl Default for FileStore {
+    fn default() -> Self {
+        FileStore {
+            kind: StoreKind::Memory,
+            max_keys: 1_000_000,
+            max_memory: ByteSize(256 * 1024 * 1024),
+        }
+    }
+}
+
+/// State backends available in this version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Everything in process, capped, lost on restart.
+    Memory,
+}
+
+/// MaxMind database files (relative paths are relative to the config file).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileGeoip {
+    /// GeoIP2/GeoLite2 City (or Country) database.
+    pub city: Option<PathBuf>,
+    /// GeoLite2 ASN database.
+    pub asn: Option<PathBuf>,
+    /// GeoIP2 Anonymous IP database.
+    pub anonymous_ip: Option<PathBuf>,
+}
+
+// === Positioned ===
+
+/// A value with the line and column where it starts, so compile-time errors can point at it.
+#[derive(Debug, Clone)]
+pub struct Positioned<T> {
+    pub value: T,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl<T: Default> Default for Positioned<T> {
+    fn default() -> Self {
+        Positioned {
+            value: T::default(),
+            line: 1,
+            column: 1,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Positioned<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        let (line, column) = (s.referenced.line(), s.referenced.column());
+        Ok(Positioned {
+            value: s.value,
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Positioned<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        T::json_schema(g)
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+// === NotYet ===
+
+/// Declares a section that DESIGN names but this build does not implement: present means an error, never ignored.
+macro_rules! not_yet {
+    ($($ty:ident => $name:literal),* $(,)?) => {$(
+        #[doc = concat!("The `", $name, "` section, which this version rejects.")]
+        #[derive(Debug)]
+        pub enum $ty {}
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+                Err(de::Error::custom(concat!(
+                    "the `", $name, "` section is not available in this version of authward; ",
+                    "remove it rather than have it silently ignored"
+                )))
+            }
+        }
+
+        impl JsonSchema for $ty {
+            fn schema_name() -> Cow<'static, str> {
+                Cow::Borrowed(concat!("NotYet_", $name))
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({ "not": {}, "description": "Not available in this version of authward." })
+            }
+        }
+    )*};
+}
+
+not_yet!(
+    NotYetWebAcl => "web_acl",
+    NotYetSms => "sms",
+    NotYetRisk => "risk",
+    NotYetMfa => "mfa",
+    NotYetChallenge => "challenge",
+    NotYetEvents => "events",
+);

@@ -1,0 +1,227 @@
+//! The per-request view that every stage reads: request id, client address (trusted proxies only), geo.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http::HeaderMap;
+
+use crate::config::{Config, canonical_ip};
+use crate::geo::{Geo, GeoInfo};
+
+/// Facts about the client and the connection, computed once per request.
+#[derive(Debug)]
+pub struct Context {
+    /// A random 128-bit id, sent upstream as `x-authward-request-id`.
+    pub request_id: String,
+    /// When the request head arrived.
+    pub received: Instant,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client: the peer, or the right-most untrusted `X-Forwarded-For` entry when the peer is trusted.
+    pub client_ip: IpAddr,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+    /// The request path normalized for matching (see [`normalize_path`]); the upstream gets the original.
+    pub path: String,
+    geo_db: Arc<Geo>,
+    geo: OnceLock<GeoInfo>,
+}
+
+impl Context {
+    /// Builds the context of one request.
+    pub fn new(config: &Config, peer: SocketAddr, tls: bool, request: &http::request::Parts) -> Self {
+        Context {
+            request_id: new_request_id(),
+            received: Instant::now(),
+            peer,
+            client_ip: client_ip(config, peer.ip(), &request.headers),
+            tls,
+            path: normalize_path(request.uri.path()),
+            geo_db: config.geo.clone(),
+            geo: OnceLock::new(),
+        }
+    }
+
+    /// Geolocation of the client, looked up on first use.
+    pub fn geo(&self) -> &GeoInfo {
+        self.geo.get_or_init(|| self.geo_db.lookup(self.client_ip))
+    }
+}
+
+/// Normalizes a path the way backends read it, so that `/api/%6Cogin`, `//api/login` or
+/// `/x/../api/./login` cannot slip past a profile written for `/api/login`: percent-escapes of unreserved
+/// characters are decoded (RFC 3986 §6.2.2.2), repeated slashes collapse, and dot segments are removed
+/// (§5.2.4). Other escapes stay as they are (`%2F` is not a separator).
+pub fn normalize_path(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex.filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b)) {
+                decoded.push(char::from(b));
+                i += 3;
+                continue;
+            }
+        }
+        // Copy one whole character (the path may hold raw UTF-8 from a lenient client).
+        let ch_len = raw[i..].chars().next().map_or(1, char::len_utf8);
+        decoded.push_str(&raw[i..i + ch_len]);
+        i += ch_len;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+    for seg in &segments {
+        match *seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut path = format!("/{}", out.join("/"));
+    if trailing && path.len() > 1 {
+        path.push('/');
+    }
+    path
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The client address: `X-Forwarded-For` is read only when the TCP peer is a trusted proxy, right to left,
+/// skipping trusted hops; the first untrusted address is the client. Unparsable entries stop the walk there
+/// (what lies left of them cannot be trusted).
+pub fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let peer = canonical_ip(peer);
+    if !config.is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all(http::header::HeaderName::from_static("x-forwarded-for"))
+        .iter()
+        .rev();
+    for value in hops {
+        let Ok(text) = value.to_str() else { return client };
+        for entry in text.rsplit(',') {
+            let Some(ip) = parse_forwarded(entry.trim()) else {
+                return client;
+            };
+            let ip = canonical_ip(ip);
+            client = ip;
+            if !config.is_trusted(ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
+/// Parses one `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = entry.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, parse_str};
+
+    fn config(trusted: &str) -> Config {
+        let text = format!("trusted_proxies: [{trusted}]\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, text).unwrap();
+        crate::config::load(&path, Mode::Check).unwrap()
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client() {
+        let c = config("10.0.0.0/8");
+        let ip = client_ip(&c, "203.0.113.9".parse().unwrap(), &xff(&["1.2.3.4"]));
+        assert_eq!(ip.to_string(), "203.0.113.9");
+    }
+
+    #[test]
+    fn right_most_untrusted_wins() {
+        let c = config("10.0.0.0/8, 192.168.0.0/16");
+        let h = xff(&["6.6.6.6, 1.2.3.4", "192.168.1.1"]);
+        assert_eq!(
+            client_ip(&c, "10.0.0.1".parse().unwrap(), &h).to_string(),
+            "1.2.3.4"
+        );
+        // All hops trusted: the left-most is the best we know.
+        let h = xff(&["10.1.1.1, 10.2.2.2"]);
+        assert_eq!(
+            client_ip(&c, "10.0.0.1".parse().unwrap(), &h).to_string(),
+            "10.1.1.1"
+        );
+        // Garbage stops the walk at the last good hop.
+        let h = xff(&["6.6.6.6, nonsense, 10.3.3.3"]);
+        assert_eq!(
+            client_ip(&c, "10.0.0.1".parse().unwrap(), &h).to_string(),
+            "10.3.3.3"
+        );
+        // Ports, brackets and IPv4-mapped peers.
+        let h = xff(&["[2001:db8::7]:443"]);
+        assert_eq!(
+            client_ip(&c, "::ffff:10.0.0.1".parse().unwrap(), &h).to_string(),
+            "2001:db8::7"
+        );
+    }
+
+    #[test]
+    fn paths_are_normalized_for_matching() {
+        for (raw, want) in [
+            ("/api/login", "/api/login"),
+            ("/api/%6Cogin", "/api/login"),
+            ("/api/%6cogin", "/api/login"),
+            ("//api///login", "/api/login"),
+            ("/x/../api/./login", "/api/login"),
+            ("/../../api/login", "/api/login"),
+            ("/api/login/", "/api/login/"),
+            ("/api%2Flogin", "/api%2Flogin"),
+            ("/%", "/%"),
+            ("/a%4", "/a%4"),
+            ("/é/%7E", "/é/~"),
+            ("", "/"),
+        ] {
+            assert_eq!(normalize_path(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn yaml_parse_of_trusted_list() {
+        let f: crate::config::file::FileConfig = parse_str(
+            std::path::Path::new("x.yaml"),
+            "trusted_proxies: [127.0.0.1, '::1']\n",
+        )
+        .unwrap();
+        assert_eq!(f.trusted_proxies.len(), 2);
+    }
+}

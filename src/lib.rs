@@ -1,0 +1,15 @@
+//! authward: a threat-protection reverse proxy for sign-in traffic.
+//!
+//! See `docs/` and DESIGN.md for the request flow; [`pipeline`] lists the stages in order.
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod demo;
+pub mod geo;
+pub mod metrics;
+pub mod pipeline;
+pub mod profile;
+pub mod proxy;
+pub mod store;

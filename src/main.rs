@@ -1,0 +1,147 @@
+//! The `authward` command line: serve, demo, check and schema.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use authward::config::{self, Mode};
+
+#[derive(Parser)]
+#[command(
+    name = "authward",
+    version,
+    about = "Threat-protection reverse proxy for sign-in traffic"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AUTHWARD_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing's env-filter syntax: `info`, `authward=debug`...).
+    #[arg(long, global = true, default_value = "info", env = "AUTHWARD_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The config file.
+        #[arg(long, default_value = "authward.yaml")]
+        config: PathBuf,
+        /// Do not reload when config files change (SIGHUP and the admin API still reload).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Start a built-in login service with authward in front of it, and print a tour.
+    Demo(authward::demo::DemoOptions),
+    /// Validate config and rule files; prints FILE:LINE:COL: message for each problem.
+    Check {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the config, for editors.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    match cli.command {
+        Command::Check { files } => check(&files),
+        Command::Schema => {
+            let schema = schemars::schema_for!(config::file::FileConfig);
+            match serde_json::to_string_pretty(&schema) {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Serve { config, no_watch } => {
+            let opts = authward::proxy::server::ServeOptions {
+                config_path: config,
+                sources: Arc::new(config::FsSources),
+                watch_files: !no_watch,
+                on_ready: None,
+            };
+            run_async(async move { authward::proxy::server::run(opts, shutdown_signal()).await })
+        }
+        Command::Demo(opts) => run_async(async move { authward::demo::run(opts, shutdown_signal()).await }),
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match config::load(f, Mode::Check) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(errors) => {
+                ok = false;
+                println!("{errors}");
+            }
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("authward: {message}");
+    ExitCode::FAILURE
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

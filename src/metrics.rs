@@ -1,0 +1,161 @@
+//! The Prometheus registry and the metric definitions that every part reports into.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// All of authward's metrics, registered once at start and kept across reloads.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by operation (`none` when no profile matched) and status code.
+    pub requests: IntCounterVec,
+    /// Whole-request latency by operation.
+    pub request_duration: HistogramVec,
+    /// Time to the upstream's response head.
+    pub upstream_duration: Histogram,
+    /// Upstream failures by kind (connect, timeout, protocol).
+    pub upstream_errors: IntCounterVec,
+    /// Profiled operations by profile, operation and outcome (success, failure, challenge, unknown).
+    pub outcomes: IntCounterVec,
+    /// Requests refused before forwarding by reason (body_too_large, bad_body).
+    pub rejected: IntCounterVec,
+    /// Config reloads by result (ok, error).
+    pub config_reloads: IntCounterVec,
+    /// Client connections open now.
+    pub connections: IntGauge,
+    /// Keys held by the state store.
+    pub store_keys: IntGauge,
+    /// Approximate bytes used by the state store.
+    pub store_bytes: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let requests = counter(
+            "authward_requests_total",
+            "Requests by operation and status",
+            &["operation", "status"],
+        );
+        let upstream_errors = counter(
+            "authward_upstream_errors_total",
+            "Upstream failures by kind",
+            &["kind"],
+        );
+        let outcomes = counter(
+            "authward_profile_outcomes_total",
+            "Profiled operations by outcome",
+            &["profile", "operation", "outcome"],
+        );
+        let rejected = counter(
+            "authward_rejected_requests_total",
+            "Requests refused before forwarding",
+            &["reason"],
+        );
+        let config_reloads = counter(
+            "authward_config_reloads_total",
+            "Config reloads by result",
+            &["result"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("authward_request_duration_seconds", "Whole-request latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("metric registered once");
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "authward_upstream_request_duration_seconds",
+                "Time to the upstream's response head",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(upstream_duration.clone()))
+            .expect("metric registered once");
+        let connections = IntGauge::new("authward_connections_active", "Client connections open now")
+            .expect("static metric");
+        registry
+            .register(Box::new(connections.clone()))
+            .expect("metric registered once");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let store_keys = gauge("authward_store_keys", "Keys held by the state store");
+        let store_bytes = gauge(
+            "authward_store_bytes",
+            "Approximate bytes used by the state store",
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            outcomes,
+            rejected,
+            config_reloads,
+            connections,
+            store_keys,
+            store_bytes,
+        }
+    }
+
+    /// The registry, for parts that register metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_names() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["sign_in", "200"]).inc();
+        m.config_reloads.with_label_values(&["error"]).inc();
+        let text = m.render();
+        assert!(
+            text.contains("authward_requests_total{operation=\"sign_in\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("authward_config_reloads_total{result=\"error\"} 1"));
+    }
+}

@@ -1,0 +1,133 @@
+//! The ordered list of stages and the per-request [`Exchange`] they share.
+//!
+//! ```text
+//! client ─▶ listener ─▶ 1 context ─▶ 2 profile ─▶ [3 web ACL ─▶ 4 SMS guard ─▶ 5 risk (pre)]
+//!                                        │413                  later issues; each may answer early
+//!                                        ▼
+//!            6 forward (proxy::upstream) ─▶ 7 outcome ─▶ [8 risk (post) ─▶ 9 rewrite] ─▶ 10 record
+//! ```
+//! 1 is built by the proxy into [`Exchange::ctx`] before any stage runs, and 10 (access log, metrics) is
+//! done by the proxy after the last stage, so that every request is recorded, including refused ones.
+//! In between, each [`Stage`] gets a request hook, run in order until one answers, and a response hook,
+//! run in order on whatever answer came back (the upstream's, or the one a stage made). Adding a stage
+//! touches its own module and one line of [`Pipeline::new`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::profile::{self, Outcome};
+use crate::proxy::body::Body;
+use crate::proxy::upstream::Upstream;
+
+/// What a request hook decided.
+pub enum Flow {
+    /// Go on to the next stage, then the upstream.
+    Continue,
+    /// Answer the client with this response; the upstream never sees the request.
+    Respond(Response<Body>),
+}
+
+/// The request body as the stages see it.
+pub enum RequestBody {
+    /// Not read: it will stream to the upstream as it arrives.
+    Streaming(Body),
+    /// Read whole (profiled routes), within the body cap.
+    Buffered(bytes::Bytes),
+}
+
+/// What the upstream did with the request.
+#[derive(Debug, Default, Clone)]
+pub struct UpstreamReport {
+    /// The upstream's status, when it answered.
+    pub status: Option<StatusCode>,
+    /// Time to the response head.
+    pub duration: Option<Duration>,
+    /// Why there was no answer (`connect`, `timeout`, `protocol`).
+    pub error: Option<&'static str>,
+}
+
+/// One request's state, shared by every stage.
+pub struct Exchange {
+    /// The config this request started with; a reload does not change it mid-flight.
+    pub config: Arc<Config>,
+    pub ctx: Context,
+    /// The request head, as it will be forwarded (client `x-authward-*` headers already removed).
+    pub request: http::request::Parts,
+    pub body: RequestBody,
+    /// The profile this request matched, with the fields pulled out of it.
+    pub profile: Option<profile::Matched>,
+    /// Labels added by stages.
+    pub labels: Vec<String>,
+    /// The upstream's answer, classified by the matched profile.
+    pub outcome: Option<Outcome>,
+    /// Why a stage refused the request, for the access log and metrics.
+    pub rejected: Option<&'static str>,
+    pub upstream: UpstreamReport,
+}
+
+impl Exchange {
+    /// The operation name for logs and metric labels: the profile's, or `none`.
+    pub fn operation(&self) -> &'static str {
+        self.profile
+            .as_ref()
+            .map_or("none", |m| m.profile.operation().as_str())
+    }
+}
+
+/// One step of the request flow.
+#[async_trait::async_trait]
+pub trait Stage: Send + Sync {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+    /// Runs before the upstream sees the request.
+    async fn on_request(&self, _ex: &mut Exchange) -> Flow {
+        Flow::Continue
+    }
+    /// Runs on the answer; may read it or replace it.
+    async fn on_response(&self, _ex: &mut Exchange, _response: &mut Response<Body>) {}
+}
+
+/// The stages in order.
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl Pipeline {
+    /// Builds the stages for one compiled config.
+    pub fn new(config: &Arc<Config>, metrics: &Arc<Metrics>) -> Self {
+        let stages: Vec<Box<dyn Stage>> = vec![
+            Box::new(profile::stage::Recognize::new(config.profiles.clone())), // 2
+            Box::new(profile::stage::Classify::new(metrics.clone())),          // 7
+        ];
+        Pipeline { stages }
+    }
+
+    /// The stage names in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|s| s.name()).collect()
+    }
+
+    /// Runs one request through every stage and the upstream.
+    pub async fn run(&self, ex: &mut Exchange, upstream: &Upstream) -> Response<Body> {
+        let mut response = None;
+        for stage in &self.stages {
+            if let Flow::Respond(r) = stage.on_request(ex).await {
+                response = Some(r);
+                break;
+            }
+        }
+        let mut response = match response {
+            Some(r) => r,
+            None => upstream.forward(ex).await,
+        };
+        for stage in &self.stages {
+            stage.on_response(ex, &mut response).await;
+        }
+        response
+    }
+}

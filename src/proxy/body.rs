@@ -1,0 +1,87 @@
+//! The body type that flows through the proxy, and capped buffering that never loses bytes.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody, combinators::BoxBody};
+
+/// Errors carried by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request or response body: streamed, buffered or generated.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body with these bytes.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Wraps any hyper body.
+pub fn boxed<B>(b: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed()
+}
+
+/// What reading a body up to a cap gave.
+pub enum Capped {
+    /// The whole body, within the cap.
+    Complete(Bytes),
+    /// The body is larger than the cap: what was read, put back in front of the rest, unchanged.
+    TooLarge(Body),
+}
+
+/// Reads `body` whole if it fits in `limit` bytes; otherwise hands back an equivalent body.
+pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => {
+                buf.extend_from_slice(&data);
+                if buf.len() as u64 > limit {
+                    let rest = BodyStream::new(full(buf.freeze())).chain(BodyStream::new(body));
+                    return Ok(Capped::TooLarge(BodyExt::boxed(StreamBody::new(rest))));
+                }
+            }
+            // Trailers end the data; a buffered body drops them (profiled login routes do not use them).
+            Err(_trailers) => break,
+        }
+    }
+    Ok(Capped::Complete(buf.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+
+    #[tokio::test]
+    async fn small_bodies_are_buffered() {
+        match read_capped(full("hello"), 5).await.unwrap() {
+            Capped::Complete(b) => assert_eq!(&b[..], b"hello"),
+            Capped::TooLarge(_) => panic!("fits"),
+        }
+    }
+
+    #[tokio::test]
+    async fn large_bodies_come_back_whole() {
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = (0..10)
+            .map(|i| Ok(Frame::data(Bytes::from(vec![b'a' + i; 100]))))
+            .collect();
+        let body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)));
+        let Capped::TooLarge(rest) = read_capped(body, 250).await.unwrap() else {
+            panic!("too large")
+        };
+        let all = rest.collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 1000);
+        assert_eq!(all[0], b'a');
+        assert_eq!(all[999], b'j');
+    }
+}

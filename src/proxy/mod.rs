@@ -1,0 +1,141 @@
+//! Listeners, TLS termination, the upstream client, forwarding, timeouts and body caps.
+
+pub mod body;
+pub mod server;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::pipeline::{Exchange, Pipeline, RequestBody, UpstreamReport};
+use crate::store::Store;
+use body::Body;
+use upstream::{ForwardError, Upstream};
+
+/// Everything built from one compiled config; swapped whole on reload.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub pipeline: Pipeline,
+    pub upstream: Upstream,
+}
+
+impl Runtime {
+    /// Builds the pipeline and the upstream client for a config (which must have an upstream).
+    pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Self, ForwardError> {
+        let target = config
+            .upstream
+            .clone()
+            .ok_or_else(|| ForwardError::Request("the config has no upstream".into()))?;
+        let config = Arc::new(config);
+        Ok(Runtime {
+            pipeline: Pipeline::new(&config, metrics),
+            upstream: Upstream::new(target, metrics.clone())?,
+            config,
+        })
+    }
+}
+
+/// State shared by every connection: the current runtime, metrics and the store.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Serves one client request: context, pipeline (with forwarding), then the access log and metrics.
+pub async fn handle(
+    shared: &Shared,
+    request: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<Body> {
+    // In-flight requests keep the runtime they started with, whatever a reload does meanwhile.
+    let runtime = shared.runtime.load_full();
+    let (mut parts, incoming) = request.into_parts();
+    strip_internal(&mut parts.headers);
+    let ctx = Context::new(&runtime.config, peer, tls, &parts);
+    let mut ex = Exchange {
+        config: runtime.config.clone(),
+        ctx,
+        request: parts,
+        body: RequestBody::Streaming(body::boxed(incoming)),
+        profile: None,
+        labels: Vec::new(),
+        outcome: None,
+        rejected: None,
+        upstream: UpstreamReport::default(),
+    };
+    let mut response = runtime.pipeline.run(&mut ex, &runtime.upstream).await;
+    if let Ok(v) = HeaderValue::from_str(&ex.ctx.request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-authward-request-id"), v);
+    }
+    record(shared, &ex, &response);
+    response
+}
+
+/// Step 10 of the flow for every request: metrics and one access-log line. Never logs a body, a query
+/// string, a password, a code or a token.
+fn record(shared: &Shared, ex: &Exchange, response: &Response<Body>) {
+    let operation = ex.operation();
+    let status = response.status();
+    let elapsed = ex.ctx.received.elapsed();
+    let m = &shared.metrics;
+    m.requests.with_label_values(&[operation, status.as_str()]).inc();
+    m.request_duration
+        .with_label_values(&[operation])
+        .observe(elapsed.as_secs_f64());
+    if let Some(reason) = ex.rejected {
+        m.rejected.with_label_values(&[reason]).inc();
+    }
+    if ex.config.listen.access_log {
+        tracing::info!(
+            target: "authward::access",
+            request_id = %ex.ctx.request_id,
+            client_ip = %ex.ctx.client_ip,
+            method = %ex.request.method,
+            path = %ex.request.uri.path(),
+            status = status.as_u16(),
+            operation,
+            profile = ex.profile.as_ref().map(|m| m.profile.name()),
+            outcome = ex.outcome.map(|o| o.as_str()),
+            rejected = ex.rejected,
+            upstream_error = ex.upstream.error,
+            upstream_ms = ex.upstream.duration.map(|d| d.as_secs_f64() * 1000.0),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+/// Drops every `x-authward-*` header: a client's (or an upstream's) claims about authward's decisions.
+pub fn strip_internal(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-authward-"))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// A JSON error answer made by authward itself.
+pub fn json_error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
+    let mut response = Response::new(body::full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,402 @@
+//! Runs the proxy: binds listeners, accepts (plain and TLS) under a connection cap, reloads, drains on exit.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use super::{Runtime, Shared};
+use crate::config::{self, ConfigErrors, Mode, Sources};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What `serve` (and the demo) start the proxy with.
+pub struct ServeOptions {
+    /// The main config file.
+    pub config_path: PathBuf,
+    /// Where files are read from (the file system, or the binary for the demo).
+    pub sources: Arc<dyn Sources>,
+    /// Reload when a config file changes on disk.
+    pub watch_files: bool,
+    /// Told the bound proxy address(es) once listening (tests and the demo use it).
+    pub on_ready: Option<OnReady>,
+}
+
+/// Called once with the bound addresses.
+pub type OnReady = Box<dyn FnOnce(&Bound) + Send>;
+
+/// The addresses actually bound (ports may have been 0).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub http: Vec<SocketAddr>,
+    pub https: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// Reloads the config from its files and swaps it in; a config that does not compile changes nothing.
+pub struct Reloader {
+    path: PathBuf,
+    sources: Arc<dyn Sources>,
+    shared: Arc<Shared>,
+    /// One reload at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// Loads, compiles and swaps; counts the result in `authward_config_reloads_total`.
+    pub async fn reload(&self, trigger: &'static str) -> Result<(), ConfigErrors> {
+        let _guard = self.lock.lock().await;
+        let (path, sources, metrics) = (
+            self.path.clone(),
+            self.sources.clone(),
+            self.shared.metrics.clone(),
+        );
+        let built = tokio::task::spawn_blocking(move || {
+            let config = config::load_from(&path, Mode::Serve, sources.as_ref())?;
+            Runtime::build(config, &metrics).map_err(|e| {
+                ConfigErrors::from(config::ConfigError {
+                    file: path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: e.to_string(),
+                })
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigErrors::from(config::ConfigError {
+                file: self.path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("reload task failed: {e}"),
+            }))
+        });
+        let reloads = &self.shared.metrics.config_reloads;
+        match built {
+            Ok(runtime) => {
+                let old = self.shared.runtime.load();
+                if old.config.listen.http != runtime.config.listen.http
+                    || old.config.listen.https != runtime.config.listen.https
+                    || old.config.admin.listen != runtime.config.admin.listen
+                {
+                    tracing::warn!("listener addresses changed: they take effect at the next restart");
+                }
+                self.shared.runtime.store(Arc::new(runtime));
+                reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(trigger, "config reloaded");
+                Ok(())
+            }
+            Err(errors) => {
+                reloads.with_label_values(&["error"]).inc();
+                tracing::error!(trigger, errors = %errors, "config reload failed; the previous config keeps serving");
+                Err(errors)
+            }
+        }
+    }
+
+    /// The files the current config was read from.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.shared.runtime.load().config.files.clone()
+    }
+}
+
+/// Picks the current config's certificate for every handshake, so a reload swaps certificates too.
+#[derive(Debug)]
+struct CurrentCert(Arc<ArcSwap<Option<Arc<CertifiedKey>>>>);
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.load().as_ref().clone()
+    }
+}
+
+/// Runs the proxy until `shutdown` resolves, then drains within the configured grace period.
+pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let ServeOptions {
+        config_path,
+        sources,
+        watch_files,
+        on_ready,
+    } = opts;
+    let config = {
+        let (p, s) = (config_path.clone(), sources.clone());
+        tokio::task::spawn_blocking(move || config::load_from(&p, Mode::Serve, s.as_ref())).await??
+    };
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::new(
+        crate::store::memory::MemoryLimits {
+            max_keys: config.store.max_keys,
+            max_bytes: usize::try_from(config.store.max_memory.0).unwrap_or(usize::MAX),
+            ..Default::default()
+        },
+        crate::clock::system(),
+    ));
+    let listen = config.listen.clone();
+    let admin_addr = config.admin.listen;
+    let cert = Arc::new(ArcSwap::from_pointee(config.tls.clone()));
+    let runtime = Runtime::build(config, &metrics)?;
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        metrics,
+        store,
+    });
+    let reloader = Arc::new(Reloader {
+        path: config_path,
+        sources,
+        shared: shared.clone(),
+        lock: tokio::sync::Mutex::new(()),
+    });
+
+    let mut http_listeners = Vec::new();
+    for addr in &listen.http {
+        http_listeners.push(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        );
+    }
+    let mut https_listeners = Vec::new();
+    for addr in &listen.https {
+        https_listeners.push(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        );
+    }
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {admin_addr} (admin)"))?;
+    let bound = Bound {
+        http: http_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect(),
+        https: https_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect(),
+        admin: admin_listener.local_addr()?,
+    };
+    tracing::info!(http = ?bound.http, https = ?bound.https, admin = %bound.admin, "authward listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(listen.max_connections));
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let tls_acceptor = if https_listeners.is_empty() {
+        None
+    } else {
+        let mut tls =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(CurrentCert(cert.clone())));
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+    };
+    let builder = {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(listen.header_read_timeout);
+        b.http2().timer(TokioTimer::new());
+        b
+    };
+    for l in http_listeners {
+        let acc = Acceptor {
+            shared: shared.clone(),
+            builder: builder.clone(),
+            permits: permits.clone(),
+            graceful: graceful.clone(),
+            tls: None,
+            handshake_timeout: listen.header_read_timeout,
+        };
+        tasks.spawn(acc.run(l, stop_rx.clone()));
+    }
+    for l in https_listeners {
+        let acc = Acceptor {
+            shared: shared.clone(),
+            builder: builder.clone(),
+            permits: permits.clone(),
+            graceful: graceful.clone(),
+            tls: tls_acceptor.clone(),
+            handshake_timeout: listen.header_read_timeout,
+        };
+        tasks.spawn(acc.run(l, stop_rx.clone()));
+    }
+    tasks.spawn(crate::admin::serve(
+        admin_listener,
+        shared.clone(),
+        reloader.clone(),
+        stop_rx.clone(),
+    ));
+    spawn_reload_triggers(
+        &mut tasks,
+        reloader.clone(),
+        cert.clone(),
+        watch_files,
+        stop_rx.clone(),
+    );
+    if let Some(f) = on_ready {
+        f(&bound);
+    }
+
+    shutdown.await;
+    tracing::info!(grace = ?listen.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
+    let _ = stop_tx.send(true);
+    // Let the accept loops drop their listeners before draining.
+    while tasks.join_next().await.is_some() {}
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    match tokio::time::timeout(listen.shutdown_grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections finished"),
+        Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
+    }
+    Ok(())
+}
+
+/// Reloads on SIGHUP and, when asked, on changes to any config file; keeps the TLS certificate current.
+fn spawn_reload_triggers(
+    tasks: &mut tokio::task::JoinSet<()>,
+    reloader: Arc<Reloader>,
+    cert: Arc<ArcSwap<Option<Arc<CertifiedKey>>>>,
+    watch_files: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
+    #[cfg(unix)]
+    {
+        let tx = tx.clone();
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => { let _ = tx.try_send("sighup"); }
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+    let watcher = if watch_files {
+        config::watch::FileWatcher::start(reloader.files(), tx.clone())
+    } else {
+        None
+    };
+    tasks.spawn(async move {
+        let mut watcher = watcher;
+        loop {
+            tokio::select! {
+                trigger = rx.recv() => {
+                    let Some(trigger) = trigger else { return };
+                    if trigger == "file" {
+                        // Editors write in several steps: wait for the burst to settle, then reload once.
+                        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                        while rx.try_recv().is_ok() {}
+                    }
+                    if reloader.reload(trigger).await.is_ok() {
+                        cert.store(Arc::new(reloader.shared.runtime.load().config.tls.clone()));
+                        if let Some(w) = watcher.as_mut() {
+                            w.rewatch(reloader.files());
+                        }
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
+/// One accept loop.
+struct Acceptor {
+    shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    permits: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake_timeout: std::time::Duration,
+}
+
+impl Acceptor {
+    async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        loop {
+            // The cap: wait for a free slot before accepting, so excess clients queue in the backlog.
+            let permit = tokio::select! {
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stop.changed() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let builder = self.builder.clone();
+            let watcher = self.graceful.watcher();
+            let tls = self.tls.clone();
+            let handshake_timeout = self.handshake_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                shared.metrics.connections.inc();
+                let is_tls = tls.is_some();
+                let svc = {
+                    let shared = shared.clone();
+                    service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(super::handle(&shared, req, peer, is_tls).await) }
+                    })
+                };
+                let result = match tls {
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned())
+                            .await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                watcher
+                                    .watch(
+                                        builder
+                                            .serve_connection(TokioIo::new(tls_stream), svc)
+                                            .into_owned(),
+                                    )
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => Ok(()),
+                        }
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                shared.metrics.connections.dec();
+            });
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The pooled upstream client (HTTP/1.1 and HTTP/2, http and https) and request forwarding.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::{self, Body};
+use crate::config;
+use crate::metrics::Metrics;
+use crate::pipeline::{Exchange, RequestBody};
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Why the upstream did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    #[error("cannot build the upstream request: {0}")]
+    Request(String),
+    #[error("the client's request body broke off or was malformed")]
+    ClientBody,
+}
+
+impl ForwardError {
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ForwardError::Connect(_) => "connect",
+            ForwardError::Timeout(_) => "timeout",
+            ForwardError::Protocol(_) => "protocol",
+            ForwardError::Request(_) => "request",
+            ForwardError::ClientBody => "client_body",
+        }
+    }
+
+    /// The answer the client gets: 504 for a timeout, 502 otherwise, with a JSON body.
+    pub fn response(&self, request_id: &str) -> Response<Body> {
+        if let ForwardError::ClientBody = self {
+            return super::json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body is malformed",
+                request_id,
+            );
+        }
+        let (status, code) = match self {
+            ForwardError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            _ => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+        };
+        let message = match self {
+            ForwardError::Timeout(_) => "the login service did not answer in time",
+            _ => "the login service could not be reached",
+        };
+        super::json_error(status, code, message, request_id)
+    }
+}
+
+/// The upstream of one compiled config: where it is and a pooled client to it.
+pub struct Upstream {
+    target: config::Upstream,
+    client: Client<Connector, Body>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    /// Builds the client: system roots plus the configured CA for https, HTTP/2 through ALPN.
+    pub fn new(target: config::Upstream, metrics: Arc<Metrics>) -> Result<Self, ForwardError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        for ca in &target.ca {
+            roots
+                .add(ca.clone())
+                .map_err(|e| ForwardError::Request(format!("upstream CA: {e}")))?;
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ForwardError::Request(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(target.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(target.pool_idle_timeout)
+            .pool_max_idle_per_host(target.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Upstream {
+            target,
+            client,
+            metrics,
+        })
+    }
+
+    /// Where the upstream is, for readiness checks.
+    pub fn target(&self) -> &config::Upstream {
+        &self.target
+    }
+
+    /// Sends the exchange's request upstream and returns the answer, or a 502/504 made here.
+    pub async fn forward(&self, ex: &mut Exchange) -> Response<Body> {
+        let started = Instant::now();
+        let result = self.send(ex).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(mut response) => {
+                ex.upstream.status = Some(response.status());
+                ex.upstream.duration = Some(elapsed);
+                self.metrics.upstream_duration.observe(elapsed.as_secs_f64());
+                strip_hop_by_hop(response.headers_mut());
+                super::strip_internal(response.headers_mut());
+                response
+            }
+            Err(e) => {
+                ex.upstream.error = Some(e.kind());
+                self.metrics.upstream_errors.with_label_values(&[e.kind()]).inc();
+                tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "upstream failed");
+                e.response(&ex.ctx.request_id)
+            }
+        }
+    }
+
+    async fn send(&self, ex: &mut Exchange) -> Result<Response<Body>, ForwardError> {
+        let client_body_failed = Arc::new(AtomicBool::new(false));
+        let request = self.build_request(ex, &client_body_failed)?;
+        let call = self.client.request(request);
+        let result = tokio::time::timeout(self.target.timeout, call).await;
+        if result.as_ref().is_ok_and(Result::is_err) && client_body_failed.load(Ordering::Relaxed) {
+            // The client, not the upstream, broke the exchange: a 4xx, not a 502.
+            return Err(ForwardError::ClientBody);
+        }
+        match result {
+            Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
+            Ok(Err(e)) if e.is_connect() => {
+                if is_timeout(&e) {
+                    Err(ForwardError::Timeout(self.target.connect_timeout))
+                } else {
+                    Err(ForwardError::Connect(error_chain(&e)))
+                }
+            }
+            Ok(Err(e)) => Err(ForwardError::Protocol(error_chain(&e))),
+            Ok(Ok(response)) => Ok(response.map(body::boxed)),
+        }
+    }
+
+    fn build_request(
+        &self,
+        ex: &mut Exchange,
+        body_failed: &Arc<AtomicBool>,
+    ) -> Result<Request<Body>, ForwardError> {
+        let parts = &ex.request;
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = Uri::builder()
+            .scheme(self.target.scheme.clone())
+            .authority(self.target.authority.clone())
+            .path_and_query(format!("{}{}", self.target.path_prefix, path_and_query))
+            .build()
+            .map_err(|e| ForwardError::Request(e.to_string()))?;
+
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        if !self.target.preserve_host || original_host.is_none() {
+            headers.insert(
+                header::HOST,
+                HeaderValue::from_str(self.target.authority.as_str())
+                    .map_err(|e| ForwardError::Request(e.to_string()))?,
+            );
+        } else if let Some(h) = &original_host {
+            headers.insert(header::HOST, h.clone());
+        }
+        let trusted_peer = ex.config.is_trusted(ex.ctx.peer.ip());
+        forwarded_headers(&mut headers, ex, trusted_peer, original_host);
+        headers.insert(
+            HeaderName::from_static("x-authward-request-id"),
+            HeaderValue::from_str(&ex.ctx.request_id).map_err(|e| ForwardError::Request(e.to_string()))?,
+        );
+
+        let body = match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
+            RequestBody::Streaming(b) => {
+                let flag = body_failed.clone();
+                BodyExt::boxed(b.map_err(move |e| {
+                    flag.store(true, Ordering::Relaxed);
+                    e
+                }))
+            }
+            RequestBody::Buffered(bytes) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                headers.remove(header::TRANSFER_ENCODING);
+                body::full(bytes)
+            }
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A trusted peer's values are kept and extended; an
+/// untrusted peer's are replaced, so the upstream never believes a client's own claims.
+fn forwarded_headers(headers: &mut HeaderMap, ex: &Exchange, trusted_peer: bool, host: Option<HeaderValue>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    let fhost = HeaderName::from_static("x-forwarded-host");
+    let peer = config::canonical_ip(ex.ctx.peer.ip()).to_string();
+    let prior: Vec<String> = if trusted_peer {
+        headers
+            .get_all(&xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let chain = if prior.is_empty() {
+        peer
+    } else {
+        format!("{}, {peer}", prior.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(xff, v);
+    }
+    if !(trusted_peer && headers.contains_key(&proto)) {
+        headers.insert(
+            proto,
+            HeaderValue::from_static(if ex.ctx.tls { "https" } else { "http" }),
+        );
+    }
+    if !(trusted_peer && headers.contains_key(&fhost)) {
+        match host {
+            Some(h) => headers.insert(fhost, h),
+            None => headers.remove(fhost),
+        };
+    }
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::TRAILER);
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if err.to_string().contains("timed out") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
+}

@@ -1,0 +1,79 @@
+//! `authward demo`: the built-in login service, the proxy and the tour, from the binary alone.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{bin, client, free_port};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_its_tour_from_the_binary_alone() {
+    let (proxy, upstream, admin) = (free_port(), free_port(), free_port());
+    // Run from an empty directory: everything the demo needs is inside the binary.
+    let empty = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .current_dir(empty.path())
+        .args(["demo", "--listen", &format!("127.0.0.1:{proxy}")])
+        .args(["--upstream-listen", &format!("127.0.0.1:{upstream}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("AUTHWARD_ADMIN_TOKEN", "demo-token")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            if line.contains("authward demo is running") {
+                let _ = tx.send(all.clone());
+            }
+        }
+    });
+    let tour = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the tour finishes");
+    // Each step's real answer is printed after its command.
+    let answers: Vec<&str> = tour
+        .lines()
+        .filter(|l| l.trim_start().starts_with("-> "))
+        .collect();
+    assert_eq!(answers.len(), 5, "{tour}");
+    assert!(
+        answers[0].contains("-> 200") && answers[0].contains("token"),
+        "sign-in: {tour}"
+    );
+    assert!(answers[1].contains("-> 401"), "wrong password: {tour}");
+    assert!(answers[2].contains("-> 201"), "sign-up: {tour}");
+    assert!(answers[3].contains("-> 401"), "spoofed header: {tour}");
+    assert!(
+        answers[4].contains("-> 200") && answers[4].contains("ok"),
+        "reload: {tour}"
+    );
+    assert!(
+        tour.contains("{operation=\"sign_in\",outcome=\"success\",profile=\"json-login\"} 1"),
+        "{tour}"
+    );
+    assert!(
+        tour.contains("{operation=\"sign_in\",outcome=\"failure\",profile=\"json-login\"} 1"),
+        "{tour}"
+    );
+    assert!(
+        tour.contains("{operation=\"sign_up\",outcome=\"success\",profile=\"json-signup\"} 1"),
+        "{tour}"
+    );
+
+    // The demo keeps serving: the HTML login page comes through the proxy.
+    let page = client()
+        .get(format!("http://127.0.0.1:{proxy}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<form"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

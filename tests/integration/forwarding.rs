@@ -1,0 +1,279 @@
+//! Forwarding: methods, bodies, headers, streaming, client IP trust, errors and caps.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{Authward, Upstream, client, echoed_headers};
+
+fn config(upstream: &str, extra: &str) -> String {
+    format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {upstream}\n  timeout: 500ms\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_methods_bodies_and_headers() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    let c = client();
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let r = c
+            .request(method.parse().unwrap(), aw.url("/echo/path?x=1&y=two"))
+            .header("x-custom", "kept")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "dropped")
+            .body(if method == "GET" {
+                String::new()
+            } else {
+                format!("body of {method}")
+            })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-upstream"], "a");
+        let request_id = r.headers()["x-authward-request-id"].to_str().unwrap().to_string();
+        assert!(
+            r.headers().get("x-authward-decision").is_none(),
+            "upstream's x-authward-* headers are stripped"
+        );
+        let echo: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(echo["method"], method);
+        assert_eq!(echo["path"], "/echo/path");
+        assert_eq!(echo["query"], "x=1&y=two");
+        if method != "GET" {
+            assert_eq!(echo["body"], format!("body of {method}"));
+        }
+        assert_eq!(echoed_headers(&echo, "x-custom"), ["kept"]);
+        assert!(
+            echoed_headers(&echo, "x-hop").is_empty(),
+            "headers named by Connection are hop-by-hop"
+        );
+        assert!(echoed_headers(&echo, "connection").is_empty() || method == "GET");
+        assert_eq!(
+            echoed_headers(&echo, "x-authward-request-id"),
+            [request_id.as_str()]
+        );
+        assert_eq!(request_id.len(), 32);
+        assert_eq!(echoed_headers(&echo, "host"), [up.addr.to_string()]);
+        assert_eq!(
+            echoed_headers(&echo, "x-forwarded-host"),
+            [format!("127.0.0.1:{}", aw.port)]
+        );
+        assert_eq!(echoed_headers(&echo, "x-forwarded-proto"), ["http"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_bodies_both_ways() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    // 4 MiB up, in 64 chunks, never buffered whole by the proxy.
+    let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 65536])));
+    let r = client()
+        .post(aw.url("/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["body_len"], 64 * 65536);
+    // 8 MiB down, streamed.
+    let r = client()
+        .get(aw.url("/stream?chunks=128&size=65536"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut total = 0usize;
+    let mut s = r.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, 128 * 65536);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_and_spoofed_internal_headers() {
+    let up = Upstream::start("a").await;
+    // Untrusted peer: its X-Forwarded-For is replaced, its x-authward-* headers are removed.
+    let aw = Authward::start(&config(&up.url(), ""));
+    let r = client()
+        .get(aw.url("/echo"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-authward-decision", "allow")
+        .header("X-Authward-Risk", "none")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echoed_headers(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echoed_headers(&echo, "x-forwarded-proto"), ["http"]);
+    assert!(echoed_headers(&echo, "x-authward-decision").is_empty());
+    assert!(echoed_headers(&echo, "x-authward-risk").is_empty());
+    let log = aw.access_log();
+    assert_eq!(
+        log.last().unwrap()["client_ip"],
+        "127.0.0.1",
+        "an untrusted peer's XFF is not believed"
+    );
+    drop(aw);
+
+    // Trusted peer: the chain is kept and extended, and the right-most untrusted entry is the client.
+    let aw = Authward::start(&config(&up.url(), "trusted_proxies: [127.0.0.1, 10.0.0.0/8]\n"));
+    let r = client()
+        .get(aw.url("/echo"))
+        .header("x-forwarded-for", "6.6.6.6, 2.125.160.216, 10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        echoed_headers(&echo, "x-forwarded-for"),
+        ["6.6.6.6, 2.125.160.216, 10.1.2.3, 127.0.0.1"]
+    );
+    let log = aw.access_log();
+    assert_eq!(log.last().unwrap()["client_ip"], "2.125.160.216");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_are_json_502_and_504() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    let r = client().get(aw.url("/slow?ms=3000")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_timeout");
+    drop(aw);
+
+    let closed = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    let aw = Authward::start(&config(&closed, ""));
+    let r = client()
+        .post(aw.url("/api/login"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(body["request_id"].as_str().unwrap().len(), 32);
+    let metrics = client()
+        .get(aw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authward_upstream_errors_total{kind=\"connect\"} 1"),
+        "{metrics}"
+    );
+}
+
+const PROFILED: &str = "listen:\n  body_limit: 1KiB\nprofiles:\n  - name: login\n    operation: sign_in\n    match:\n      methods: [POST]\n      path: {exact: /api/login}\n    fields:\n      username: {json: /username}\n      password: {json: /password}\n    outcome:\n      success: {status: [200]}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiled_bodies_are_capped_with_413() {
+    let up = Upstream::start("a").await;
+    let cfg = config(&up.url(), PROFILED).replace("listen:\n  http: [127.0.0.1:{PORT}]\n", "");
+    let cfg = cfg.replace(
+        "listen:\n  body_limit: 1KiB\n",
+        "listen:\n  http: [127.0.0.1:{PORT}]\n  body_limit: 1KiB\n",
+    );
+    let aw = Authward::start(&cfg);
+    let c = client();
+    // Declared too large.
+    let big = format!(r#"{{"username":"alice","password":"{}"}}"#, "x".repeat(2000));
+    let r = c
+        .post(aw.url("/api/login"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Chunked, no length: caught while reading.
+    let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 600])));
+    let r = c
+        .post(aw.url("/api/login"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Within the cap: forwarded whole.
+    let r = c
+        .post(aw.url("/api/login"))
+        .body(r#"{"username":"alice","password":"pw"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["body_len"], 36);
+    // Unprofiled routes stream, whatever their size.
+    let r = c.post(aw.url("/upload")).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let log = aw.access_log();
+    assert!(log.iter().any(|l| l["rejected"] == "body_too_large"));
+    assert!(!aw.logs().contains("\"pw\""), "a password never reaches the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    for garbage in [
+        "GARBAGE\r\n\r\n".as_bytes(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc\r\nzz\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+            .await
+            .unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = vec![0; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            head.starts_with("HTTP/1.1 4"),
+            "{:?} got {head}",
+            String::from_utf8_lossy(garbage)
+        );
+    }
+    // The proxy is still up.
+    assert_eq!(client().get(aw.url("/echo")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_queues_extra_clients() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), "").replace("  http: [", "  max_connections: 1\n  http: ["));
+    let c1 = client();
+    let c2 = client();
+    let first = tokio::spawn({
+        let url = aw.url("/hold?ms=800");
+        async move {
+            c1.get(url).send().await.unwrap();
+            std::time::Instant::now()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = c2.get(aw.url("/echo")).send().await.unwrap();
+    let second_done = std::time::Instant::now();
+    assert_eq!(r.status(), 200);
+    let first_done = first.await.unwrap();
+    assert!(
+        second_done >= first_done,
+        "the second connection waited for the first one's slot"
+    );
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real `authward` binary on loopback ports against real upstreams.
+
+mod admin;
+mod check;
+mod demo;
+mod forwarding;
+mod harness;
+mod lifecycle;
+mod profiles;
+mod tls;
