@@ -22,6 +22,8 @@ pub struct Context {
     pub client_ip: IpAddr,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    /// The TLS ClientHello fingerprint (JA4) of the connection, for TLS clients.
+    pub ja4: Option<Arc<str>>,
     /// The request path normalized for matching (see [`normalize_path`]); the upstream gets the original.
     pub path: String,
     geo_db: Arc<Geo>,
@@ -30,13 +32,15 @@ pub struct Context {
 
 impl Context {
     /// Builds the context of one request.
-    pub fn new(config: &Config, peer: SocketAddr, tls: bool, request: &http::request::Parts) -> Self {
+    pub fn new(config: &Config, conn: &Connection, request: &http::request::Parts) -> Self {
+        let (peer, tls) = (conn.peer, conn.tls);
         Context {
             request_id: new_request_id(),
             received: Instant::now(),
             peer,
             client_ip: client_ip(config, peer.ip(), &request.headers),
             tls,
+            ja4: conn.ja4.clone(),
             path: normalize_path(request.uri.path()),
             geo_db: config.geo.clone(),
             geo: OnceLock::new(),
@@ -47,6 +51,14 @@ impl Context {
     pub fn geo(&self) -> &GeoInfo {
         self.geo.get_or_init(|| self.geo_db.lookup(self.client_ip))
     }
+}
+
+/// What the listener knows about a client connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub ja4: Option<Arc<str>>,
 }
 
 /// Normalizes a path the way backends read it, so that `/api/%6Cogin`, `//api/login` or

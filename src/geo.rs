@@ -93,6 +93,16 @@ impl Geo {
         })
     }
 
+    /// Whether a city or country database is loaded.
+    pub fn has_country(&self) -> bool {
+        self.city.is_some()
+    }
+
+    /// Whether an ASN database is loaded.
+    pub fn has_asn(&self) -> bool {
+        self.asn.is_some()
+    }
+
     /// True when no database is loaded.
     pub fn is_empty(&self) -> bool {
         self.city.is_none() && self.asn.is_none() && self.anonymous.is_none()

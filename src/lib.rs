@@ -3,6 +3,7 @@
 //! See `docs/` and DESIGN.md for the request flow; [`pipeline`] lists the stages in order.
 
 pub mod admin;
+pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod context;
@@ -12,4 +13,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod profile;
 pub mod proxy;
+pub mod ruletest;
 pub mod store;
+pub mod waf;

@@ -50,6 +50,21 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run rule test cases offline; the last line is `N passed, M failed`.
+    Test {
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show what one request meets, stage by stage and rule by rule.
+    Explain {
+        /// The config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The request (YAML: method, path, headers, body/json/form, client_ip, ja4).
+        #[arg(long)]
+        request: PathBuf,
+    },
     /// Print the JSON Schema of the config, for editors.
     Schema,
 }
@@ -78,6 +93,23 @@ fn main() -> ExitCode {
             };
             run_async(async move { authward::proxy::server::run(opts, shutdown_signal()).await })
         }
+        Command::Test { files } => run_async(async move {
+            let mut out = String::new();
+            let ok = authward::ruletest::run_files(&files, &mut out).await;
+            print!("{out}");
+            if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("some rule tests failed"))
+            }
+        }),
+        Command::Explain { config, request } => run_async(async move {
+            let out = authward::ruletest::explain(&config, &request)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            print!("{out}");
+            Ok(())
+        }),
         Command::Demo(opts) => run_async(async move { authward::demo::run(opts, shutdown_signal()).await }),
     }
 }

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub outcomes: IntCounterVec,
     /// Requests refused before forwarding by reason (body_too_large, bad_body).
     pub rejected: IntCounterVec,
+    /// Web-ACL rule matches by rule and action (`shadow_<action>` for rules in shadow mode).
+    pub rule_matches: IntCounterVec,
     /// Config reloads by result (ok, error).
     pub config_reloads: IntCounterVec,
     /// Client connections open now.
@@ -64,6 +66,11 @@ impl Metrics {
             "authward_rejected_requests_total",
             "Requests refused before forwarding",
             &["reason"],
+        );
+        let rule_matches = counter(
+            "authward_rule_matches_total",
+            "Web-ACL rule matches by rule and action",
+            &["rule", "action"],
         );
         let config_reloads = counter(
             "authward_config_reloads_total",
@@ -115,6 +122,7 @@ impl Metrics {
             upstream_errors,
             outcomes,
             rejected,
+            rule_matches,
             config_reloads,
             connections,
             store_keys,

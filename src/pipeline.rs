@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 use crate::profile::{self, Outcome};
 use crate::proxy::body::Body;
 use crate::proxy::upstream::Upstream;
+use crate::store::Store;
+use crate::waf;
 
 /// What a request hook decided.
 pub enum Flow {
@@ -63,6 +65,8 @@ pub struct Exchange {
     pub profile: Option<profile::Matched>,
     /// Labels added by stages.
     pub labels: Vec<String>,
+    /// What the web ACL decided.
+    pub waf: Option<crate::waf::Verdict>,
     /// The upstream's answer, classified by the matched profile.
     pub outcome: Option<Outcome>,
     /// Why a stage refused the request, for the access log and metrics.
@@ -99,10 +103,19 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds the stages for one compiled config.
-    pub fn new(config: &Arc<Config>, metrics: &Arc<Metrics>) -> Self {
+    pub fn new(config: &Arc<Config>, metrics: &Arc<Metrics>, store: &Arc<dyn Store>) -> Self {
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(profile::stage::Recognize::new(config.profiles.clone())), // 2
+            Box::new(waf::stage::Inspect::new(
+                config.web_acl.clone(),
+                store.clone(),
+                metrics.clone(),
+            )), // 3
             Box::new(profile::stage::Classify::new(metrics.clone())),          // 7
+            Box::new(waf::stage::CountFailures::new(
+                config.web_acl.clone(),
+                store.clone(),
+            )), // after 7
         ];
         Pipeline { stages }
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use super::types::{ByteSize, Cidr, Duration};
 use crate::profile::file::FileProfile;
+use crate::waf::file::FileWebAcl;
 
 /// The whole config file: every top-level section of DESIGN.md's "Interfaces".
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -35,8 +36,8 @@ pub struct FileConfig {
     /// Route profiles: which requests are sign-ins, sign-ups, SMS sends... and how to read them.
     #[serde(default)]
     pub profiles: Vec<Positioned<FileProfile>>,
-    /// Web ACL rules (not available in this version).
-    pub web_acl: Option<NotYetWebAcl>,
+    /// Web ACL: rules every request meets, in priority order.
+    pub web_acl: Option<Positioned<FileWebAcl>>,
     /// SMS pumping protection (not available in this version).
     pub sms: Option<NotYetSms>,
     /// Sign-in risk scoring (not available in this version).
@@ -59,8 +60,8 @@ pub struct FileFragment {
     /// Route profiles to add.
     #[serde(default)]
     pub profiles: Vec<Positioned<FileProfile>>,
-    /// Web ACL rules (not available in this version).
-    pub web_acl: Option<NotYetWebAcl>,
+    /// Web ACL rules and rule groups to add.
+    pub web_acl: Option<Positioned<FileWebAcl>>,
 }
 
 /// Listener settings.
@@ -283,7 +284,6 @@ macro_rules! not_yet {
 }
 
 not_yet!(
-    NotYetWebAcl => "web_acl",
     NotYetSms => "sms",
     NotYetRisk => "risk",
     NotYetMfa => "mfa",

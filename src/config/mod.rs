@@ -163,6 +163,7 @@ pub struct Config {
     pub store: FileStore,
     pub geo: Arc<Geo>,
     pub profiles: Arc<Profiles>,
+    pub web_acl: Arc<crate::waf::WebAcl>,
 }
 
 /// Compiled listener settings.
@@ -239,6 +240,10 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         .map(|p| (path.to_path_buf(), p))
         .collect();
     let mut errors = Vec::new();
+    let mut acls: Vec<(PathBuf, Positioned<crate::waf::file::FileWebAcl>, bool)> = Vec::new();
+    if let Some(acl) = main.web_acl {
+        acls.push((path.to_path_buf(), acl, true));
+    }
 
     for inc_entry in &main.include {
         let (pattern, line, column) = (&inc_entry.value, inc_entry.line, inc_entry.column);
@@ -259,7 +264,12 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
                         continue;
                     }
                     match parse::<FileFragment>(&inc, sources) {
-                        Ok(frag) => profiles.extend(frag.profiles.into_iter().map(|p| (inc.clone(), p))),
+                        Ok(frag) => {
+                            profiles.extend(frag.profiles.into_iter().map(|p| (inc.clone(), p)));
+                            if let Some(acl) = frag.web_acl {
+                                acls.push((inc.clone(), acl, false));
+                            }
+                        }
                         Err(e) => errors.extend(e.0),
                     }
                     files.push(inc);
@@ -314,11 +324,26 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
     let admin =
         compile_admin(&main.admin.value, Pos::new(path, &main.admin), sources).map_err(|e| errors.push(e));
 
+    let geo = geo.map(|g| Arc::new(g.unwrap_or_default()));
+    let web_acl = match &geo {
+        Ok(geo) => {
+            let parts: Vec<crate::waf::RulePart<'_>> = acls
+                .iter()
+                .map(|(file, acl, main)| crate::waf::RulePart {
+                    file,
+                    acl,
+                    main: *main,
+                })
+                .collect();
+            crate::waf::compile(&parts, geo, sources).map_err(|e| errors.extend(e))
+        }
+        Err(()) => Err(()),
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let (Ok(profiles), Ok(upstream), Ok(tls), Ok(geo), Ok(admin)) =
-        (compiled_profiles, upstream, tls, geo, admin)
+    let (Ok(profiles), Ok(upstream), Ok(tls), Ok(geo), Ok(admin), Ok(web_acl)) =
+        (compiled_profiles, upstream, tls, geo, admin, web_acl)
     else {
         return Err(ConfigErrors(vec![ConfigError::at(
             path,
@@ -345,8 +370,9 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         upstream,
         trusted_proxies: main.trusted_proxies.iter().map(|c| c.0).collect(),
         store: main.store,
-        geo: Arc::new(geo.unwrap_or_default()),
+        geo,
         profiles: Arc::new(profiles),
+        web_acl: Arc::new(web_acl),
     })
 }
 

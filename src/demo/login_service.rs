@@ -304,8 +304,9 @@ impl LoginService {
 
     /// Validates and creates a user, then texts a confirmation code; returns the masked phone number.
     fn signup(&self, username: &str, password: &str, phone: &str) -> Result<String, ApiError> {
-        let username_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-        if !(3..=32).contains(&username.len()) || !username.chars().all(username_ok) {
+        // Letters of any script and the punctuation of real names (O'Brien, Anne-Marie).
+        let username_ok = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '\'');
+        if !(3..=32).contains(&username.chars().count()) || !username.chars().all(username_ok) {
             return Err(ApiError::InvalidUsername);
         }
         if !(8..=MAX_PASSWORD_CHARS).contains(&password.chars().count()) {

@@ -42,6 +42,11 @@ const EMBEDDED: &[(&str, &[u8])] = &[
         "rules/profiles/form-login.yaml",
         include_bytes!("../../rules/profiles/form-login.yaml"),
     ),
+    ("rules/common.yaml", include_bytes!("../../rules/common.yaml")),
+    (
+        "rules/login-protection.yaml",
+        include_bytes!("../../rules/login-protection.yaml"),
+    ),
     (
         "data/geoip/GeoIP2-City-Test.mmdb",
         include_bytes!("../../data/geoip/GeoIP2-City-Test.mmdb"),
@@ -163,7 +168,8 @@ struct Step {
 
 async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
     let json = ("content-type", "application/json".to_string());
-    let login = |user: &str, pass: &str| format!(r#"{{"username":"{user}","password":"{pass}"}}"#);
+    let login = |user: &str, pass: &str| serde_json::json!({"username": user, "password": pass}).to_string();
+    let signup = r#"{"username":"O'Brien","password":"a-long-passphrase","phone":"+447700900123"}"#;
     let steps = vec![
         Step {
             title: "1. A normal sign-in: recognised by the json-login profile, forwarded, classified as success",
@@ -177,7 +183,18 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
             body: Some(login("alice", "correct-horse-battery")),
         },
         Step {
-            title: "2. A wrong password from Boxford, GB (X-Forwarded-For is trusted from 127.0.0.1 in the demo): a failure",
+            title: "2. An SQL injection in the username: blocked by the web ACL before the login service sees it",
+            curl: format!(
+                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -d '{}'",
+                login("admin' OR 1=1--", "x")
+            ),
+            method: "POST",
+            path: "/api/login",
+            headers: vec![json.clone()],
+            body: Some(login("admin' OR 1=1--", "x")),
+        },
+        Step {
+            title: "3. A wrong password from Boxford, GB (X-Forwarded-For is trusted from 127.0.0.1 in the demo): a failure",
             curl: format!(
                 "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: 2.125.160.216' -d '{}'",
                 login("alice", "guess")
@@ -188,19 +205,17 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
             body: Some(login("alice", "guess")),
         },
         Step {
-            title: "3. A sign-up with a phone number: the login service sends an SMS code",
+            title: "4. O'Brien signs up with a phone number (an apostrophe is a name, not an injection)",
             curl: format!(
-                "curl -s http://{proxy}/api/signup -H 'content-type: application/json' -d '{{\"username\":\"carol\",\"password\":\"a-long-passphrase\",\"phone\":\"+447700900123\"}}'"
+                "curl -s http://{proxy}/api/signup -H 'content-type: application/json' -d '{signup}'"
             ),
             method: "POST",
             path: "/api/signup",
             headers: vec![json.clone()],
-            body: Some(
-                r#"{"username":"carol","password":"a-long-passphrase","phone":"+447700900123"}"#.into(),
-            ),
+            body: Some(signup.to_string()),
         },
         Step {
-            title: "4. A spoofed x-authward-decision header: removed before the login service sees it",
+            title: "5. A spoofed x-authward-decision header: removed before the login service sees it",
             curl: format!("curl -s http://{proxy}/api/me -H 'x-authward-decision: allow'"),
             method: "GET",
             path: "/api/me",
@@ -216,17 +231,17 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
             Err(e) => println!("  -> failed: {e}"),
         }
     }
-    println!("\n5. What authward counted (profiled operations by outcome, from the metrics):");
-    println!("  $ curl -s http://{admin}/metrics | grep authward_profile_outcomes_total");
+    println!("\n6. What authward counted (outcomes of profiled operations and web-ACL matches):");
+    println!("  $ curl -s http://{admin}/metrics | grep -E 'authward_(profile_outcomes|rule_matches)_total'");
     if let Ok((_, text)) = send(admin, "GET", "/metrics", &[], None).await {
-        for line in text
-            .lines()
-            .filter(|l| l.starts_with("authward_profile_outcomes_total"))
-        {
+        let counted = |l: &&str| {
+            l.starts_with("authward_profile_outcomes_total") || l.starts_with("authward_rule_matches_total")
+        };
+        for line in text.lines().filter(counted) {
             println!("  {line}");
         }
     }
-    println!("\n6. The admin API needs the token: reload the config");
+    println!("\n7. The admin API needs the token: reload the config");
     println!("  $ curl -s -X POST http://{admin}/admin/v1/reload -H 'Authorization: Bearer {token}'");
     let auth = [("authorization", format!("Bearer {token}"))];
     match send(admin, "POST", "/admin/v1/reload", &auth, None).await {

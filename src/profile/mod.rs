@@ -306,6 +306,22 @@ pub struct Matched {
     pub fields: Fields,
 }
 
+impl Matched {
+    /// The labels a profiled request carries for the web ACL: `authward:operation:<op>` and
+    /// `authward:profile:<name>`.
+    pub fn labels(&self) -> [String; 2] {
+        [
+            format!("authward:operation:{}", self.profile.operation().as_str()),
+            format!("authward:profile:{}", self.profile.name()),
+        ]
+    }
+}
+
+/// Whether a label (or namespace) is one that the profile stage adds by itself.
+pub fn is_builtin_label(label: &str) -> bool {
+    label.starts_with("authward:operation:") || label.starts_with("authward:profile:")
+}
+
 impl Candidates {
     /// The matched profiles.
     pub fn profiles(&self) -> &[Arc<Profile>] {

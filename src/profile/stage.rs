@@ -58,7 +58,7 @@ impl Stage for Recognize {
             RequestBody::Buffered(b) => b,
             RequestBody::Streaming(b) => match body::read_capped(b, limit).await {
                 Ok(Capped::Complete(bytes)) => bytes,
-                Ok(Capped::TooLarge(_)) => return too_large(ex),
+                Ok(Capped::TooLarge { .. }) => return too_large(ex),
                 Err(e) => {
                     ex.rejected = Some("bad_body");
                     tracing::debug!(request_id = %ex.ctx.request_id, error = %e, "request body read failed");
@@ -72,6 +72,9 @@ impl Stage for Recognize {
             },
         };
         ex.profile = candidates.resolve(ex.request.uri.query(), &ex.request.headers, &bytes);
+        if let Some(m) = &ex.profile {
+            ex.labels.extend(m.labels());
+        }
         ex.body = RequestBody::Buffered(bytes);
         if ex
             .profile
@@ -120,7 +123,7 @@ impl Stage for Classify {
                     *response.body_mut() = body::full(bytes);
                     o
                 }
-                Ok(Capped::TooLarge(rest)) => {
+                Ok(Capped::TooLarge { body: rest, .. }) => {
                     *response.body_mut() = rest;
                     Outcome::Unknown
                 }

@@ -33,8 +33,9 @@ where
 pub enum Capped {
     /// The whole body, within the cap.
     Complete(Bytes),
-    /// The body is larger than the cap: what was read, put back in front of the rest, unchanged.
-    TooLarge(Body),
+    /// The body is larger than the cap: the part read, and the whole body (that part put back in front
+    /// of the rest), unchanged.
+    TooLarge { prefix: Bytes, body: Body },
 }
 
 /// Reads `body` whole if it fits in `limit` bytes; otherwise hands back an equivalent body.
@@ -46,8 +47,12 @@ pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError>
             Ok(data) => {
                 buf.extend_from_slice(&data);
                 if buf.len() as u64 > limit {
-                    let rest = BodyStream::new(full(buf.freeze())).chain(BodyStream::new(body));
-                    return Ok(Capped::TooLarge(BodyExt::boxed(StreamBody::new(rest))));
+                    let prefix = buf.freeze();
+                    let rest = BodyStream::new(full(prefix.clone())).chain(BodyStream::new(body));
+                    return Ok(Capped::TooLarge {
+                        prefix,
+                        body: BodyExt::boxed(StreamBody::new(rest)),
+                    });
                 }
             }
             // Trailers end the data; a buffered body drops them (profiled login routes do not use them).
@@ -66,7 +71,7 @@ mod tests {
     async fn small_bodies_are_buffered() {
         match read_capped(full("hello"), 5).await.unwrap() {
             Capped::Complete(b) => assert_eq!(&b[..], b"hello"),
-            Capped::TooLarge(_) => panic!("fits"),
+            Capped::TooLarge { .. } => panic!("fits"),
         }
     }
 
@@ -76,9 +81,10 @@ mod tests {
             .map(|i| Ok(Frame::data(Bytes::from(vec![b'a' + i; 100]))))
             .collect();
         let body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)));
-        let Capped::TooLarge(rest) = read_capped(body, 250).await.unwrap() else {
+        let Capped::TooLarge { prefix, body: rest } = read_capped(body, 250).await.unwrap() else {
             panic!("too large")
         };
+        assert_eq!(prefix.len(), 300, "whole chunks up to just past the cap");
         let all = rest.collect().await.unwrap().to_bytes();
         assert_eq!(all.len(), 1000);
         assert_eq!(all[0], b'a');

@@ -1,10 +1,10 @@
 //! Listeners, TLS termination, the upstream client, forwarding, timeouts and body caps.
 
 pub mod body;
+pub mod ja4;
 pub mod server;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,7 +12,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 
 use crate::config::Config;
-use crate::context::Context;
+use crate::context::{Connection, Context};
 use crate::metrics::Metrics;
 use crate::pipeline::{Exchange, Pipeline, RequestBody, UpstreamReport};
 use crate::store::Store;
@@ -28,14 +28,18 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the pipeline and the upstream client for a config (which must have an upstream).
-    pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Self, ForwardError> {
+    pub fn build(
+        config: Config,
+        metrics: &Arc<Metrics>,
+        store: &Arc<dyn Store>,
+    ) -> Result<Self, ForwardError> {
         let target = config
             .upstream
             .clone()
             .ok_or_else(|| ForwardError::Request("the config has no upstream".into()))?;
         let config = Arc::new(config);
         Ok(Runtime {
-            pipeline: Pipeline::new(&config, metrics),
+            pipeline: Pipeline::new(&config, metrics, store),
             upstream: Upstream::new(target, metrics.clone())?,
             config,
         })
@@ -53,14 +57,13 @@ pub struct Shared {
 pub async fn handle(
     shared: &Shared,
     request: Request<hyper::body::Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    conn: &Connection,
 ) -> Response<Body> {
     // In-flight requests keep the runtime they started with, whatever a reload does meanwhile.
     let runtime = shared.runtime.load_full();
     let (mut parts, incoming) = request.into_parts();
     strip_internal(&mut parts.headers);
-    let ctx = Context::new(&runtime.config, peer, tls, &parts);
+    let ctx = Context::new(&runtime.config, conn, &parts);
     let mut ex = Exchange {
         config: runtime.config.clone(),
         ctx,
@@ -68,6 +71,7 @@ pub async fn handle(
         body: RequestBody::Streaming(body::boxed(incoming)),
         profile: None,
         labels: Vec::new(),
+        waf: None,
         outcome: None,
         rejected: None,
         upstream: UpstreamReport::default(),
@@ -107,6 +111,10 @@ fn record(shared: &Shared, ex: &Exchange, response: &Response<Body>) {
             operation,
             profile = ex.profile.as_ref().map(|m| m.profile.name()),
             outcome = ex.outcome.map(|o| o.as_str()),
+            waf_action = ex.waf.as_ref().map(|v| v.action_name()),
+            waf_rule = ex.waf.as_ref().and_then(|v| v.terminating.as_ref()).map(|(r, _)| r.as_str()),
+            waf_shadow = ex.waf.as_ref().filter(|v| !v.shadow.is_empty()).map(|v| v.shadow.iter().map(|(r, a)| format!("{r}:{a}")).collect::<Vec<_>>().join(",")),
+            labels = (!ex.labels.is_empty()).then(|| ex.labels.join(",")),
             rejected = ex.rejected,
             upstream_error = ex.upstream.error,
             upstream_ms = ex.upstream.duration.map(|d| d.as_secs_f64() * 1000.0),

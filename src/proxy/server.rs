@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::{Runtime, Shared};
 use crate::config::{self, ConfigErrors, Mode, Sources};
+use crate::context::Connection;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -58,6 +59,7 @@ impl Reloader {
     /// Loads, compiles and swaps; counts the result in `authward_config_reloads_total`.
     pub async fn reload(&self, trigger: &'static str) -> Result<(), ConfigErrors> {
         let _guard = self.lock.lock().await;
+        let store = self.shared.store.clone();
         let (path, sources, metrics) = (
             self.path.clone(),
             self.sources.clone(),
@@ -65,7 +67,7 @@ impl Reloader {
         );
         let built = tokio::task::spawn_blocking(move || {
             let config = config::load_from(&path, Mode::Serve, sources.as_ref())?;
-            Runtime::build(config, &metrics).map_err(|e| {
+            Runtime::build(config, &metrics, &store).map_err(|e| {
                 ConfigErrors::from(config::ConfigError {
                     file: path.display().to_string(),
                     line: 0,
@@ -146,7 +148,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     let listen = config.listen.clone();
     let admin_addr = config.admin.listen;
     let cert = Arc::new(ArcSwap::from_pointee(config.tls.clone()));
-    let runtime = Runtime::build(config, &metrics)?;
+    let runtime = Runtime::build(config, &metrics, &store)?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         metrics,
@@ -321,6 +323,23 @@ fn spawn_reload_triggers(
     });
 }
 
+/// The hyper service of one client connection.
+fn service(
+    shared: Arc<Shared>,
+    conn: Connection,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<super::body::Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<super::body::Body>, Infallible>> + Send,
+> + Clone {
+    let conn = Arc::new(conn);
+    service_fn(move |req| {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(super::handle(&shared, req, &conn).await) }
+    })
+}
+
 /// One accept loop.
 struct Acceptor {
     shared: Arc<Shared>,
@@ -359,30 +378,30 @@ impl Acceptor {
             tokio::spawn(async move {
                 let _permit = permit;
                 shared.metrics.connections.inc();
-                let is_tls = tls.is_some();
-                let svc = {
-                    let shared = shared.clone();
-                    service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(super::handle(&shared, req, peer, is_tls).await) }
-                    })
-                };
                 let result = match tls {
                     None => {
+                        let conn = Connection {
+                            peer,
+                            tls: false,
+                            ja4: None,
+                        };
+                        let svc = service(shared.clone(), conn);
                         watcher
                             .watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned())
                             .await
                     }
                     Some(acceptor) => {
+                        // Fingerprint the ClientHello before rustls consumes it.
+                        let ja4 = super::ja4::peek_ja4(&stream, handshake_timeout)
+                            .await
+                            .map(Arc::from);
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(tls_stream)) => {
-                                watcher
-                                    .watch(
-                                        builder
-                                            .serve_connection(TokioIo::new(tls_stream), svc)
-                                            .into_owned(),
-                                    )
-                                    .await
+                                let svc = service(shared.clone(), Connection { peer, tls: true, ja4 });
+                                let conn = builder
+                                    .serve_connection(TokioIo::new(tls_stream), svc)
+                                    .into_owned();
+                                watcher.watch(conn).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

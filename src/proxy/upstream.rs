@@ -198,6 +198,11 @@ impl Upstream {
         }
         let trusted_peer = ex.config.is_trusted(ex.ctx.peer.ip());
         forwarded_headers(&mut headers, ex, trusted_peer, original_host);
+        if !ex.labels.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&ex.labels.join(",")) {
+                headers.insert(HeaderName::from_static("x-authward-labels"), v);
+            }
+        }
         headers.insert(
             HeaderName::from_static("x-authward-request-id"),
             HeaderValue::from_str(&ex.ctx.request_id).map_err(|e| ForwardError::Request(e.to_string()))?,

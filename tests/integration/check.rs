@@ -135,6 +135,33 @@ fn include_globs_merge_rule_files_and_report_their_errors() {
 }
 
 #[test]
+fn the_committed_schema_is_current() {
+    let out = Command::new(bin()).arg("schema").output().unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/authward.schema.json")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        committed,
+        "run `authward schema > docs/authward.schema.json` after changing the config types"
+    );
+}
+
+#[test]
+fn shipped_rule_files_check_clean() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(format!("{root}/rules/demo.yaml"))
+        .args(
+            ["cognito", "form-login", "json-login", "oauth2-token"]
+                .map(|p| format!("{root}/rules/profiles/{p}.yaml")),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
 fn schema_describes_every_section() {
     let out = Command::new(bin()).arg("schema").output().unwrap();
     assert!(out.status.success());

@@ -41,17 +41,25 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         .lines()
         .filter(|l| l.trim_start().starts_with("-> "))
         .collect();
-    assert_eq!(answers.len(), 5, "{tour}");
+    assert_eq!(answers.len(), 6, "{tour}");
     assert!(
         answers[0].contains("-> 200") && answers[0].contains("token"),
         "sign-in: {tour}"
     );
-    assert!(answers[1].contains("-> 401"), "wrong password: {tour}");
-    assert!(answers[2].contains("-> 201"), "sign-up: {tour}");
-    assert!(answers[3].contains("-> 401"), "spoofed header: {tour}");
+    assert!(answers[1].contains("-> 403"), "SQL injection: {tour}");
+    assert!(answers[2].contains("-> 401"), "wrong password: {tour}");
     assert!(
-        answers[4].contains("-> 200") && answers[4].contains("ok"),
+        answers[3].contains("-> 201") && answers[3].contains("O'Brien"),
+        "O'Brien's sign-up: {tour}"
+    );
+    assert!(answers[4].contains("-> 401"), "spoofed header: {tour}");
+    assert!(
+        answers[5].contains("-> 200") && answers[5].contains("ok"),
         "reload: {tour}"
+    );
+    assert!(
+        tour.contains("authward_rule_matches_total{action=\"block\",rule=\"common/sqli-login-fields\"} 1"),
+        "{tour}"
     );
     assert!(
         tour.contains("{operation=\"sign_in\",outcome=\"success\",profile=\"json-login\"} 1"),

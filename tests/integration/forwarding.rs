@@ -255,6 +255,24 @@ async fn malformed_requests_get_4xx() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_off() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(
+        &config(&up.url(), "").replace("  http: [", "  header_read_timeout: 300ms\n  http: ["),
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // The head never ends: the proxy closes the connection (with or without a 408) well before 10 s.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the slow client was not cut off");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_queues_extra_clients() {
     let up = Upstream::start("a").await;
     let aw = Authward::start(&config(&up.url(), "").replace("  http: [", "  max_connections: 1\n  http: ["));

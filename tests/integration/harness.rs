@@ -162,6 +162,15 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the echo upstream; `name` comes back in an `x-upstream` header.
     pub async fn start(name: &'static str) -> Upstream {
+        Self::start_with(name, None).await
+    }
+
+    /// Starts the echo upstream behind TLS with this server config.
+    pub async fn start_with(
+        name: &'static str,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Upstream {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
@@ -171,11 +180,20 @@ impl Upstream {
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
                     _ = &mut rx => return,
                 };
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| echo(name, req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });

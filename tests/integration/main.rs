@@ -2,9 +2,12 @@
 
 mod admin;
 mod check;
+mod corpus;
 mod demo;
 mod forwarding;
 mod harness;
 mod lifecycle;
 mod profiles;
+mod rules;
 mod tls;
+mod waf;

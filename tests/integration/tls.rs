@@ -15,6 +15,47 @@ fn make_cert(dir: &Path, stem: &str) -> String {
     cert.pem()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_with_a_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    make_cert(certs.path(), "upstream");
+    let pem_cert = std::fs::read(certs.path().join("upstream.crt")).unwrap();
+    let pem_key = std::fs::read(certs.path().join("upstream.key")).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(&pem_cert).unwrap()];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&pem_key).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let up = Upstream::start_with("tls", Some(std::sync::Arc::new(server))).await;
+    let url = format!("https://localhost:{}", up.addr.port());
+
+    // Trusted through `upstream.ca`: forwarded, over h2 negotiated by ALPN.
+    let aw = Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {url}\n  ca: {}/upstream.crt\n",
+        certs.path().display()
+    ));
+    let r = reqwest::get(aw.url("/echo")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-upstream"], "tls");
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["version"], "HTTP/2.0", "h2 to the upstream through ALPN");
+    drop(aw);
+
+    // Without the CA the certificate is not trusted: 502, never a plaintext fallback.
+    let aw = Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {url}\n"
+    ));
+    let r = reqwest::get(aw.url("/echo")).await.unwrap();
+    assert_eq!(r.status(), 502);
+}
+
 fn tls_client(ca_pem: &str, h2: bool) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
     let mut b = reqwest::Client::builder()

@@ -1,0 +1,551 @@
+//! Fields to match: the parts of a request a statement inspects, each parsed and transformed once per request.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use http::{HeaderMap, Method, Uri};
+
+use super::file::{FileField, InvalidJson, Oversize, Part};
+use super::transform::{Transform, apply_chain};
+use crate::profile::Fields;
+
+/// Most values one field yields (headers, cookies, arguments, JSON members); the rest are not inspected.
+pub const MAX_VALUES: usize = 512;
+/// Deepest JSON nesting walked.
+const MAX_JSON_DEPTH: usize = 32;
+
+/// A compiled field: what to read, resolved at load.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Field {
+    Method,
+    UriPath,
+    QueryString,
+    SingleQueryArg(String),
+    AllQueryArgs,
+    SingleHeader(http::HeaderName),
+    Headers {
+        part: Part,
+        include: Vec<String>,
+        exclude: Vec<String>,
+    },
+    Cookies {
+        part: Part,
+        include: Vec<String>,
+        exclude: Vec<String>,
+    },
+    Body,
+    JsonBody {
+        pointer: Option<String>,
+        part: Part,
+        invalid: InvalidJson,
+    },
+    Form(String),
+    AllFormFields,
+    Ja4,
+    HeaderOrder,
+    Username,
+    Phone,
+    ClientId,
+    Password,
+}
+
+impl Field {
+    /// Compiles a YAML field; returns it with its oversize policy (bodies only).
+    pub fn compile(f: &FileField) -> Result<(Field, Oversize), String> {
+        let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
+        Ok(match f {
+            FileField::Method => (Field::Method, Oversize::Continue),
+            FileField::UriPath => (Field::UriPath, Oversize::Continue),
+            FileField::QueryString => (Field::QueryString, Oversize::Continue),
+            FileField::SingleQueryArg(n) => {
+                (Field::SingleQueryArg(n.to_ascii_lowercase()), Oversize::Continue)
+            }
+            FileField::AllQueryArgs => (Field::AllQueryArgs, Oversize::Continue),
+            FileField::SingleHeader(n) => (
+                Field::SingleHeader(
+                    http::HeaderName::from_bytes(n.as_bytes())
+                        .map_err(|_| format!("`{n}` is not a header name"))?,
+                ),
+                Oversize::Continue,
+            ),
+            FileField::Headers(p) => {
+                if !p.include.is_empty() && !p.exclude.is_empty() {
+                    return Err("headers: give `include` or `exclude`, not both".into());
+                }
+                (
+                    Field::Headers {
+                        part: p.part,
+                        include: lower(&p.include),
+                        exclude: lower(&p.exclude),
+                    },
+                    Oversize::Continue,
+                )
+            }
+            FileField::Cookies(p) => {
+                if !p.include.is_empty() && !p.exclude.is_empty() {
+                    return Err("cookies: give `include` or `exclude`, not both".into());
+                }
+                (
+                    Field::Cookies {
+                        part: p.part,
+                        include: p.include.clone(),
+                        exclude: p.exclude.clone(),
+                    },
+                    Oversize::Continue,
+                )
+            }
+            FileField::Body(b) => (Field::Body, b.oversize),
+            FileField::JsonBody(j) => {
+                if let Some(p) = &j.pointer {
+                    if !p.is_empty() && !p.starts_with('/') {
+                        return Err(format!(
+                            "json_body: invalid JSON pointer `{p}` (must start with /)"
+                        ));
+                    }
+                }
+                (
+                    Field::JsonBody {
+                        pointer: j.pointer.clone(),
+                        part: j.part,
+                        invalid: j.invalid,
+                    },
+                    j.oversize,
+                )
+            }
+            FileField::Form(n) => (Field::Form(n.clone()), Oversize::Continue),
+            FileField::AllFormFields => (Field::AllFormFields, Oversize::Continue),
+            FileField::Ja4 => (Field::Ja4, Oversize::Continue),
+            FileField::HeaderOrder => (Field::HeaderOrder, Oversize::Continue),
+            FileField::Username => (Field::Username, Oversize::Continue),
+            FileField::Phone => (Field::Phone, Oversize::Continue),
+            FileField::ClientId => (Field::ClientId, Oversize::Continue),
+            FileField::Password => (Field::Password, Oversize::Continue),
+        })
+    }
+
+    /// Whether reading this field needs the request body.
+    pub fn needs_body(&self) -> bool {
+        matches!(
+            self,
+            Field::Body | Field::JsonBody { .. } | Field::Form(_) | Field::AllFormFields
+        )
+    }
+
+    /// A short name for explanations.
+    pub fn describe(&self) -> String {
+        match self {
+            Field::SingleQueryArg(n) => format!("single_query_arg({n})"),
+            Field::SingleHeader(n) => format!("single_header({n})"),
+            Field::Headers { part, .. } => format!("headers({part:?})").to_lowercase(),
+            Field::Cookies { part, .. } => format!("cookies({part:?})").to_lowercase(),
+            Field::JsonBody { pointer: None, .. } => "json_body".to_string(),
+            Field::JsonBody { pointer: Some(p), .. } => format!("json_body({p})"),
+            Field::Form(n) => format!("form({n})"),
+            other => format!("{other:?}").chars().fold(String::new(), |mut s, c| {
+                if c.is_uppercase() && !s.is_empty() {
+                    s.push('_');
+                }
+                s.push(c.to_ascii_lowercase());
+                s
+            }),
+        }
+    }
+}
+
+/// A field with its transformations: one slot in the per-request cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Input {
+    pub field: Field,
+    pub transforms: Vec<Transform>,
+    /// Leave the profile's password out of aggregate fields (body, JSON, form).
+    pub hide_password: bool,
+}
+
+/// The request as the web ACL reads it.
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// The body, or the first part of it when it was larger than what authward reads.
+    pub body: Option<&'a [u8]>,
+    pub body_oversize: bool,
+    pub profile: Option<&'a Fields>,
+    pub ja4: Option<&'a str>,
+}
+
+/// The values of one input for one request.
+#[derive(Debug, Default)]
+pub struct Values {
+    pub items: Vec<Vec<u8>>,
+    /// The field's source was cut off (body larger than the cap).
+    pub oversize: bool,
+    /// The body was not valid JSON and the policy says match / no match.
+    pub invalid_json: Option<bool>,
+}
+
+/// Per-request cache: each input is read and transformed at most once; the JSON body parsed at most once.
+pub struct Cache<'a> {
+    view: &'a RequestView<'a>,
+    slots: Vec<OnceCell<Values>>,
+    json: OnceCell<Option<serde_json::Value>>,
+}
+
+impl<'a> Cache<'a> {
+    pub fn new(view: &'a RequestView<'a>, slots: usize) -> Self {
+        Cache {
+            view,
+            slots: (0..slots).map(|_| OnceCell::new()).collect(),
+            json: OnceCell::new(),
+        }
+    }
+
+    pub fn view(&self) -> &RequestView<'a> {
+        self.view
+    }
+
+    /// The transformed values of input `slot`.
+    pub fn values(&self, slot: usize, input: &Input) -> &Values {
+        self.slots[slot].get_or_init(|| {
+            let mut v = self.read(input);
+            if !input.transforms.is_empty() {
+                for item in &mut v.items {
+                    if let Cow::Owned(t) = apply_chain(&input.transforms, item) {
+                        *item = t;
+                    }
+                }
+            }
+            v
+        })
+    }
+
+    fn json(&self) -> Option<&serde_json::Value> {
+        self.json
+            .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
+            .as_ref()
+    }
+
+    fn password(&self) -> Option<&str> {
+        self.view
+            .profile
+            .and_then(|f| f.password.as_ref())
+            .map(|p| p.expose())
+            .filter(|p| !p.is_empty())
+    }
+
+    fn read(&self, input: &Input) -> Values {
+        let v = self.view;
+        let one = |s: &[u8]| Values {
+            items: vec![s.to_vec()],
+            ..Default::default()
+        };
+        let profile_field = |get: fn(&Fields) -> Option<&str>| Values {
+            items: v
+                .profile
+                .and_then(get)
+                .map(|s| vec![s.as_bytes().to_vec()])
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let hidden = if input.hide_password {
+            self.password()
+        } else {
+            None
+        };
+        match &input.field {
+            Field::Method => one(v.method.as_str().as_bytes()),
+            Field::UriPath => one(v.uri.path().as_bytes()),
+            Field::QueryString => one(v.uri.query().unwrap_or("").as_bytes()),
+            Field::SingleQueryArg(name) => Values {
+                items: query_pairs(v.uri.query())
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, val)| val.as_bytes().to_vec())
+                    .take(MAX_VALUES)
+                    .collect(),
+                ..Default::default()
+            },
+            Field::AllQueryArgs => Values {
+                items: query_pairs(v.uri.query())
+                    .map(|(_, val)| val.as_bytes().to_vec())
+                    .take(MAX_VALUES)
+                    .collect(),
+                ..Default::default()
+            },
+            Field::SingleHeader(name) => Values {
+                items: v
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|h| h.as_bytes().to_vec())
+                    .take(MAX_VALUES)
+                    .collect(),
+                ..Default::default()
+            },
+            Field::Headers {
+                part,
+                include,
+                exclude,
+            } => {
+                let mut items = Vec::new();
+                for (name, value) in v.headers.iter() {
+                    if !selected(name.as_str(), include, exclude, true) {
+                        continue;
+                    }
+                    push_part(&mut items, *part, name.as_str().as_bytes(), value.as_bytes());
+                }
+                items.truncate(MAX_VALUES);
+                Values {
+                    items,
+                    ..Default::default()
+                }
+            }
+            Field::Cookies {
+                part,
+                include,
+                exclude,
+            } => {
+                let mut items = Vec::new();
+                for header in v.headers.get_all(http::header::COOKIE) {
+                    let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
+                        continue;
+                    };
+                    for pair in text.split(';') {
+                        let (k, val) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
+                        if selected(k, include, exclude, false) {
+                            push_part(&mut items, *part, k.as_bytes(), val.as_bytes());
+                        }
+                    }
+                }
+                items.truncate(MAX_VALUES);
+                Values {
+                    items,
+                    ..Default::default()
+                }
+            }
+            Field::Body => {
+                let body = v.body.unwrap_or_default();
+                let item = match hidden {
+                    Some(p) => hide_secret(body, p),
+                    None => body.to_vec(),
+                };
+                Values {
+                    items: vec![item],
+                    oversize: v.body_oversize,
+                    invalid_json: None,
+                }
+            }
+            Field::JsonBody { .. } if !self.body_kind(BodyKind::Json) => Values::default(),
+            Field::Form(_) | Field::AllFormFields if !self.body_kind(BodyKind::Form) => Values::default(),
+            Field::JsonBody {
+                pointer,
+                part,
+                invalid,
+            } => {
+                let Some(doc) = self.json() else {
+                    return match invalid {
+                        InvalidJson::EvaluateAsString => {
+                            let raw = v.body.unwrap_or_default();
+                            let item = match hidden {
+                                Some(p) => hide_secret(raw, p),
+                                None => raw.to_vec(),
+                            };
+                            Values {
+                                items: vec![item],
+                                oversize: v.body_oversize,
+                                invalid_json: None,
+                            }
+                        }
+                        InvalidJson::Match => Values {
+                            invalid_json: Some(true),
+                            ..Default::default()
+                        },
+                        InvalidJson::NoMatch => Values {
+                            invalid_json: Some(false),
+                            ..Default::default()
+                        },
+                    };
+                };
+                let target = match pointer.as_deref() {
+                    None | Some("") => Some(doc),
+                    Some(p) => doc.pointer(p),
+                };
+                let mut items = Vec::new();
+                if let Some(t) = target {
+                    collect_json(t, *part, hidden, &mut items, 0);
+                }
+                Values {
+                    items,
+                    oversize: v.body_oversize,
+                    invalid_json: None,
+                }
+            }
+            Field::Form(name) => Values {
+                items: form_pairs(v.body)
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, val)| val.into_owned().into_bytes())
+                    .take(MAX_VALUES)
+                    .collect(),
+                oversize: v.body_oversize,
+                invalid_json: None,
+            },
+            Field::AllFormFields => Values {
+                items: form_pairs(v.body)
+                    .filter(|(_, val)| hidden.is_none_or(|p| val != p))
+                    .map(|(_, val)| val.into_owned().into_bytes())
+                    .take(MAX_VALUES)
+                    .collect(),
+                oversize: v.body_oversize,
+                invalid_json: None,
+            },
+            Field::Ja4 => one(v.ja4.unwrap_or("").as_bytes()),
+            Field::HeaderOrder => {
+                let mut order = String::new();
+                for name in v.headers.keys() {
+                    if !order.is_empty() {
+                        order.push(':');
+                    }
+                    order.push_str(name.as_str());
+                }
+                one(order.as_bytes())
+            }
+            Field::Username => profile_field(|f| f.username.as_deref()),
+            Field::Phone => profile_field(|f| f.phone.as_deref()),
+            Field::ClientId => profile_field(|f| f.client_id.as_deref()),
+            Field::Password => profile_field(|f| f.password.as_ref().map(|p| p.expose())),
+        }
+    }
+}
+
+fn selected(name: &str, include: &[String], exclude: &[String], lowercase: bool) -> bool {
+    let name: Cow<str> = if lowercase {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    if !include.is_empty() {
+        return include.iter().any(|i| *i == name);
+    }
+    !exclude.iter().any(|e| *e == name)
+}
+
+fn push_part(items: &mut Vec<Vec<u8>>, part: Part, key: &[u8], value: &[u8]) {
+    if matches!(part, Part::Keys | Part::All) {
+        items.push(key.to_vec());
+    }
+    if matches!(part, Part::Values | Part::All) {
+        items.push(value.to_vec());
+    }
+}
+
+/// Raw `name=value` pairs of a query string (values not decoded: add `url_decode` to inspect decoded).
+pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// Decoded pairs of an urlencoded body.
+fn form_pairs(body: Option<&[u8]>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    form_urlencoded::parse(body.unwrap_or_default())
+}
+
+/// What a body is, by its content type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+}
+
+impl Cache<'_> {
+    /// Whether the body may be read as `kind`: a content type that says so, or none at all and a body
+    /// that looks like it (so a JSON body is never read as a form, nor a form as JSON).
+    fn body_kind(&self, kind: BodyKind) -> bool {
+        let ct = self
+            .view
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        match ct.map(str::to_ascii_lowercase) {
+            Some(ct) => match kind {
+                BodyKind::Json => ct.contains("json"),
+                BodyKind::Form => ct.starts_with("application/x-www-form-urlencoded"),
+            },
+            None => {
+                let first = self
+                    .view
+                    .body
+                    .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied());
+                let jsonish = matches!(first, Some(b'{' | b'['));
+                (kind == BodyKind::Json) == jsonish
+            }
+        }
+    }
+}
+
+/// The body without the secret, in the forms it takes in bodies: as is, urlencoded, and JSON-escaped.
+fn hide_secret(body: &[u8], secret: &str) -> Vec<u8> {
+    let urlencoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json.trim_matches('"');
+    let mut out = blank_out(body, secret.as_bytes());
+    for form in [urlencoded.as_str(), json] {
+        if form != secret && !form.is_empty() {
+            out = blank_out(&out, form.as_bytes());
+        }
+    }
+    out
+}
+
+/// The body with every occurrence of `secret` removed.
+fn blank_out(body: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(secret) {
+            i += secret.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn collect_json(
+    v: &serde_json::Value,
+    part: Part,
+    hidden: Option<&str>,
+    out: &mut Vec<Vec<u8>>,
+    depth: usize,
+) {
+    if out.len() >= MAX_VALUES || depth > MAX_JSON_DEPTH {
+        return;
+    }
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, val) in map {
+                if matches!(part, Part::Keys | Part::All) && out.len() < MAX_VALUES {
+                    out.push(k.as_bytes().to_vec());
+                }
+                collect_json(val, part, hidden, out, depth + 1);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for val in items {
+                collect_json(val, part, hidden, out, depth + 1);
+            }
+        }
+        serde_json::Value::String(s) => {
+            if matches!(part, Part::Values | Part::All) && hidden != Some(s.as_str()) {
+                out.push(s.as_bytes().to_vec());
+            }
+        }
+        serde_json::Value::Null => {}
+        other => {
+            if matches!(part, Part::Values | Part::All) {
+                out.push(other.to_string().into_bytes());
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The web ACL: rules in priority order over every request; terminating actions end the flow.
+//!
+//! A rule is a [`statement::Statement`] (or a rate-based counter, or a reference to a rule group) and an
+//! action: `allow` and `block` end evaluation, `count` adds the rule's labels and goes on, `challenge` and
+//! `captcha` ask the client to prove itself ([`crate::challenge`]). A rule in `shadow` mode is evaluated
+//! and recorded as "would have acted" without acting. When no rule ends evaluation the default action
+//! applies. Rules compile once at load ([`compile`]): each (field, transformations) pair becomes one slot
+//! of a per-request cache, so a field is parsed and transformed at most once per request however many
+//! rules read it; literal strings fold into one Aho-Corasick automaton per statement, regex lists into one
+//! `RegexSet`, CIDRs into sorted ranges. The profile's password is never inspected unless a rule names
+//! the `password` field. See `docs/rules.md` for the language.
+
+pub mod field;
+pub mod file;
+pub mod injection;
+pub mod ipset;
+pub mod stage;
+pub mod statement;
+pub mod transform;
+
+mod compile;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+pub use compile::{RulePart, compile};
+use field::{Cache, Input, RequestView};
+use statement::{Env, RateKey, RateRule, Statement, Trace};
+
+use crate::geo::Geo;
+use crate::store::Store;
+
+/// The compiled web ACL of one config.
+#[derive(Debug, Default)]
+pub struct WebAcl {
+    rules: Vec<Rule>,
+    inputs: Vec<Input>,
+    default_block: Option<Arc<BlockResponse>>,
+    needs_body: bool,
+    store_fail_closed: bool,
+}
+
+/// One compiled rule (rules of referenced groups are flattened in place as `ref/rule`).
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    pub labels: Vec<String>,
+    pub shadow: bool,
+    pub body: RuleBody,
+}
+
+/// A rule's condition.
+#[derive(Debug)]
+pub enum RuleBody {
+    Statement(Statement),
+    Rate(RateRule),
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Allow,
+    Block(Arc<BlockResponse>),
+    Count,
+    Challenge,
+    Captcha,
+}
+
+impl Action {
+    /// The action's name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Block(_) => "block",
+            Action::Count => "count",
+            Action::Challenge => "challenge",
+            Action::Captcha => "captcha",
+        }
+    }
+}
+
+/// A block answer.
+#[derive(Debug)]
+pub struct BlockResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<Bytes>,
+}
+
+/// What the web ACL decided for one request.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// The rule that ended evaluation, and its action; `None` when the default action applied.
+    pub terminating: Option<(String, Action)>,
+    /// The default action blocked the request.
+    pub default_blocked: bool,
+    /// Rules in shadow mode that would have acted, with their actions.
+    pub shadow: Vec<(String, &'static str)>,
+    /// Every rule that matched (including count and shadow rules).
+    pub matched: Vec<(String, &'static str)>,
+    /// Rate keys to count when the upstream answers with a failed sign-in: (rule index, store key).
+    pub pending_failures: Vec<(usize, String)>,
+    /// Per-rule explanations, when asked for.
+    pub trace: Vec<(String, bool, Trace)>,
+}
+
+impl Verdict {
+    /// The action that will be taken: the terminating rule's, or `allow`/`block` by default.
+    pub fn action_name(&self) -> &'static str {
+        match &self.terminating {
+            Some((_, a)) => a.name(),
+            None if self.default_blocked => "block",
+            None => "allow",
+        }
+    }
+}
+
+/// What evaluation reads besides the request.
+pub struct Context<'a> {
+    pub client_ip: IpAddr,
+    pub geo: &'a Geo,
+    pub store: &'a dyn Store,
+    pub explain: bool,
+}
+
+impl WebAcl {
+    /// True when the ACL has no rules and allows by default.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.default_block.is_none()
+    }
+
+    /// Whether some rule reads the request body.
+    pub fn needs_body(&self) -> bool {
+        self.needs_body
+    }
+
+    /// The rules in evaluation order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The default block answer, when the default action is `block`.
+    pub fn default_block(&self) -> Option<&Arc<BlockResponse>> {
+        self.default_block.as_ref()
+    }
+
+    /// Evaluates every rule in order against one request; `labels` gains the labels of matching rules.
+    pub async fn evaluate(
+        &self,
+        view: &RequestView<'_>,
+        cx: &Context<'_>,
+        labels: &mut Vec<String>,
+    ) -> Verdict {
+        let cache = Cache::new(view, self.inputs.len());
+        let mut verdict = Verdict::default();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let mut trace = Trace::default();
+            let matched = {
+                let env = Env {
+                    client_ip: cx.client_ip,
+                    geo: cx.geo,
+                    labels,
+                    inputs: &self.inputs,
+                };
+                let mut t = cx.explain.then_some(&mut trace);
+                match &rule.body {
+                    RuleBody::Statement(s) => s.eval(&cache, &env, &mut t),
+                    RuleBody::Rate(r) => {
+                        let in_scope = r.scope_down.as_ref().is_none_or(|s| s.eval(&cache, &env, &mut t));
+                        let key = if in_scope {
+                            rate_key(&rule.name, &r.keys, view, &env)
+                        } else {
+                            None
+                        };
+                        let member = match (&key, &r.distinct) {
+                            (Some(_), Some(d)) => rate_key("", std::slice::from_ref(d), view, &env),
+                            _ => None,
+                        };
+                        let key = if r.distinct.is_some() && member.is_none() {
+                            None
+                        } else {
+                            key
+                        };
+                        match key {
+                            None => false,
+                            Some(key) => {
+                                let over = match &member {
+                                    Some(m) => self.distinct_check(r, &key, m, cx.store).await,
+                                    None => self.rate_check(index, r, key, cx.store, &mut verdict).await,
+                                };
+                                if let Some(t) = &mut t {
+                                    t.lines.push(format!(
+                                        "rate_based {} per {:?} ({:?}): {}",
+                                        r.limit,
+                                        r.window,
+                                        r.count,
+                                        if over {
+                                            "over the limit"
+                                        } else {
+                                            "within the limit"
+                                        }
+                                    ));
+                                }
+                                over
+                            }
+                        }
+                    }
+                }
+            };
+            if cx.explain {
+                verdict.trace.push((rule.name.clone(), matched, trace));
+            }
+            if !matched {
+                continue;
+            }
+            labels.extend(rule.labels.iter().cloned());
+            verdict.matched.push((rule.name.clone(), rule.action.name()));
+            if rule.shadow {
+                if !matches!(rule.action, Action::Count) {
+                    verdict.shadow.push((rule.name.clone(), rule.action.name()));
+                }
+                continue;
+            }
+            if !matches!(rule.action, Action::Count) {
+                verdict.terminating = Some((rule.name.clone(), rule.action.clone()));
+                return verdict;
+            }
+        }
+        verdict.default_blocked = self.default_block.is_some();
+        verdict
+    }
+
+    /// Counts the request for a rate rule; true when the key is over the limit.
+    async fn rate_check(
+        &self,
+        index: usize,
+        rule: &RateRule,
+        key: String,
+        store: &dyn Store,
+        verdict: &mut Verdict,
+    ) -> bool {
+        let result = match rule.count {
+            file::RateCount::All => store.rate_take(&key, rule.limit, rule.window, 1).await,
+            file::RateCount::FailedSignIn => {
+                let peek = store.rate_peek(&key, rule.limit, rule.window).await;
+                verdict.pending_failures.push((index, key));
+                peek
+            }
+        };
+        match result {
+            Ok(d) => !d.allowed,
+            Err(e) => {
+                tracing::warn!(error = %e, fail_closed = self.store_fail_closed, "rate-based rule: store unavailable");
+                self.store_fail_closed
+            }
+        }
+    }
+
+    /// Adds `member` to the key's distinct set; true when the set holds more than the limit.
+    async fn distinct_check(&self, rule: &RateRule, key: &str, member: &str, store: &dyn Store) -> bool {
+        match store.set_add(key, member, rule.window).await {
+            Ok(n) => n > u64::from(rule.limit),
+            Err(e) => {
+                tracing::warn!(error = %e, fail_closed = self.store_fail_closed, "rate-based rule: store unavailable");
+                self.store_fail_closed
+            }
+        }
+    }
+
+    /// Counts failed sign-ins for the rate rules that asked for them.
+    pub async fn record_failures(&self, pending: &[(usize, String)], store: &dyn Store) {
+        for (index, key) in pending {
+            if let Some(Rule {
+                body: RuleBody::Rate(r),
+                ..
+            }) = self.rules.get(*index)
+            {
+                if let Err(e) = store.rate_take(key, r.limit, r.window, 1).await {
+                    tracing::warn!(error = %e, "rate-based rule: cannot count a failed sign-in");
+                }
+            }
+        }
+    }
+}
+
+/// The store key of a rate rule for this request: the rule name and a digest of the aggregation key
+/// values (bounded size, no usernames stored in clear). `None` when a key part is missing.
+fn rate_key(rule: &str, keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for key in keys {
+        let part: String = match key {
+            RateKey::Ip => env.client_ip.to_string(),
+            RateKey::ForwardedIp(name) => view
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())?
+                .to_string(),
+            RateKey::Header(name) => view.headers.get(name)?.to_str().ok()?.to_string(),
+            RateKey::Cookie(name) => view
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_string())?,
+            RateKey::QueryArg(name) => field::query_pairs(view.uri.query())
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_string())?,
+            RateKey::UriPath => crate::context::normalize_path(view.uri.path()),
+            RateKey::Method => view.method.to_string(),
+            RateKey::LabelNamespace(ns) => {
+                let mut found: Vec<&str> = env
+                    .labels
+                    .iter()
+                    .filter(|l| l.starts_with(ns.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                if found.is_empty() {
+                    return None;
+                }
+                found.sort_unstable();
+                found.join(",")
+            }
+            RateKey::Ja4 => view.ja4.filter(|j| !j.is_empty())?.to_string(),
+            RateKey::Username => view
+                .profile
+                .and_then(|f| f.username.as_deref())
+                .filter(|u| !u.is_empty())?
+                .to_lowercase(),
+            RateKey::Constant => String::new(),
+        };
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    Some(format!("waf:rate:{rule}:{}", hex::encode(&digest[..16])))
+}

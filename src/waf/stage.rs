@@ -1,0 +1,190 @@
+//! The web ACL's pipeline stages: inspect every request (3), and count failed sign-ins for rate rules.
+
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+
+use super::field::RequestView;
+use super::{Action, BlockResponse, Context, WebAcl};
+use crate::challenge;
+use crate::metrics::Metrics;
+use crate::pipeline::{Exchange, Flow, RequestBody, Stage};
+use crate::profile::Outcome;
+use crate::proxy::body::{self, Body, Capped};
+use crate::store::Store;
+
+/// Stage 3: evaluates the web ACL; a terminating rule answers here and the upstream never sees the request.
+pub struct Inspect {
+    acl: Arc<WebAcl>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl Inspect {
+    pub fn new(acl: Arc<WebAcl>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Inspect { acl, store, metrics }
+    }
+}
+
+/// Whether the request announces a body.
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+#[async_trait::async_trait]
+impl Stage for Inspect {
+    fn name(&self) -> &'static str {
+        "web_acl"
+    }
+
+    async fn on_request(&self, ex: &mut Exchange) -> Flow {
+        if self.acl.is_empty() {
+            return Flow::Continue;
+        }
+        // Read what body rules need: profiled routes are already buffered; elsewhere read up to the cap
+        // and, past it, inspect the part read (per each statement's oversize policy) and stream the rest.
+        let mut prefix = None;
+        if self.acl.needs_body() && has_body(&ex.request.headers) {
+            if let RequestBody::Streaming(_) = ex.body {
+                let RequestBody::Streaming(b) =
+                    std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new()))
+                else {
+                    return Flow::Continue;
+                };
+                match body::read_capped(b, ex.config.listen.body_limit).await {
+                    Ok(Capped::Complete(bytes)) => ex.body = RequestBody::Buffered(bytes),
+                    Ok(Capped::TooLarge {
+                        prefix: p,
+                        body: rest,
+                    }) => {
+                        prefix = Some(p);
+                        ex.body = RequestBody::Streaming(rest);
+                    }
+                    Err(_) => {
+                        ex.rejected = Some("bad_body");
+                        return Flow::Respond(crate::proxy::json_error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "the request body could not be read",
+                            &ex.ctx.request_id,
+                        ));
+                    }
+                }
+            }
+        }
+        let (body, oversize) = match (&ex.body, &prefix) {
+            (_, Some(p)) => (Some(&p[..]), true),
+            (RequestBody::Buffered(b), None) => (Some(&b[..]), false),
+            (RequestBody::Streaming(_), None) => (None, false),
+        };
+        let view = RequestView {
+            method: &ex.request.method,
+            uri: &ex.request.uri,
+            headers: &ex.request.headers,
+            body,
+            body_oversize: oversize,
+            profile: ex.profile.as_ref().map(|m| &m.fields),
+            ja4: ex.ctx.ja4.as_deref(),
+        };
+        let cx = Context {
+            client_ip: ex.ctx.client_ip,
+            geo: &ex.config.geo,
+            store: self.store.as_ref(),
+            explain: false,
+        };
+        let mut labels = std::mem::take(&mut ex.labels);
+        let verdict = self.acl.evaluate(&view, &cx, &mut labels).await;
+        ex.labels = labels;
+        for (rule, action) in &verdict.matched {
+            let shadowed = verdict.shadow.iter().any(|(r, _)| r == rule);
+            let label = if shadowed {
+                format!("shadow_{action}")
+            } else {
+                (*action).to_string()
+            };
+            self.metrics
+                .rule_matches
+                .with_label_values(&[rule.as_str(), label.as_str()])
+                .inc();
+        }
+        let response = match &verdict.terminating {
+            Some((_, Action::Block(b))) => Some(block(b, &ex.ctx.request_id)),
+            Some((_, Action::Challenge)) => Some(challenge::required(
+                challenge::Kind::Challenge,
+                &ex.request.headers,
+                &ex.ctx.request_id,
+            )),
+            Some((_, Action::Captcha)) => Some(challenge::required(
+                challenge::Kind::Captcha,
+                &ex.request.headers,
+                &ex.ctx.request_id,
+            )),
+            Some((_, Action::Allow | Action::Count)) => None,
+            None => self.acl.default_block().map(|b| block(b, &ex.ctx.request_id)),
+        };
+        if response.is_some() {
+            ex.rejected = Some("web_acl");
+        }
+        ex.waf = Some(verdict);
+        match response {
+            Some(r) => Flow::Respond(r),
+            None => Flow::Continue,
+        }
+    }
+}
+
+/// A block answer: the rule's custom response, or a JSON 403 that names no rule (the request id links
+/// the client's report to the log line).
+fn block(b: &BlockResponse, request_id: &str) -> Response<Body> {
+    let mut r = match &b.body {
+        Some(text) => Response::new(body::full(text.clone())),
+        None => {
+            let mut r =
+                crate::proxy::json_error(b.status, "forbidden", "the request was blocked", request_id);
+            *r.status_mut() = b.status;
+            r
+        }
+    };
+    *r.status_mut() = b.status;
+    for (k, v) in &b.headers {
+        r.headers_mut().insert(k.clone(), v.clone());
+    }
+    r
+}
+
+/// After the outcome is known: counts failed sign-ins for rate rules with `count: failed_sign_in`.
+pub struct CountFailures {
+    acl: Arc<WebAcl>,
+    store: Arc<dyn Store>,
+}
+
+impl CountFailures {
+    pub fn new(acl: Arc<WebAcl>, store: Arc<dyn Store>) -> Self {
+        CountFailures { acl, store }
+    }
+}
+
+#[async_trait::async_trait]
+impl Stage for CountFailures {
+    fn name(&self) -> &'static str {
+        "web_acl_failures"
+    }
+
+    async fn on_response(&self, ex: &mut Exchange, _response: &mut Response<Body>) {
+        if ex.outcome != Some(Outcome::Failure) {
+            return;
+        }
+        if let Some(v) = &ex.waf {
+            if !v.pending_failures.is_empty() {
+                self.acl
+                    .record_failures(&v.pending_failures, self.store.as_ref())
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The web ACL end to end: the real binary, real upstreams, labels, actions, shadow mode, rates, JA4.
+
+use std::time::Duration;
+
+use crate::harness::{Authward, Upstream, client, echoed_headers};
+
+fn config(upstream: &str, web_acl: &str) -> String {
+    format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\n  body_limit: 4KiB\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {upstream}\n{web_acl}"
+    )
+}
+
+const ACL: &str = r#"
+profiles:
+  - name: login
+    operation: sign_in
+    match: {methods: [POST], path: {exact: /api/login}}
+    fields: {username: {json: /username}, password: {json: /password}}
+    outcome: {success: {status: [200]}, failure: {status: [401]}}
+web_acl:
+  rules:
+    - name: tag-api
+      priority: 1
+      action: count
+      labels: [app:api]
+      statement: {byte_match: {field: uri_path, position: starts_with, value: /api/}}
+    - name: would-block-admin
+      priority: 2
+      action: block
+      shadow: true
+      labels: [app:admin-probe]
+      statement: {byte_match: {field: uri_path, position: contains, value: admin, transforms: [lowercase]}}
+    - name: sqli
+      priority: 3
+      action:
+        block_with: {status: 406, headers: {x-blocked-by: authward}, body: "no thanks"}
+      labels: [app:sqli]
+      statement:
+        sqli: {field: {json_body: {}}, transforms: [url_decode]}
+    - name: evil-body
+      priority: 4
+      action: block
+      statement: {byte_match: {field: {body: {oversize: continue}}, position: contains, value: EVIL}}
+    - name: prove-it
+      priority: 5
+      action: challenge
+      statement: {byte_match: {field: {single_header: x-suspicious}, position: exactly, value: "yes"}}
+    - name: api-only-for-tagged
+      priority: 6
+      action: allow
+      statement: {label_match: {key: "app:api"}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_labels_shadow_and_metrics() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ACL));
+    let c = client();
+
+    // count + label: the upstream sees the labels; the shadow rule is recorded, not enforced.
+    let r = c.get(aw.url("/api/Admin/users")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        echoed_headers(&echo, "x-authward-labels"),
+        ["app:api,app:admin-probe"]
+    );
+    let last = aw.access_log().pop().unwrap();
+    assert_eq!(last["waf_shadow"], "would-block-admin:block");
+    assert_eq!(last["waf_action"], "allow");
+    assert_eq!(last["waf_rule"], "api-only-for-tagged");
+
+    // A custom block answer; the upstream never sees the request.
+    let r = c
+        .post(aw.url("/api/login"))
+        .json(&serde_json::json!({"username": "x' or '1'='1' --", "password": "pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    assert_eq!(r.headers()["x-blocked-by"], "authward");
+    assert_eq!(r.text().await.unwrap(), "no thanks");
+
+    // A body rule on an unprofiled route: the body is read up to the cap, and a larger body is inspected
+    // in its first part and still forwarded whole.
+    let r = c.post(aw.url("/upload")).body("...EVIL...").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+    assert!(body.get("rule").is_none(), "the client is not told which rule");
+    let big = "x".repeat(20_000);
+    let r = c.post(aw.url("/upload")).body(big.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["body_len"], 20_000);
+    let r = c
+        .post(aw.url("/upload"))
+        .body(format!("EVIL{big}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the inspected first part holds the match");
+
+    // challenge: a 403 notice, JSON or HTML by Accept.
+    let r = c
+        .get(aw.url("/page"))
+        .header("x-suspicious", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "challenge_required"
+    );
+    let r = c
+        .get(aw.url("/page"))
+        .header("x-suspicious", "yes")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("Verification required"));
+
+    let m = c
+        .get(aw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("authward_rule_matches_total{action=\"block\",rule=\"sqli\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authward_rule_matches_total{action=\"shadow_block\",rule=\"would-block-admin\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authward_rule_matches_total{action=\"challenge\",rule=\"prove-it\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_from_the_real_upstream_trip_a_rate_rule() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        authward::demo::login_service::LoginService::new().serve(listener, async move {
+            let _ = rx.await;
+        }),
+    );
+    let acl = r#"
+include: ["{REPO}/rules/profiles/json-login.yaml"]
+web_acl:
+  rules:
+    - name: failures
+      priority: 1
+      labels: [login:too-many-failures]
+      action: {block_with: {status: 429, body: "slow down"}}
+      statement:
+        rate_based:
+          limit: 3
+          window: 10m
+          keys: [ip]
+          count: failed_sign_in
+          scope_down: {label_match: {key: "authward:operation:sign_in"}}
+"#;
+    let aw = Authward::start(&config(&format!("http://{addr}"), acl));
+    let c = client();
+    let login = |p: &str| serde_json::json!({"username": "alice", "password": p});
+    // Successes never count.
+    for _ in 0..5 {
+        let r = c
+            .post(aw.url("/api/login"))
+            .json(&login("correct-horse-battery"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for _ in 0..3 {
+        let r = c
+            .post(aw.url("/api/login"))
+            .json(&login("wrong"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            401,
+            "the login service answers the first three failures"
+        );
+    }
+    // Now even the right password is refused before the login service sees it.
+    let r = c
+        .post(aw.url("/api/login"))
+        .json(&login("correct-horse-battery"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.text().await.unwrap(), "slow down");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ja4_and_header_order_over_tls() {
+    let up = Upstream::start("a").await;
+    let certs = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(certs.path().join("c.crt"), cert.pem()).unwrap();
+    std::fs::write(certs.path().join("c.key"), key.serialize_pem()).unwrap();
+    let yaml = format!(
+        "listen:\n  http: []\n  https: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\ntls:\n  cert: {d}/c.crt\n  key: {d}/c.key\nupstream:\n  url: {u}\n{acl}",
+        d = certs.path().display(),
+        u = up.url(),
+        acl = r#"web_acl:
+  rules:
+    - name: tls13-client
+      priority: 1
+      action: count
+      labels: [tls:ja4-t13]
+      statement: {regex: {field: ja4, pattern: '^t13d[0-9]{4}(h2|h1)_[0-9a-f]{12}_[0-9a-f]{12}$'}}
+    - name: sends-accept
+      priority: 2
+      action: count
+      labels: [client:accept-first]
+      statement: {regex: {field: header_order, pattern: '(?:^|:)accept(?::|$)'}}
+"#
+    );
+    let aw = Authward::start(&yaml);
+    let ca = reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .use_rustls_tls()
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://localhost:{}/echo", aw.port))
+        .header("accept", "*/*")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    let labels = echoed_headers(&echo, "x-authward-labels");
+    assert_eq!(labels.len(), 1);
+    assert!(labels[0].contains("tls:ja4-t13"), "{labels:?}");
+    assert!(labels[0].contains("client:accept-first"), "{labels:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rule_file_is_rejected_whole_and_the_old_acl_keeps_serving() {
+    let up = Upstream::start("a").await;
+    let good = config(&up.url(), "");
+    let with_rule = |stmt: &str| {
+        format!(
+            "{good}web_acl:\n  rules:\n    - name: block-x\n      priority: 1\n      statement: {{byte_match: {{field: uri_path, position: exactly, value: /x}}}}\n    - name: second\n      priority: 2\n      statement: {stmt}\n"
+        )
+    };
+    let aw = Authward::start(&with_rule(
+        "{byte_match: {field: uri_path, position: exactly, value: /y}}",
+    ));
+    let c = client();
+    assert_eq!(c.get(aw.url("/x")).send().await.unwrap().status(), 403);
+    assert_eq!(c.get(aw.url("/y")).send().await.unwrap().status(), 403);
+    // One bad rule (a regex that does not compile) makes the whole file fail; nothing half-loads.
+    aw.write_config(
+        &with_rule("{regex: {field: uri_path, pattern: '(unclosed'}}").replace("value: /x", "value: /z"),
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        c.get(aw.url("/x")).send().await.unwrap().status(),
+        403,
+        "the old ACL still serves"
+    );
+    assert_eq!(c.get(aw.url("/z")).send().await.unwrap().status(), 200);
+    assert!(aw.logs().contains("regular expression"), "{}", aw.logs());
+}
