@@ -38,12 +38,17 @@ impl Stage for Recognize {
         let limit = candidates.body_limit().unwrap_or(ex.config.listen.body_limit);
         let too_large = |ex: &mut Exchange| {
             ex.rejected = Some("body_too_large");
-            Flow::Respond(json_error(
+            let mut r = json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 &format!("the request body is larger than {limit} bytes"),
                 &ex.ctx.request_id,
-            ))
+            );
+            if ex.request.version <= http::Version::HTTP_11 {
+                // The rest of the body stays unread: tell HTTP/1 clients not to reuse the connection.
+                r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Flow::Respond(r)
         };
         let declared = ex
             .request
