@@ -31,7 +31,7 @@ fn acl_yaml() -> String {
                 "{{regex: {{field: {{single_header: user-agent}}, pattern: '(?i)(sqlmap|nikto|masscan){i}', transforms: [lowercase]}}}}"
             ),
             4 => format!(
-                "{{regex_set: {{field: all_query_args, patterns: ['union{i}', 'select{i}', 'sleep\\\\({i}'], transforms: [url_decode, lowercase]}}}}"
+                "{{regex_set: {{field: all_query_args, patterns: ['union{i}', 'select{i}', 'sleep\\({i}'], transforms: [url_decode, lowercase]}}}}"
             ),
             5 => format!("{{ip_set: {{cidrs: [10.{i}.0.0/16, 192.0.2.{i}/32, '2001:db8:{i}::/48']}}}}"),
             6 => format!(

@@ -46,7 +46,8 @@ impl Stage for Recognize {
             );
             if ex.request.version <= http::Version::HTTP_11 {
                 // The rest of the body stays unread: tell HTTP/1 clients not to reuse the connection.
-                r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                r.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
             Flow::Respond(r)
         };

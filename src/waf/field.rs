@@ -188,6 +188,8 @@ pub struct Cache<'a> {
     view: &'a RequestView<'a>,
     slots: Vec<OnceCell<Values>>,
     json: OnceCell<Option<serde_json::Value>>,
+    /// Injection verdicts per (slot, detector, sensitivity): rule sets test the same field many times.
+    detections: Vec<OnceCell<Option<(usize, String)>>>,
 }
 
 impl<'a> Cache<'a> {
@@ -195,8 +197,19 @@ impl<'a> Cache<'a> {
         Cache {
             view,
             slots: (0..slots).map(|_| OnceCell::new()).collect(),
+            detections: (0..slots * 4).map(|_| OnceCell::new()).collect(),
             json: OnceCell::new(),
         }
+    }
+
+    /// The injection verdict `key` (see [`Cache::detections`]) of a slot, computed once.
+    pub fn detection(
+        &self,
+        slot: usize,
+        key: usize,
+        compute: impl FnOnce() -> Option<(usize, String)>,
+    ) -> &Option<(usize, String)> {
+        self.detections[slot * 4 + key].get_or_init(compute)
     }
 
     pub fn view(&self) -> &RequestView<'a> {

@@ -131,7 +131,22 @@ impl Statement {
             } => {
                 let input = &env.inputs[*slot];
                 let values = cache.values(*slot, input);
-                let result = match_values(values, matcher, *oversize);
+                let result = match matcher {
+                    Matcher::Sqli(level) | Matcher::Xss(level) => {
+                        let key = usize::from(matches!(matcher, Matcher::Xss(_))) * 2
+                            + usize::from(*level == Sensitivity::High);
+                        let oversize_decides = values.invalid_json.is_some()
+                            || (values.oversize && *oversize != Oversize::Continue);
+                        if oversize_decides {
+                            match_values(values, matcher, *oversize)
+                        } else {
+                            cache
+                                .detection(*slot, key, || match_values(values, matcher, *oversize))
+                                .clone()
+                        }
+                    }
+                    _ => match_values(values, matcher, *oversize),
+                };
                 let matched = result.is_some();
                 if let Some(t) = trace.as_deref_mut() {
                     t.lines.push(describe_match(input, matcher, values, result));

@@ -156,6 +156,10 @@ fn shipped_rule_files_check_clean() {
             ["cognito", "form-login", "json-login", "oauth2-token"]
                 .map(|p| format!("{root}/rules/profiles/{p}.yaml")),
         )
+        .args(
+            ["common", "login-protection", "ip-reputation", "geo", "tests/config"]
+                .map(|p| format!("{root}/rules/{p}.yaml")),
+        )
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
