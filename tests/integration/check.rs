@@ -157,8 +157,14 @@ fn shipped_rule_files_check_clean() {
                 .map(|p| format!("{root}/rules/profiles/{p}.yaml")),
         )
         .args(
-            ["common", "login-protection", "ip-reputation", "geo", "tests/config"]
-                .map(|p| format!("{root}/rules/{p}.yaml")),
+            [
+                "common",
+                "login-protection",
+                "ip-reputation",
+                "geo",
+                "tests/config",
+            ]
+            .map(|p| format!("{root}/rules/{p}.yaml")),
         )
         .output()
         .unwrap();
