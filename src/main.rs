@@ -65,8 +65,25 @@ enum Command {
         #[arg(long)]
         request: PathBuf,
     },
+    /// Convert rules from other products to authward YAML.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Print the JSON Schema of the config, for editors.
     Schema,
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// An AWS WAF (wafv2) web ACL or rule group, as `aws wafv2 get-web-acl` / `get-rule-group` print it.
+    AwsWaf {
+        /// The JSON file.
+        file: PathBuf,
+        /// A rule group imported separately: references to it become `group:` rules (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,6 +109,24 @@ fn main() -> ExitCode {
                 on_ready: None,
             };
             run_async(async move { authward::proxy::server::run(opts, shutdown_signal()).await })
+        }
+        Command::Import {
+            from: ImportFrom::AwsWaf { file, groups },
+        } => {
+            let json = match std::fs::read_to_string(&file) {
+                Ok(j) => j,
+                Err(e) => return fail(&format!("{}: {e}", file.display())),
+            };
+            match authward::waf::import::aws_waf_with_groups(&json, &groups) {
+                Ok(out) => {
+                    print!("{}", out.yaml);
+                    for u in &out.unconverted {
+                        eprintln!("not converted: {u}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("{}: {e}", file.display())),
+            }
         }
         Command::Test { files } => run_async(async move {
             let mut out = String::new();

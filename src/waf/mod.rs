@@ -12,6 +12,7 @@
 
 pub mod field;
 pub mod file;
+pub mod import;
 pub mod injection;
 pub mod ipset;
 pub mod stage;

@@ -131,3 +131,30 @@ web_acl:
         "{stdout}"
     );
 }
+
+#[test]
+fn imported_aws_waf_rules_pass_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for (sample, unconverted) in [("web-acl", false), ("unconvertible", true)] {
+        let out = Command::new(bin())
+            .args(["import", "aws-waf"])
+            .arg(format!("{REPO}/tests/aws-waf/{sample}.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.contains("not converted: rule"), unconverted, "{stderr}");
+        // The output is a rule file that `check` accepts, next to the MaxMind databases it may need.
+        let file = dir.path().join(format!("{sample}.yaml"));
+        let geo = format!(
+            "geoip:\n  city: {REPO}/data/geoip/GeoIP2-City-Test.mmdb\n  asn: {REPO}/data/geoip/GeoLite2-ASN-Test.mmdb\n"
+        );
+        std::fs::write(&file, format!("{geo}{}", String::from_utf8_lossy(&out.stdout))).unwrap();
+        let check = Command::new(bin()).arg("check").arg(&file).output().unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+}
