@@ -127,6 +127,17 @@ pub struct Fields {
     pub phone: Option<String>,
     /// The app client's id.
     pub client_id: Option<String>,
+    /// Where in the body the password was found, so that inspection can leave exactly that out.
+    pub password_at: Option<BodyLocation>,
+}
+
+/// A place in a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyLocation {
+    /// A JSON pointer.
+    Json(String),
+    /// An urlencoded form field.
+    Form(String),
 }
 
 /// Why profiles did not compile; `index` is the offending entry of the list given to `compile` and `path`
@@ -353,12 +364,18 @@ impl Candidates {
         let [username, password, phone, client_id] = p
             .fields
             .each_ref()
-            .map(|srcs| srcs.iter().find_map(|s| req.get(s)));
+            .map(|srcs| srcs.iter().find_map(|s| req.get(s).map(|v| (v, s))));
+        let password_at = password.as_ref().and_then(|(_, s)| match s {
+            Source::Json(pointer) => Some(BodyLocation::Json(pointer.clone())),
+            Source::Form(name) => Some(BodyLocation::Form(name.clone())),
+            _ => None,
+        });
         let fields = Fields {
-            username,
-            password: password.map(Secret),
-            phone,
-            client_id,
+            username: username.map(|(v, _)| v),
+            password: password.map(|(v, _)| Secret(v)),
+            phone: phone.map(|(v, _)| v),
+            client_id: client_id.map(|(v, _)| v),
+            password_at,
         };
         Some(Matched {
             profile: p.clone(),

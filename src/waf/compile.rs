@@ -345,7 +345,11 @@ impl<'a> Compiler<'a> {
             FileRateKey::QueryArg(n) => RateKey::QueryArg(n.clone()),
             FileRateKey::UriPath => RateKey::UriPath,
             FileRateKey::Method => RateKey::Method,
-            FileRateKey::LabelNamespace(n) => RateKey::LabelNamespace(n.clone()),
+            FileRateKey::LabelNamespace(n) => RateKey::LabelNamespace(if n.ends_with(':') {
+                n.clone()
+            } else {
+                format!("{n}:")
+            }),
             FileRateKey::Ja4 => RateKey::Ja4,
             FileRateKey::Username => RateKey::Username,
             FileRateKey::Constant => RateKey::Constant,

@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Uri};
 
 use super::file::{FileField, InvalidJson, Oversize, Part};
 use super::transform::{Transform, apply_chain};
-use crate::profile::Fields;
+use crate::profile::{BodyLocation, Fields};
 
 /// Most values one field yields (headers, cookies, arguments, JSON members); the rest are not inspected.
 pub const MAX_VALUES: usize = 512;
@@ -188,6 +188,7 @@ pub struct Cache<'a> {
     view: &'a RequestView<'a>,
     slots: Vec<OnceCell<Values>>,
     json: OnceCell<Option<serde_json::Value>>,
+    json_hidden: OnceCell<Option<serde_json::Value>>,
     /// Injection verdicts per (slot, detector, sensitivity): rule sets test the same field many times.
     detections: Vec<OnceCell<Option<(usize, String)>>>,
 }
@@ -199,6 +200,7 @@ impl<'a> Cache<'a> {
             slots: (0..slots).map(|_| OnceCell::new()).collect(),
             detections: (0..slots * 4).map(|_| OnceCell::new()).collect(),
             json: OnceCell::new(),
+            json_hidden: OnceCell::new(),
         }
     }
 
@@ -222,7 +224,13 @@ impl<'a> Cache<'a> {
             let mut v = self.read(input);
             if !input.transforms.is_empty() {
                 for item in &mut v.items {
-                    if let Cow::Owned(t) = apply_chain(&input.transforms, item) {
+                    // A trim gives a shorter borrowed slice: that is a change too.
+                    let changed = match apply_chain(&input.transforms, item) {
+                        Cow::Owned(t) => Some(t),
+                        Cow::Borrowed(b) if b.len() != item.len() => Some(b.to_vec()),
+                        Cow::Borrowed(_) => None,
+                    };
+                    if let Some(t) = changed {
                         *item = t;
                     }
                 }
@@ -237,12 +245,22 @@ impl<'a> Cache<'a> {
             .as_ref()
     }
 
-    fn password(&self) -> Option<&str> {
-        self.view
-            .profile
-            .and_then(|f| f.password.as_ref())
-            .map(|p| p.expose())
-            .filter(|p| !p.is_empty())
+    /// Where the profile found the password in the body.
+    fn password_at(&self) -> Option<&BodyLocation> {
+        self.view.profile.and_then(|f| f.password_at.as_ref())
+    }
+
+    /// The JSON body with the password's member set to null.
+    fn json_without_password(&self, pointer: &str) -> Option<&serde_json::Value> {
+        self.json_hidden
+            .get_or_init(|| {
+                let mut doc = self.json()?.clone();
+                if let Some(v) = doc.pointer_mut(pointer) {
+                    *v = serde_json::Value::Null;
+                }
+                Some(doc)
+            })
+            .as_ref()
     }
 
     fn read(&self, input: &Input) -> Values {
@@ -259,8 +277,9 @@ impl<'a> Cache<'a> {
                 .unwrap_or_default(),
             ..Default::default()
         };
+        // The password is left out of aggregate fields by where the profile found it, never by value.
         let hidden = if input.hide_password {
-            self.password()
+            self.password_at()
         } else {
             None
         };
@@ -336,12 +355,8 @@ impl<'a> Cache<'a> {
             }
             Field::Body => {
                 let body = v.body.unwrap_or_default();
-                let item = match hidden {
-                    Some(p) => hide_secret(body, p),
-                    None => body.to_vec(),
-                };
                 Values {
-                    items: vec![item],
+                    items: vec![hide_in_body(body, hidden)],
                     oversize: v.body_oversize,
                     invalid_json: None,
                 }
@@ -357,12 +372,8 @@ impl<'a> Cache<'a> {
                     return match invalid {
                         InvalidJson::EvaluateAsString => {
                             let raw = v.body.unwrap_or_default();
-                            let item = match hidden {
-                                Some(p) => hide_secret(raw, p),
-                                None => raw.to_vec(),
-                            };
                             Values {
-                                items: vec![item],
+                                items: vec![hide_in_body(raw, hidden)],
                                 oversize: v.body_oversize,
                                 invalid_json: None,
                             }
@@ -377,13 +388,20 @@ impl<'a> Cache<'a> {
                         },
                     };
                 };
+                // A rule that points at the password member itself has named it.
+                let doc = match hidden {
+                    Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(p.as_str()) => {
+                        self.json_without_password(p).unwrap_or(doc)
+                    }
+                    _ => doc,
+                };
                 let target = match pointer.as_deref() {
                     None | Some("") => Some(doc),
                     Some(p) => doc.pointer(p),
                 };
                 let mut items = Vec::new();
                 if let Some(t) = target {
-                    collect_json(t, *part, hidden, &mut items, 0);
+                    collect_json(t, *part, &mut items, 0);
                 }
                 Values {
                     items,
@@ -402,7 +420,7 @@ impl<'a> Cache<'a> {
             },
             Field::AllFormFields => Values {
                 items: form_pairs(v.body)
-                    .filter(|(_, val)| hidden.is_none_or(|p| val != p))
+                    .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if n == k))
                     .map(|(_, val)| val.into_owned().into_bytes())
                     .take(MAX_VALUES)
                     .collect(),
@@ -496,42 +514,75 @@ impl Cache<'_> {
     }
 }
 
-/// The body without the secret, in the forms it takes in bodies: as is, urlencoded, and JSON-escaped.
-fn hide_secret(body: &[u8], secret: &str) -> Vec<u8> {
-    let urlencoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    let json = serde_json::to_string(secret).unwrap_or_default();
-    let json = json.trim_matches('"');
-    let mut out = blank_out(body, secret.as_bytes());
-    for form in [urlencoded.as_str(), json] {
-        if form != secret && !form.is_empty() {
-            out = blank_out(&out, form.as_bytes());
+/// The raw body without the password's value, found by where the profile read it: the form field's pairs
+/// are dropped, the JSON member's string value is emptied. Other bodies are returned as they are.
+fn hide_in_body(body: &[u8], at: Option<&BodyLocation>) -> Vec<u8> {
+    match at {
+        None => body.to_vec(),
+        Some(BodyLocation::Form(name)) => {
+            let kept: Vec<&[u8]> = body
+                .split(|b| *b == b'&')
+                .filter(|pair| {
+                    let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+                    !form_urlencoded::parse(key).any(|(k, _)| k == name.as_str())
+                })
+                .collect();
+            kept.join(&b'&')
+        }
+        Some(BodyLocation::Json(pointer)) => {
+            let key = pointer
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .replace("~1", "/")
+                .replace("~0", "~");
+            let quoted = serde_json::to_string(&key).unwrap_or_default();
+            empty_json_string_after(body, quoted.as_bytes())
         }
     }
-    out
 }
 
-/// The body with every occurrence of `secret` removed.
-fn blank_out(body: &[u8], secret: &[u8]) -> Vec<u8> {
+/// Empties every JSON string value that follows the member name `quoted_key` (`"password"`).
+fn empty_json_string_after(body: &[u8], quoted_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     let mut i = 0;
     while i < body.len() {
-        if body[i..].starts_with(secret) {
-            i += secret.len();
-        } else {
+        if !body[i..].starts_with(quoted_key) {
             out.push(body[i]);
             i += 1;
+            continue;
         }
+        let mut j = i + quoted_key.len();
+        while body.get(j).is_some_and(u8::is_ascii_whitespace) {
+            j += 1;
+        }
+        if body.get(j) != Some(&b':') {
+            out.extend_from_slice(&body[i..j]);
+            i = j;
+            continue;
+        }
+        j += 1;
+        while body.get(j).is_some_and(u8::is_ascii_whitespace) {
+            j += 1;
+        }
+        if body.get(j) != Some(&b'"') {
+            out.extend_from_slice(&body[i..j]);
+            i = j;
+            continue;
+        }
+        // Skip the string value, escapes included, and keep an empty string in its place.
+        let mut k = j + 1;
+        while k < body.len() && body[k] != b'"' {
+            k += if body[k] == b'\\' { 2 } else { 1 };
+        }
+        out.extend_from_slice(&body[i..=j]);
+        out.push(b'"');
+        i = (k + 1).min(body.len());
     }
     out
 }
 
-fn collect_json(
-    v: &serde_json::Value,
-    part: Part,
-    hidden: Option<&str>,
-    out: &mut Vec<Vec<u8>>,
-    depth: usize,
-) {
+fn collect_json(v: &serde_json::Value, part: Part, out: &mut Vec<Vec<u8>>, depth: usize) {
     if out.len() >= MAX_VALUES || depth > MAX_JSON_DEPTH {
         return;
     }
@@ -541,16 +592,16 @@ fn collect_json(
                 if matches!(part, Part::Keys | Part::All) && out.len() < MAX_VALUES {
                     out.push(k.as_bytes().to_vec());
                 }
-                collect_json(val, part, hidden, out, depth + 1);
+                collect_json(val, part, out, depth + 1);
             }
         }
         serde_json::Value::Array(items) => {
             for val in items {
-                collect_json(val, part, hidden, out, depth + 1);
+                collect_json(val, part, out, depth + 1);
             }
         }
         serde_json::Value::String(s) => {
-            if matches!(part, Part::Values | Part::All) && hidden != Some(s.as_str()) {
+            if matches!(part, Part::Values | Part::All) {
                 out.push(s.as_bytes().to_vec());
             }
         }

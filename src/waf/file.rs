@@ -436,10 +436,10 @@ pub enum Part {
 pub struct FileParts {
     #[serde(default)]
     pub part: Part,
-    /// Only these names (case-insensitive).
+    /// Only these names (header names compare case-insensitively, cookie names exactly, as RFC 6265 says).
     #[serde(default)]
     pub include: Vec<String>,
-    /// All names but these.
+    /// All names but these (compared as `include` is).
     #[serde(default)]
     pub exclude: Vec<String>,
 }

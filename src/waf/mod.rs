@@ -20,6 +20,8 @@ pub mod statement;
 pub mod transform;
 
 mod compile;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -218,7 +220,11 @@ impl WebAcl {
             if !matched {
                 continue;
             }
-            labels.extend(rule.labels.iter().cloned());
+            for label in &rule.labels {
+                if !labels.contains(label) {
+                    labels.push(label.clone());
+                }
+            }
             verdict.matched.push((rule.name.clone(), rule.action.name()));
             if rule.shadow {
                 if !matches!(rule.action, Action::Count) {

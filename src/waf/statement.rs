@@ -161,7 +161,9 @@ impl Statement {
             } => {
                 let input = &env.inputs[*slot];
                 let values = cache.values(*slot, input);
-                let matched = if values.oversize && *oversize != Oversize::Continue {
+                let matched = if let Some(policy) = values.invalid_json {
+                    policy
+                } else if values.oversize && *oversize != Oversize::Continue {
                     *oversize == Oversize::Match
                 } else {
                     values
