@@ -1,7 +1,13 @@
 //! In-process `Store` backend: sharded maps with lazy expiry, key and memory caps, and sampled-LRU eviction.
+//!
+//! Every operation hashes its key once, with a randomly keyed SipHash (so attacker-chosen keys cannot
+//! force collisions), and uses that hash both to pick the shard and as the hash in the shard's index.
+//! A shard keeps its entries densely in a vector, so the expiry sweep and eviction sampling read them
+//! without hashing.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -53,11 +59,24 @@ impl Default for MemoryLimits {
 /// A [`Store`] held in process memory, for tests and throw-away runs.
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded]>,
     hasher: RandomState,
     limits: MemoryLimits,
     usage: Usage,
     clock: SharedClock,
+}
+
+/// A shard's lock on its own cache lines, so threads working on different shards do not share them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+impl std::ops::Deref for Padded {
+    type Target = Mutex<Shard>;
+
+    fn deref(&self) -> &Mutex<Shard> {
+        &self.0
+    }
 }
 
 /// Global accounting, shared by the shards; reservations are made before an entry grows.
@@ -68,16 +87,22 @@ struct Usage {
 }
 
 impl Usage {
+    /// Reserves `keys` and `bytes` if both fit under the caps. Zero amounts always fit (the totals never
+    /// exceed the caps), so they skip the shared counters.
     fn try_reserve(&self, keys: usize, bytes: usize, limits: &MemoryLimits) -> bool {
         let add = |cur: usize, n: usize, max: usize| cur.checked_add(n).filter(|&t| t <= max);
         let upd = |a: &AtomicUsize, n, max| {
-            a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| add(c, n, max))
+            n == 0
+                || a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| add(c, n, max))
+                    .is_ok()
         };
-        if upd(&self.keys, keys, limits.max_keys).is_err() {
+        if !upd(&self.keys, keys, limits.max_keys) {
             return false;
         }
-        if upd(&self.bytes, bytes, limits.max_bytes).is_err() {
-            self.keys.fetch_sub(keys, Ordering::Relaxed);
+        if !upd(&self.bytes, bytes, limits.max_bytes) {
+            if keys != 0 {
+                self.keys.fetch_sub(keys, Ordering::Relaxed);
+            }
             return false;
         }
         true
@@ -88,21 +113,120 @@ impl Usage {
             && self.bytes.load(Ordering::Relaxed).saturating_add(bytes) <= limits.max_bytes
     }
 
-    /// Moves the accounting from `from` (keys, bytes) to `to`.
+    /// Moves the accounting from `from` (keys, bytes) to `to`; unchanged totals are not touched.
     fn settle(&self, from: (usize, usize), to: (usize, usize)) {
         for (a, from, to) in [(&self.keys, from.0, to.0), (&self.bytes, from.1, to.1)] {
             debug_assert!(to <= from, "growth exceeded its reservation");
-            if from >= to {
+            if from > to {
                 a.fetch_sub(from - to, Ordering::Relaxed);
-            } else {
+            } else if to > from {
                 a.fetch_add(to - from, Ordering::Relaxed);
             }
         }
     }
 }
 
+/// A stored key with its (keyed) hash, which the shard index uses as is.
+#[derive(Debug, Clone)]
+struct Key {
+    hash: u64,
+    name: Arc<str>,
+}
+
+/// A borrowed key with its hash, for lookups without allocating.
+#[derive(Debug, Clone, Copy)]
+struct Probe<'a> {
+    hash: u64,
+    name: &'a str,
+}
+
+/// What the shard index hashes and compares: implemented by [`Key`] and [`Probe`], so a `Probe` can look
+/// up a `Key` through `Borrow<dyn Lookup>`.
+trait Lookup {
+    fn key_hash(&self) -> u64;
+    fn name(&self) -> &str;
+}
+
+impl Lookup for Key {
+    fn key_hash(&self) -> u64 {
+        self.hash
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Lookup for Probe<'_> {
+    fn key_hash(&self) -> u64 {
+        self.hash
+    }
+
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+impl<'a> Borrow<dyn Lookup + 'a> for Key {
+    fn borrow(&self) -> &(dyn Lookup + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn Lookup + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.key_hash());
+    }
+}
+
+impl PartialEq for dyn Lookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_hash() == other.key_hash() && self.name() == other.name()
+    }
+}
+
+impl Eq for dyn Lookup + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.name == other.name
+    }
+}
+
+impl Eq for Key {}
+
+/// Passes on an already keyed hash (written with `write_u64`) unchanged.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by the index (which writes one u64); mixes anyway rather than ignoring input.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(29) ^ n;
+    }
+}
+
+type Index = HashMap<Key, usize, BuildHasherDefault<PassThrough>>;
+
 #[derive(Debug)]
 struct Entry {
+    key: Key,
     val: Val,
     /// Expiry in clock milliseconds; the entry is invisible from then on.
     expires: u64,
@@ -110,8 +234,6 @@ struct Entry {
     used: u64,
     /// Accounted size in bytes.
     size: usize,
-    /// Index of the key in `Shard::keys`.
-    slot: usize,
 }
 
 #[derive(Debug)]
@@ -120,8 +242,9 @@ enum Val {
     Counter(i64),
     /// Theoretical arrival time in nanoseconds since the epoch.
     Rate(u128),
-    Set(MemberSet),
-    List(List),
+    /// Boxed, as are lists, so that entries stay small for the sweep and eviction sampling.
+    Set(Box<MemberSet>),
+    List(Box<List>),
 }
 
 impl Val {
@@ -154,7 +277,6 @@ fn wrong(key: &str, expected: &'static str) -> StoreError {
         expected,
     }
 }
-
 /// A set that remembers insertion order so the least recently added member can be evicted.
 #[derive(Debug, Default)]
 struct MemberSet {
@@ -208,72 +330,89 @@ impl List {
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Arc<str>, Entry>,
-    /// The same keys in a vector, so eviction can sample them at random.
-    keys: Vec<Arc<str>>,
+    /// Each key's position in `entries`.
+    index: Index,
+    /// The entries, densely, so the sweep and eviction sampling reach them without hashing.
+    entries: Vec<Entry>,
+    /// `entries[i].expires`, kept apart for the sweep: a few entries' expiries share one cache line, which
+    /// accesses to those entries (that update their LRU tick) do not write.
+    expiries: Vec<u64>,
     tick: u64,
     sweep_cursor: usize,
 }
 
 impl Shard {
-    /// The key's entry if it is live (and marks it used); an expired entry is removed.
-    fn live(&mut self, key: &str, now: u64, usage: &Usage) -> Option<&mut Entry> {
-        if self.map.get(key)?.expires <= now {
-            self.remove(key, usage);
+    /// The position of the key's entry if it is live (and marks it used); an expired entry is removed.
+    fn live(&mut self, key: Probe<'_>, now: u64, usage: &Usage) -> Option<usize> {
+        let i = *self.index.get(&key as &dyn Lookup)?;
+        if self.entries[i].expires <= now {
+            self.remove_at(i, usage);
             return None;
         }
         self.tick += 1;
-        let e = self.map.get_mut(key)?;
-        e.used = self.tick;
-        Some(e)
+        self.entries[i].used = self.tick;
+        Some(i)
     }
 
-    fn insert(&mut self, key: &str, val: Val, expires: u64) {
-        let k: Arc<str> = key.into();
+    /// The key's entry if it is live, as [`Shard::live`].
+    fn live_entry(&mut self, key: Probe<'_>, now: u64, usage: &Usage) -> Option<&mut Entry> {
+        let i = self.live(key, now, usage)?;
+        Some(&mut self.entries[i])
+    }
+
+    /// Adds an entry for a key the shard does not hold and returns its position.
+    fn insert(&mut self, key: Key, val: Val, expires: u64) -> usize {
         self.tick += 1;
-        self.keys.push(k.clone());
-        let size = entry_size(key, &val);
-        self.map.insert(
-            k,
-            Entry {
-                val,
-                expires,
-                used: self.tick,
-                size,
-                slot: self.keys.len() - 1,
-            },
-        );
+        let i = self.entries.len();
+        let size = entry_size(&key.name, &val);
+        let old = self.index.insert(key.clone(), i);
+        debug_assert!(old.is_none(), "inserted a key that was present");
+        self.expiries.push(expires);
+        self.entries.push(Entry {
+            key,
+            val,
+            expires,
+            used: self.tick,
+            size,
+        });
+        i
     }
 
-    fn remove(&mut self, key: &str, usage: &Usage) -> Option<Entry> {
-        let e = self.map.remove(key)?;
-        self.keys.swap_remove(e.slot);
-        if let Some(m) = self.keys.get(e.slot).and_then(|moved| self.map.get_mut(&**moved)) {
-            m.slot = e.slot;
+    /// Removes the entry at `i`; the last entry moves into its place.
+    fn remove_at(&mut self, i: usize, usage: &Usage) -> Entry {
+        let e = self.entries.swap_remove(i);
+        self.expiries.swap_remove(i);
+        self.index.remove(&e.key);
+        if let Some(moved) = self.entries.get(i) {
+            if let Some(pos) = self.index.get_mut(&moved.key) {
+                *pos = i;
+            }
         }
         usage.settle((1, e.size), (0, 0));
-        Some(e)
+        e
     }
 
     /// Examines the next few entries in turn and removes the expired ones.
     fn sweep(&mut self, now: u64, usage: &Usage) {
         for _ in 0..SWEEP_PER_WRITE {
-            if self.keys.is_empty() {
+            if self.expiries.is_empty() {
                 return;
             }
-            self.sweep_cursor %= self.keys.len();
-            let k = self.keys[self.sweep_cursor].clone();
-            if self.map.get(&*k).is_some_and(|e| e.expires <= now) {
-                self.remove(&k, usage);
+            if self.sweep_cursor >= self.expiries.len() {
+                self.sweep_cursor = 0;
+            }
+            if self.expiries[self.sweep_cursor] <= now {
+                self.remove_at(self.sweep_cursor, usage);
             } else {
                 self.sweep_cursor += 1;
             }
         }
     }
 
-    /// Evicts one entry other than `keep`: an expired one if sampled, else the least recently used sample.
-    fn evict_one(&mut self, now: u64, keep: Option<&str>, usage: &Usage) -> bool {
-        let candidates = self.keys.len() - usize::from(keep.is_some_and(|k| self.map.contains_key(k)));
+    /// Evicts one entry other than the one at `keep` (which is updated if that entry moves): an expired
+    /// one if sampled, else the least recently used sample.
+    fn evict_one(&mut self, now: u64, keep: &mut Option<usize>, usage: &Usage) -> bool {
+        let candidates = self.entries.len() - usize::from(keep.is_some());
         if candidates == 0 {
             return false;
         }
@@ -282,12 +421,11 @@ impl Shard {
         let mut sampled = 0;
         while sampled < EVICTION_SAMPLES || best.is_none() {
             sampled += 1;
-            let i = rng.random_range(0..self.keys.len());
-            let k = &self.keys[i];
-            if keep == Some(&**k) {
+            let i = rng.random_range(0..self.entries.len());
+            if *keep == Some(i) {
                 continue;
             }
-            let Some(e) = self.map.get(&**k) else { continue };
+            let e = &self.entries[i];
             if e.expires <= now {
                 best = Some((0, i));
                 break;
@@ -297,8 +435,12 @@ impl Shard {
             }
         }
         let Some((_, i)) = best else { return false };
-        let k = self.keys[i].clone();
-        self.remove(&k, usage).is_some()
+        let last = self.entries.len() - 1;
+        self.remove_at(i, usage);
+        if *keep == Some(last) {
+            *keep = Some(i);
+        }
+        true
     }
 }
 
@@ -325,7 +467,7 @@ impl Rule {
         if limit == 0 {
             return Rule::Deny;
         }
-        match period.as_nanos() / u128::from(limit) {
+        match div(period.as_nanos(), u128::from(limit)) {
             0 => Rule::Allow,
             t => Rule::Gcra(Gcra {
                 t,
@@ -337,6 +479,14 @@ impl Rule {
     }
 }
 
+/// `a / b` (`b > 0`), by 64-bit division when both fit: u128 division is a much slower library call.
+fn div(a: u128, b: u128) -> u128 {
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(a), Ok(b)) => u128::from(a / b),
+        _ => a / b,
+    }
+}
+
 fn nanos(ns: u128) -> Duration {
     Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
 }
@@ -345,7 +495,8 @@ impl Gcra {
     /// The decision for state `tat` at `now` (both in nanoseconds), and the new TAT when it takes.
     fn decide(&self, tat: u128, now: u128, cost: u32, take: bool) -> (RateDecision, Option<u128>) {
         let base = tat.max(now);
-        let remaining = |tat: u128| u32::try_from((now + self.tol).saturating_sub(tat) / self.t).unwrap_or(0);
+        let remaining =
+            |tat: u128| u32::try_from(div((now + self.tol).saturating_sub(tat), self.t)).unwrap_or(0);
         let new_tat = base + self.t * u128::from(cost);
         let allow_at = new_tat.saturating_sub(self.tol);
         let fits = cost <= self.limit;
@@ -385,7 +536,7 @@ impl MemoryStore {
             max_set_members: limits.max_set_members.max(1),
             ..limits
         };
-        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        let shards = (0..SHARDS).map(|_| Padded::default()).collect();
         Self {
             shards,
             hasher: RandomState::new(),
@@ -410,64 +561,95 @@ impl MemoryStore {
         self.usage.bytes.load(Ordering::Relaxed)
     }
 
-    fn shard_of(&self, key: &str) -> usize {
-        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    /// The key with its keyed hash: SipHash of exactly the key's bytes (one `write`, without the
+    /// terminator `str` hashing adds, which a lone key does not need).
+    fn probe<'a>(&self, key: &'a str) -> Probe<'a> {
+        let mut h = self.hasher.build_hasher();
+        h.write(key.as_bytes());
+        Probe {
+            hash: h.finish(),
+            name: key,
+        }
+    }
+
+    /// The shard of a key: from hash bits that the shard's index uses neither for the bucket (low bits)
+    /// nor for the control tag (top 7 bits).
+    fn shard_of(key: Probe<'_>) -> usize {
+        (key.hash >> 32) as usize % SHARDS
     }
 
     /// Runs `f` on the key's shard with the current time.
-    fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut Shard, u64, &Usage) -> R) -> R {
+    fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut Shard, Probe<'_>, u64, &Usage) -> R) -> R {
+        let key = self.probe(key);
         let now = self.clock.now_ms();
-        f(&mut self.shards[self.shard_of(key)].lock(), now, &self.usage)
+        f(
+            &mut self.shards[Self::shard_of(key)].lock(),
+            key,
+            now,
+            &self.usage,
+        )
     }
 
     /// Runs `f` on the key's live entry, if any.
     fn read<R>(&self, key: &str, f: impl FnOnce(Option<&mut Entry>) -> R) -> R {
-        self.with_shard(key, |shard, now, usage| f(shard.live(key, now, usage)))
+        self.with_shard(key, |shard, key, now, usage| f(shard.live_entry(key, now, usage)))
     }
 
     /// Runs a write that may grow the key. `need` checks the live entry's type and bounds the growth in
     /// bytes; that space (and a key slot if the key is new) is reserved, evicting other keys if needed,
-    /// before `apply` mutates the entry or returns one to insert; unused space is released afterwards.
+    /// before `apply` mutates the entry or (only when there is none) returns one to insert; unused space
+    /// is released afterwards.
     fn write<R>(
         &self,
         key: &str,
         need: impl Fn(Option<&Entry>) -> Result<usize, StoreError>,
         apply: impl FnOnce(Option<&mut Entry>, u64) -> (R, Insert),
     ) -> Result<R, StoreError> {
-        let own = self.shard_of(key);
+        let probe = self.probe(key);
+        let own = Self::shard_of(probe);
         let mut failed_rounds = 0;
         loop {
             let now = self.clock.now_ms();
-            let mut shard = self.shards[own].lock();
-            let old = shard.live(key, now, &self.usage).map_or((0, 0), |e| (1, e.size));
-            let need = need(shard.map.get(key))?;
-            if old.1.saturating_add(need) > self.limits.max_bytes {
+            let mut guard = self.shards[own].lock();
+            let shard = &mut *guard;
+            let mut at = shard.live(probe, now, &self.usage);
+            let old_size = at.map_or(0, |i| shard.entries[i].size);
+            let need = need(at.map(|i| &shard.entries[i]))?;
+            if old_size.saturating_add(need) > self.limits.max_bytes {
                 return Err(StoreError::TooLarge {
                     limit: self.limits.max_bytes,
                 });
             }
-            let want = (1 - old.0, need);
+            let want = (usize::from(at.is_none()), need);
             let mut reserved = self.usage.try_reserve(want.0, want.1, &self.limits);
-            while !reserved && shard.evict_one(now, Some(key), &self.usage) {
+            while !reserved && shard.evict_one(now, &mut at, &self.usage) {
                 reserved = self.usage.try_reserve(want.0, want.1, &self.limits);
             }
             if reserved {
-                let (out, insert) = apply(shard.map.get_mut(key), now);
+                let entries = &mut shard.entries;
+                let (out, insert) = apply(at.map(|i| &mut entries[i]), now);
                 if let Some((val, expires)) = insert {
-                    shard.insert(key, val, expires);
+                    debug_assert!(at.is_none(), "an insert for a present key");
+                    let key = Key {
+                        hash: probe.hash,
+                        name: key.into(),
+                    };
+                    at = Some(shard.insert(key, val, expires));
                 }
-                let new = match shard.map.get_mut(key) {
-                    Some(e) => {
-                        e.size = entry_size(key, &e.val);
+                let new = match at {
+                    Some(i) => {
+                        let e = &mut shard.entries[i];
+                        e.size = entry_size(&e.key.name, &e.val);
+                        shard.expiries[i] = e.expires;
                         (1, e.size)
                     }
                     None => (0, 0),
                 };
-                self.usage.settle((old.0 + want.0, old.1 + want.1), new);
+                self.usage.settle((1, old_size + need), new);
                 shard.sweep(now, &self.usage);
                 return Ok(out);
             }
-            drop(shard);
+            drop(guard);
             if !self.evict_elsewhere(own, want, now) {
                 failed_rounds += 1;
                 if failed_rounds >= EVICTION_ROUNDS {
@@ -492,7 +674,7 @@ impl MemoryStore {
             }
             let mut shard = self.shards[j].lock();
             while !self.usage.has_room(want.0, want.1, &self.limits) {
-                if !shard.evict_one(now, None, &self.usage) {
+                if !shard.evict_one(now, &mut None, &self.usage) {
                     break;
                 }
             }
@@ -536,7 +718,10 @@ impl Store for MemoryStore {
             let expires = u64::try_from(new_tat.div_ceil(NS_PER_MS)).unwrap_or(NEVER);
             match e {
                 Some(e) => {
-                    (e.val, e.expires) = (Val::Rate(new_tat), expires);
+                    if let Val::Rate(tat) = &mut e.val {
+                        *tat = new_tat;
+                    }
+                    e.expires = expires;
                     (d, None)
                 }
                 None => (d, Some((Val::Rate(new_tat), expires))),
@@ -550,8 +735,8 @@ impl Store for MemoryStore {
             Rule::Allow => return Ok(unlimited(limit)),
             Rule::Gcra(g) => g,
         };
-        self.with_shard(key, |shard, now, usage| {
-            let tat = match shard.live(key, now, usage).map(|e| &e.val) {
+        self.with_shard(key, |shard, k, now, usage| {
+            let tat = match shard.live_entry(k, now, usage).map(|e| &e.val) {
                 None => 0,
                 Some(Val::Rate(tat)) => *tat,
                 Some(_) => return Err(wrong(key, "rate limit")),
@@ -606,7 +791,7 @@ impl Store for MemoryStore {
             _ => {
                 let mut s = MemberSet::default();
                 s.add(member, cap);
-                (1, Some((Val::Set(s), expiry(now, ttl))))
+                (1, Some((Val::Set(Box::new(s)), expiry(now, ttl))))
             }
         })
     }
@@ -671,23 +856,26 @@ impl Store for MemoryStore {
     }
 
     async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        self.with_shard(key, |shard, now, usage| {
-            match shard.live(key, now, usage).map(|e| &e.val) {
-                None => Ok(None),
-                Some(Val::Bytes(_)) => match shard.remove(key, usage) {
-                    Some(Entry {
-                        val: Val::Bytes(b), ..
-                    }) => Ok(Some(b)),
-                    _ => Ok(None),
-                },
-                Some(_) => Err(wrong(key, "value")),
+        self.with_shard(key, |shard, k, now, usage| {
+            let Some(i) = shard.live(k, now, usage) else {
+                return Ok(None);
+            };
+            if !matches!(shard.entries[i].val, Val::Bytes(_)) {
+                return Err(wrong(key, "value"));
+            }
+            match shard.remove_at(i, usage).val {
+                Val::Bytes(b) => Ok(Some(b)),
+                _ => Ok(None),
             }
         })
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.with_shard(key, |shard, now, usage| {
-            shard.live(key, now, usage).is_some() && shard.remove(key, usage).is_some()
+        Ok(self.with_shard(key, |shard, k, now, usage| {
+            shard
+                .live(k, now, usage)
+                .map(|i| shard.remove_at(i, usage))
+                .is_some()
         }))
     }
 
@@ -699,15 +887,15 @@ impl Store for MemoryStore {
         ttl: Option<Duration>,
     ) -> Result<usize, StoreError> {
         if cap == 0 {
-            return self.with_shard(key, |shard, now, usage| {
-                match shard.live(key, now, usage).map(|e| &e.val) {
-                    None => Ok(0),
-                    Some(Val::List(_)) => {
-                        shard.remove(key, usage);
-                        Ok(0)
-                    }
-                    Some(_) => Err(wrong(key, "list")),
+            return self.with_shard(key, |shard, k, now, usage| {
+                let Some(i) = shard.live(k, now, usage) else {
+                    return Ok(0);
+                };
+                if !matches!(shard.entries[i].val, Val::List(_)) {
+                    return Err(wrong(key, "list"));
                 }
+                shard.remove_at(i, usage);
+                Ok(0)
             });
         }
         let value = Bytes::copy_from_slice(&value);
@@ -732,7 +920,10 @@ impl Store for MemoryStore {
             _ => {
                 let mut l = List::default();
                 l.push(value, cap);
-                (1, Some((Val::List(l), ttl.map_or(NEVER, |ttl| expiry(now, ttl)))))
+                (
+                    1,
+                    Some((Val::List(Box::new(l)), ttl.map_or(NEVER, |ttl| expiry(now, ttl)))),
+                )
             }
         })
     }
@@ -805,11 +996,13 @@ mod tests {
         let (mut keys, mut bytes) = (0, 0);
         for shard in s.shards.iter() {
             let shard = shard.lock();
-            assert_eq!(shard.map.len(), shard.keys.len());
-            for (i, k) in shard.keys.iter().enumerate() {
-                let e = &shard.map[&**k];
-                assert_eq!(e.slot, i);
-                assert_eq!(e.size, super::entry_size(k, &e.val));
+            assert_eq!(shard.index.len(), shard.entries.len());
+            assert_eq!(shard.expiries.len(), shard.entries.len());
+            for (i, e) in shard.entries.iter().enumerate() {
+                assert_eq!(shard.index[&e.key], i);
+                assert_eq!(shard.expiries[i], e.expires);
+                assert_eq!(e.key.hash, s.probe(&e.key.name).hash);
+                assert_eq!(e.size, super::entry_size(&e.key.name, &e.val));
                 keys += 1;
                 bytes += e.size;
             }
