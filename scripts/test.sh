@@ -17,5 +17,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-cargo test --all-targets -- --test-threads="${AUTHWARD_TEST_THREADS:-2}"
+threads="${AUTHWARD_TEST_THREADS:-2}"
+# Everything once; the corpus measurement runs on its own so that its figures are printed.
+cargo test --all-targets -- --test-threads="$threads" --skip corpus::
+cargo test --test integration corpus:: -- --nocapture
 cargo test --doc
