@@ -19,6 +19,8 @@ fi
 
 threads="${AUTHWARD_TEST_THREADS:-2}"
 # Everything once; the corpus measurement runs on its own so that its figures are printed.
-cargo test --all-targets -- --test-threads="$threads" --skip corpus::
+cargo test --lib --bins --tests -- --test-threads="$threads" --skip corpus::
 cargo test --test integration corpus:: -- --nocapture
+# Each criterion benchmark once, as a smoke test (figures come from `cargo bench`, see BENCHMARKS.md).
+cargo test --benches
 cargo test --doc
