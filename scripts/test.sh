@@ -18,9 +18,15 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 threads="${AUTHWARD_TEST_THREADS:-2}"
-# Everything once; the corpus measurement runs on its own so that its figures are printed.
-cargo test --lib --bins --tests -- --test-threads="$threads" --skip corpus::
-cargo test --test integration corpus:: -- --nocapture
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set -o pipefail
+# Every unit and integration test once; the corpus measurement on its own so that its figures print.
+cargo test --lib --bins --tests -- --test-threads="$threads" --skip corpus:: 2>&1 | tee -a "$log"
+cargo test --test integration corpus:: -- --nocapture 2>&1 | tee -a "$log"
 # Each criterion benchmark once, as a smoke test (figures come from `cargo bench`, see BENCHMARKS.md).
-cargo test --benches
-cargo test --doc
+cargo test --bench hot_paths --bench waf --bench injection --bench transform 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' "$log"
