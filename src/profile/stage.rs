@@ -38,18 +38,12 @@ impl Stage for Recognize {
         let limit = candidates.body_limit().unwrap_or(ex.config.listen.body_limit);
         let too_large = |ex: &mut Exchange| {
             ex.rejected = Some("body_too_large");
-            let mut r = json_error(
+            Flow::Respond(json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 &format!("the request body is larger than {limit} bytes"),
                 &ex.ctx.request_id,
-            );
-            if ex.request.version <= http::Version::HTTP_11 {
-                // The rest of the body stays unread: tell HTTP/1 clients not to reuse the connection.
-                r.headers_mut()
-                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-            }
-            Flow::Respond(r)
+            ))
         };
         let declared = ex
             .request
@@ -64,7 +58,11 @@ impl Stage for Recognize {
             RequestBody::Buffered(b) => b,
             RequestBody::Streaming(b) => match body::read_capped(b, limit).await {
                 Ok(Capped::Complete(bytes)) => bytes,
-                Ok(Capped::TooLarge { .. }) => return too_large(ex),
+                Ok(Capped::TooLarge { body, .. }) => {
+                    // Put the unread rest back, so the proxy knows the connection cannot be reused.
+                    ex.body = RequestBody::Streaming(body);
+                    return too_large(ex);
+                }
                 Err(e) => {
                     ex.rejected = Some("bad_body");
                     tracing::debug!(request_id = %ex.ctx.request_id, error = %e, "request body read failed");

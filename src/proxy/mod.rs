@@ -77,6 +77,13 @@ pub async fn handle(
         upstream: UpstreamReport::default(),
     };
     let mut response = runtime.pipeline.run(&mut ex, &runtime.upstream).await;
+    if body_left_unread(&ex) {
+        // Answered here before the client's body was read to its end (413, a web-ACL block past the part
+        // inspected): an HTTP/1 connection cannot carry another request, so say so.
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&ex.ctx.request_id) {
         response
             .headers_mut()
@@ -122,6 +129,23 @@ fn record(shared: &Shared, ex: &Exchange, response: &Response<Body>) {
             "request"
         );
     }
+}
+
+/// Whether the request announced a body that was neither forwarded nor read whole.
+fn body_left_unread(ex: &Exchange) -> bool {
+    let announced = ex.request.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || ex
+            .request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
+    announced
+        && ex.request.version <= http::Version::HTTP_11
+        && matches!(ex.body, RequestBody::Streaming(_))
+        && ex.upstream.status.is_none()
+        && ex.upstream.error.is_none()
 }
 
 /// Drops every `x-authward-*` header: a client's (or an upstream's) claims about authward's decisions.

@@ -205,6 +205,11 @@ async fn profiled_bodies_are_capped_with_413() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "the unread rest makes the connection unusable"
+    );
     // Within the cap: forwarded whole.
     let r = c
         .post(aw.url("/api/login"))
