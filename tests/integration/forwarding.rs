@@ -300,3 +300,41 @@ async fn connection_cap_queues_extra_clients() {
         "the second connection waited for the first one's slot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connect_timeout_is_a_504() {
+    // An upstream whose accept queue is full: the kernel drops new SYNs, so connecting hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let aw = Authward::start(
+        &config(&format!("http://{addr}"), "")
+            .replace("  timeout: 500ms\n", "  connect_timeout: 300ms\n  timeout: 5s\n"),
+    );
+    let r = client().get(aw.url("/echo")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_timeout");
+    let metrics = client()
+        .get(aw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authward_upstream_errors_total{kind=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    drop((fillers, listener));
+}
