@@ -38,14 +38,7 @@ async fn token_guards_the_admin_api() {
     assert_eq!(r.status(), 200);
     // Metrics are open and count what happened.
     c.get(aw.url("/x")).send().await.unwrap();
-    let m = c
-        .get(aw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = aw.metrics().await;
     assert!(
         m.contains("authward_requests_total{operation=\"none\",status=\"200\"} 1"),
         "{m}"

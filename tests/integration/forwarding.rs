@@ -161,14 +161,7 @@ async fn upstream_failures_are_json_502_and_504() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
     assert_eq!(body["request_id"].as_str().unwrap().len(), 32);
-    let metrics = client()
-        .get(aw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = aw.metrics().await;
     assert!(
         metrics.contains("authward_upstream_errors_total{kind=\"connect\"} 1"),
         "{metrics}"
@@ -324,14 +317,7 @@ async fn upstream_connect_timeout_is_a_504() {
     assert_eq!(r.status(), 504);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "upstream_timeout");
-    let metrics = client()
-        .get(aw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = aw.metrics().await;
     assert!(
         metrics.contains("authward_upstream_errors_total{kind=\"timeout\"} 1"),
         "{metrics}"

@@ -94,14 +94,7 @@ async fn reloads_good_and_bad_files_while_requests_flow() {
         "no request failed during reloads"
     );
     assert!(ok.load(Ordering::Relaxed) > 20);
-    let m = c
-        .get(aw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = aw.metrics().await;
     assert!(
         m.contains("authward_config_reloads_total{result=\"error\"}"),
         "{m}"

@@ -94,14 +94,7 @@ async fn json_and_form_logins_are_recognised_and_classified() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    let m = c
-        .get(aw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = aw.metrics().await;
     assert_eq!(outcome_count(&m, "sign_in", "success"), 2, "{m}");
     assert_eq!(outcome_count(&m, "sign_in", "failure"), 3, "{m}");
     assert_eq!(outcome_count(&m, "sign_up", "success"), 1, "{m}");

@@ -122,14 +122,7 @@ async fn actions_labels_shadow_and_metrics() {
         .unwrap();
     assert!(r.text().await.unwrap().contains("Verification required"));
 
-    let m = c
-        .get(aw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = aw.metrics().await;
     assert!(
         m.contains("authward_rule_matches_total{action=\"block\",rule=\"sqli\"} 1"),
         "{m}"
