@@ -278,3 +278,29 @@ async fn a_bad_rule_file_is_rejected_whole_and_the_old_acl_keeps_serving() {
     assert_eq!(c.get(aw.url("/z")).send().await.unwrap().status(), 200);
     assert!(aw.logs().contains("regular expression"), "{}", aw.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_set_files_are_read_again_on_reload() {
+    let up = Upstream::start("a").await;
+    let acl = "web_acl:\n  ip_set_files:\n    deny: deny.txt\n  rules:\n    - name: denied\n      priority: 1\n      statement: {ip_set: {files: [deny]}}\n";
+    // The list lives beside the test, outside the harness's directory, and exists before the start.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("deny.txt");
+    std::fs::write(&list, "# nothing of ours yet\n203.0.113.0/24\n").unwrap();
+    let aw = Authward::start(&config(
+        &up.url(),
+        &acl.replace("deny.txt", &list.display().to_string()),
+    ));
+    assert_eq!(client().get(aw.url("/echo")).send().await.unwrap().status(), 200);
+    std::fs::write(&list, "127.0.0.0/8\n").unwrap();
+    aw.signal("HUP");
+    let blocked = crate::harness::eventually(Duration::from_secs(10), async || {
+        client()
+            .get(aw.url("/echo"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 403)
+    })
+    .await;
+    assert!(blocked, "the new list is in force after a reload: {}", aw.logs());
+}
