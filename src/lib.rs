@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod demo;
+pub mod events;
 pub mod geo;
 pub mod metrics;
 pub mod pipeline;

@@ -17,14 +17,24 @@ use std::time::Duration;
 
 use http::{Response, StatusCode};
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::context::Context;
+use crate::events;
 use crate::metrics::Metrics;
 use crate::profile::{self, Outcome};
 use crate::proxy::body::Body;
 use crate::proxy::upstream::Upstream;
 use crate::store::Store;
 use crate::waf;
+
+/// The long-lived services that stages are built with; one set per process, shared by every config.
+#[derive(Clone)]
+pub struct Services {
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn Store>,
+    pub clock: SharedClock,
+}
 
 /// What a request hook decided.
 pub enum Flow {
@@ -72,6 +82,8 @@ pub struct Exchange {
     /// Why a stage refused the request, for the access log and metrics.
     pub rejected: Option<&'static str>,
     pub upstream: UpstreamReport,
+    /// Auth events made by the stages, recorded (history, sinks, notifications) once the answer is sent.
+    pub events: Vec<events::Pending>,
 }
 
 impl Exchange {
@@ -103,7 +115,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds the stages for one compiled config.
-    pub fn new(config: &Arc<Config>, metrics: &Arc<Metrics>, store: &Arc<dyn Store>) -> Self {
+    pub fn new(config: &Arc<Config>, services: &Services) -> Self {
+        let Services { metrics, store, .. } = services;
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(profile::stage::Recognize::new(config.profiles.clone())), // 2
             Box::new(waf::stage::Inspect::new(

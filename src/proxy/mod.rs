@@ -11,10 +11,11 @@ use arc_swap::ArcSwap;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::context::{Connection, Context};
 use crate::metrics::Metrics;
-use crate::pipeline::{Exchange, Pipeline, RequestBody, UpstreamReport};
+use crate::pipeline::{Exchange, Pipeline, RequestBody, Services, UpstreamReport};
 use crate::store::Store;
 use body::Body;
 use upstream::{ForwardError, Upstream};
@@ -28,19 +29,15 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the pipeline and the upstream client for a config (which must have an upstream).
-    pub fn build(
-        config: Config,
-        metrics: &Arc<Metrics>,
-        store: &Arc<dyn Store>,
-    ) -> Result<Self, ForwardError> {
+    pub fn build(config: Config, services: &Services) -> Result<Self, ForwardError> {
         let target = config
             .upstream
             .clone()
             .ok_or_else(|| ForwardError::Request("the config has no upstream".into()))?;
         let config = Arc::new(config);
         Ok(Runtime {
-            pipeline: Pipeline::new(&config, metrics, store),
-            upstream: Upstream::new(target, metrics.clone())?,
+            pipeline: Pipeline::new(&config, services),
+            upstream: Upstream::new(target, services.metrics.clone())?,
             config,
         })
     }
@@ -51,6 +48,18 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
+    pub clock: SharedClock,
+}
+
+impl Shared {
+    /// The services stages are built with.
+    pub fn services(&self) -> Services {
+        Services {
+            metrics: self.metrics.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        }
+    }
 }
 
 /// Serves one client request: context, pipeline (with forwarding), then the access log and metrics.
@@ -75,6 +84,7 @@ pub async fn handle(
         outcome: None,
         rejected: None,
         upstream: UpstreamReport::default(),
+        events: Vec::new(),
     };
     let mut response = runtime.pipeline.run(&mut ex, &runtime.upstream).await;
     if body_left_unread(&ex) {

@@ -21,6 +21,7 @@ use super::{Runtime, Shared};
 use crate::config::{self, ConfigErrors, Mode, Sources};
 use crate::context::Connection;
 use crate::metrics::Metrics;
+use crate::pipeline::Services;
 use crate::store::Store;
 
 /// What `serve` (and the demo) start the proxy with.
@@ -59,15 +60,11 @@ impl Reloader {
     /// Loads, compiles and swaps; counts the result in `authward_config_reloads_total`.
     pub async fn reload(&self, trigger: &'static str) -> Result<(), ConfigErrors> {
         let _guard = self.lock.lock().await;
-        let store = self.shared.store.clone();
-        let (path, sources, metrics) = (
-            self.path.clone(),
-            self.sources.clone(),
-            self.shared.metrics.clone(),
-        );
+        let services = self.shared.services();
+        let (path, sources) = (self.path.clone(), self.sources.clone());
         let built = tokio::task::spawn_blocking(move || {
             let config = config::load_from(&path, Mode::Serve, sources.as_ref())?;
-            Runtime::build(config, &metrics, &store).map_err(|e| {
+            Runtime::build(config, &services).map_err(|e| {
                 ConfigErrors::from(config::ConfigError {
                     file: path.display().to_string(),
                     line: 0,
@@ -148,9 +145,16 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     let listen = config.listen.clone();
     let admin_addr = config.admin.listen;
     let cert = Arc::new(ArcSwap::from_pointee(config.tls.clone()));
-    let runtime = Runtime::build(config, &metrics, &store)?;
+    let clock = crate::clock::system();
+    let services = Services {
+        metrics: metrics.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+    };
+    let runtime = Runtime::build(config, &services)?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
+        clock,
         metrics,
         store,
     });

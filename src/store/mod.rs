@@ -2,6 +2,21 @@
 
 pub mod memory;
 
+/// Keys under this prefix are durable records (user profiles, event history, feedback, MFA enrollments):
+/// the `embedded` backend keeps them in its database file; every other key is a counter, set or
+/// short-lived value that lives in memory. Build record keys with [`record_key`].
+pub const RECORD_PREFIX: &str = "rec/";
+
+/// A durable record's key: `rec/<kind>/<id>`.
+pub fn record_key(kind: &str, id: &str) -> String {
+    let mut k = String::with_capacity(RECORD_PREFIX.len() + kind.len() + 1 + id.len());
+    k.push_str(RECORD_PREFIX);
+    k.push_str(kind);
+    k.push('/');
+    k.push_str(id);
+    k
+}
+
 use std::time::Duration;
 
 use bytes::Bytes;

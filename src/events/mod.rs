@@ -1,0 +1,188 @@
+//! The auth event record, per-user history, feedback, and the sinks events are written to.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// An event made while serving a request, waiting for the record step.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub event: Event,
+    /// Whether the user should be notified (the risk level's notify flag).
+    pub notify: bool,
+}
+
+/// What kind of auth event this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    SignIn,
+    SignUp,
+    PasswordChange,
+    PasswordReset,
+    SmsSend,
+    SmsVerify,
+    MfaVerify,
+}
+
+impl EventType {
+    /// The snake_case name used in events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::SignIn => "sign_in",
+            EventType::SignUp => "sign_up",
+            EventType::PasswordChange => "password_change",
+            EventType::PasswordReset => "password_reset",
+            EventType::SmsSend => "sms_send",
+            EventType::SmsVerify => "sms_verify",
+            EventType::MfaVerify => "mfa_verify",
+        }
+    }
+}
+
+/// Where the client was, from the GeoIP databases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventGeo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+}
+
+/// The client's device: the proxy's device id and the user agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventDevice {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// One risk signal that fired, with what it added to the score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalHit {
+    pub name: String,
+    pub contribution: u32,
+    /// A short, secret-free explanation (`7712 km in 10m: 46272 km/h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The risk assessment of an event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventRisk {
+    /// none, low, medium or high.
+    pub level: String,
+    pub score: u32,
+    pub signals: Vec<SignalHit>,
+    pub compromised_credentials: bool,
+}
+
+/// A decision that a rule or mode would have taken but did not (audit mode, shadow rules).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowDecision {
+    /// Who would have acted: `risk`, `compromised_credentials`, `waf:<rule>`, `sms:<check>`.
+    pub source: String,
+    /// What it would have done.
+    pub decision: String,
+}
+
+/// The user's verdict on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackValue {
+    /// "This was me."
+    Valid,
+    /// "This was not me."
+    Invalid,
+}
+
+impl FeedbackValue {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackValue::Valid => "valid",
+            FeedbackValue::Invalid => "invalid",
+        }
+    }
+}
+
+/// Feedback given on an event, and where it came from (`admin`, `link`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub value: FeedbackValue,
+    /// RFC 3339.
+    pub time: String,
+    pub source: String,
+}
+
+/// One challenge answered during a multi-step sign-in (as Cognito's ChallengeResponses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChallengeStep {
+    pub name: String,
+    /// success, failure or challenge (another step follows).
+    pub result: String,
+}
+
+/// The SMS part of an `sms_send` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventSms {
+    /// Country calling code and the last two digits only (`+44 ******** 42`).
+    pub number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One auth event, the same in the history API and in the sinks. Never holds passwords, codes or tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique, time-ordered (ULID-like: sortable text).
+    pub event_id: String,
+    /// RFC 3339 with milliseconds, UTC.
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub ip: IpAddr,
+    #[serde(default)]
+    pub geo: EventGeo,
+    #[serde(default)]
+    pub device: EventDevice,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<EventRisk>,
+    /// allow, optional_mfa, require_mfa or block.
+    pub decision: String,
+    /// off, audit or enforce: the mode the decision was made in.
+    pub mode: String,
+    /// success, failure, challenged or blocked.
+    pub outcome: String,
+    /// The web-ACL rule that acted, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowDecision>,
+    /// Steps of a multi-step sign-in, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challenges: Vec<ChallengeStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sms: Option<EventSms>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
+    /// The request id, to join with the access log.
+    pub request_id: String,
+}
