@@ -186,3 +186,88 @@ pub struct Event {
     /// The request id, to join with the access log.
     pub request_id: String,
 }
+
+impl Event {
+    /// An event of `kind` for this request, with the fields every event shares filled in from the
+    /// exchange (who, from where, which device, what the web ACL did); `decision`, `mode` and `outcome`
+    /// start as `allow`, `off` and `success` for the caller to set.
+    pub fn for_exchange(ex: &crate::pipeline::Exchange, kind: EventType, now_ms: u64) -> Event {
+        let fields = ex.profile.as_ref().map(|m| &m.fields);
+        let geo = ex.ctx.geo();
+        let user_agent = ex
+            .request
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect());
+        let (rule, shadow) = match &ex.waf {
+            Some(v) => (
+                v.terminating.as_ref().map(|(r, _)| r.clone()),
+                v.shadow
+                    .iter()
+                    .map(|(r, a)| ShadowDecision {
+                        source: format!("waf:{r}"),
+                        decision: (*a).to_string(),
+                    })
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        Event {
+            event_id: new_event_id(now_ms),
+            time: format_time(now_ms),
+            kind,
+            username: fields.and_then(|f| f.username.clone()),
+            client_id: fields.and_then(|f| f.client_id.clone()),
+            ip: ex.ctx.client_ip,
+            geo: EventGeo {
+                country: geo.country.clone(),
+                city: geo.city.clone(),
+                latitude: geo.latitude,
+                longitude: geo.longitude,
+                asn: geo.asn,
+            },
+            device: EventDevice { id: None, user_agent },
+            risk: None,
+            decision: "allow".into(),
+            mode: "off".into(),
+            outcome: "success".into(),
+            rule,
+            labels: ex.labels.clone(),
+            shadow,
+            challenges: Vec::new(),
+            sms: None,
+            feedback: None,
+            request_id: ex.ctx.request_id.clone(),
+        }
+    }
+}
+
+/// A new time-ordered event id (a ULID: sortable by time, 80 random bits).
+pub fn new_event_id(now_ms: u64) -> String {
+    ulid::Ulid::from_parts(now_ms, rand::random::<u128>()).to_string()
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn format_time(now_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_sort_by_time() {
+        let a = new_event_id(1_700_000_000_000);
+        let b = new_event_id(1_700_000_000_001);
+        assert!(a < b, "{a} {b}");
+        assert_eq!(a.len(), 26);
+    }
+
+    #[test]
+    fn time_is_rfc3339_millis() {
+        assert_eq!(format_time(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}
