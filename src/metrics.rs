@@ -30,6 +30,10 @@ pub struct Metrics {
     pub store_keys: IntGauge,
     /// Approximate bytes used by the state store.
     pub store_bytes: IntGauge,
+    /// Risk decisions by level, decision and mode.
+    pub risk_decisions: IntCounterVec,
+    /// Risk signals that fired, by signal.
+    pub risk_signals: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -71,6 +75,16 @@ impl Metrics {
             "authward_rule_matches_total",
             "Web-ACL rule matches by rule and action",
             &["rule", "action"],
+        );
+        let risk_decisions = counter(
+            "authward_risk_decisions_total",
+            "Risk decisions by level, decision and mode",
+            &["level", "decision", "mode"],
+        );
+        let risk_signals = counter(
+            "authward_risk_signals_total",
+            "Risk signals that fired, by signal",
+            &["signal"],
         );
         let config_reloads = counter(
             "authward_config_reloads_total",
@@ -127,6 +141,8 @@ impl Metrics {
             connections,
             store_keys,
             store_bytes,
+            risk_decisions,
+            risk_signals,
         }
     }
 

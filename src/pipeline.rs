@@ -82,6 +82,8 @@ pub struct Exchange {
     /// Why a stage refused the request, for the access log and metrics.
     pub rejected: Option<&'static str>,
     pub upstream: UpstreamReport,
+    /// The risk engine's assessment of this request, from its request hook to its response hook.
+    pub risk: Option<Box<crate::risk::stage::Assessed>>,
     /// Auth events made by the stages, recorded (history, sinks, notifications) once the answer is sent.
     pub events: Vec<events::Pending>,
 }
@@ -129,6 +131,7 @@ impl Pipeline {
                 config.web_acl.clone(),
                 store.clone(),
             )), // after 7
+            Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
         ];
         Pipeline { stages }
     }

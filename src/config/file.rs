@@ -41,7 +41,7 @@ pub struct FileConfig {
     /// SMS pumping protection (not available in this version).
     pub sms: Option<NotYetSms>,
     /// Sign-in risk scoring (not available in this version).
-    pub risk: Option<NotYetRisk>,
+    pub risk: Option<Positioned<crate::risk::file::FileRisk>>,
     /// MFA step-up (not available in this version).
     pub mfa: Option<NotYetMfa>,
     /// Browser challenge and CAPTCHA (not available in this version).
@@ -285,7 +285,6 @@ macro_rules! not_yet {
 
 not_yet!(
     NotYetSms => "sms",
-    NotYetRisk => "risk",
     NotYetMfa => "mfa",
     NotYetChallenge => "challenge",
     NotYetEvents => "events",

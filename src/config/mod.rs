@@ -164,6 +164,8 @@ pub struct Config {
     pub geo: Arc<Geo>,
     pub profiles: Arc<Profiles>,
     pub web_acl: Arc<crate::waf::WebAcl>,
+    /// The risk engine's settings; `None` when the config has no `risk` section.
+    pub risk: Option<Arc<crate::risk::Risk>>,
 }
 
 /// Compiled listener settings.
@@ -339,6 +341,12 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         }
         Err(()) => Err(()),
     };
+    let risk = match &main.risk {
+        Some(r) => crate::risk::Risk::compile(&r.value, &base, sources)
+            .map(|r| Some(Arc::new(r)))
+            .map_err(|e| errors.push(ConfigError::at(path, r.line, r.column, e.to_string()))),
+        None => Ok(None),
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -373,6 +381,7 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         geo,
         profiles: Arc::new(profiles),
         web_acl: Arc::new(web_acl),
+        risk: risk.unwrap_or_default(),
     })
 }
 

@@ -29,6 +29,50 @@ pub struct FileProfile {
     pub fields: FileFields,
     /// How to tell success, failure and challenge apart in the upstream's answer.
     pub outcome: Option<FileOutcome>,
+    /// This route is one step of a multi-step sign-in (custom authentication, MFA challenges).
+    pub flow: Option<FileFlow>,
+    /// What a client gets when authward refuses this operation (risk block); a JSON 403 when omitted.
+    pub block_response: Option<FileResponse>,
+}
+
+/// A step of a multi-step sign-in: the flow is followed by its session value, scored once, and acted on
+/// at the step whose answer is a success.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FileFlow {
+    /// `start`: the first step (it has the username and password); `continue`: a later step, found by
+    /// the session value in `fields.session`.
+    pub step: FlowStep,
+    /// The flow is a custom authentication flow (its mode is `risk.custom_auth_mode`).
+    #[serde(default)]
+    pub custom: bool,
+    /// JSON pointer to the session value in a challenge answer (`/Session`).
+    pub response_session: Option<String>,
+    /// JSON pointer to the next challenge's name in a challenge answer (`/ChallengeName`).
+    pub response_challenge: Option<String>,
+}
+
+/// The role of a step in a multi-step flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowStep {
+    /// The step that starts a flow.
+    Start,
+    /// A step that continues a flow (answers a challenge); the one answered with success completes it.
+    Continue,
+}
+
+/// A fixed answer: status, headers and body.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FileResponse {
+    pub status: u16,
+    /// Header names and values.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body, as sent.
+    #[serde(default)]
+    pub body: String,
 }
 
 /// Request conditions; all must hold.
@@ -158,6 +202,10 @@ pub struct FileFields {
     pub phone: Option<OneOrMany<FileSource>>,
     /// The app client's id.
     pub client_id: Option<OneOrMany<FileSource>>,
+    /// A multi-step flow's session value (a `continue` step's request).
+    pub session: Option<OneOrMany<FileSource>>,
+    /// The name of the challenge a `continue` step answers.
+    pub challenge_name: Option<OneOrMany<FileSource>>,
 }
 
 /// The verdicts: each is a rule or a list of rules (any rule may hold; within a rule all conditions must).

@@ -16,7 +16,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use file::{FileCookieName, FileOutcomeRule, FilePath, FileProfile, FileScalar, FileSource, OneOrMany};
+use file::{
+    FileCookieName, FileOutcomeRule, FilePath, FileProfile, FileScalar, FileSource, FlowStep, OneOrMany,
+};
 
 /// Longest extracted value in bytes; longer values are truncated (at a character boundary).
 pub const MAX_FIELD_LEN: usize = 1024;
@@ -129,6 +131,10 @@ pub struct Fields {
     pub client_id: Option<String>,
     /// Where in the body the password was found, so that inspection can leave exactly that out.
     pub password_at: Option<BodyLocation>,
+    /// A multi-step flow's session value.
+    pub session: Option<Secret>,
+    /// The challenge a flow step answers.
+    pub challenge_name: Option<String>,
 }
 
 /// A place in a request body.
@@ -361,7 +367,7 @@ impl Candidates {
             .profiles
             .iter()
             .find(|p| p.body.iter().all(|(src, t)| t.matches(req.get(src).as_deref())))?;
-        let [username, password, phone, client_id] = p
+        let [username, password, phone, client_id, session, challenge_name] = p
             .fields
             .each_ref()
             .map(|srcs| srcs.iter().find_map(|s| req.get(s).map(|v| (v, s))));
@@ -376,6 +382,8 @@ impl Candidates {
             phone: phone.map(|(v, _)| v),
             client_id: client_id.map(|(v, _)| v),
             password_at,
+            session: session.map(|(v, _)| Secret(v)),
+            challenge_name: challenge_name.map(|(v, _)| v),
         };
         Some(Matched {
             profile: p.clone(),
@@ -385,6 +393,57 @@ impl Candidates {
 }
 
 // === impl Profile ===
+
+/// A profile's part in a multi-step sign-in.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub step: FlowStep,
+    pub custom: bool,
+    pub response_session: Option<String>,
+    pub response_challenge: Option<String>,
+}
+
+/// A fixed answer (status, headers, body), compiled from a profile's template.
+#[derive(Debug)]
+pub struct FixedResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, http::HeaderValue)>,
+    pub body: bytes::Bytes,
+}
+
+impl FixedResponse {
+    fn compile(r: &file::FileResponse, path: &str) -> Result<Self, ProfileError> {
+        let status = StatusCode::from_u16(r.status)
+            .ok()
+            .filter(|s| !s.is_informational())
+            .ok_or_else(|| invalid(format!("{path}.status"), "not an HTTP status from 200 to 599"))?;
+        let headers = r
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let name = header_name(k, &format!("{path}.headers"))?;
+                let value = http::HeaderValue::from_str(v)
+                    .map_err(|_| invalid(format!("{path}.headers.{k}"), "not a valid header value"))?;
+                Ok((name, value))
+            })
+            .collect::<Result<_, ProfileError>>()?;
+        Ok(FixedResponse {
+            status,
+            headers,
+            body: bytes::Bytes::from(r.body.clone()),
+        })
+    }
+
+    /// The answer as a response.
+    pub fn to_response(&self) -> http::Response<crate::proxy::body::Body> {
+        let mut resp = http::Response::new(crate::proxy::body::full(self.body.clone()));
+        *resp.status_mut() = self.status;
+        for (k, v) in &self.headers {
+            resp.headers_mut().append(k.clone(), v.clone());
+        }
+        resp
+    }
+}
 
 /// One compiled route profile.
 #[derive(Debug)]
@@ -396,9 +455,11 @@ pub struct Profile {
     headers: Vec<(HeaderName, TextTest)>,
     body: Vec<(Source, TextTest)>,
     body_limit: Option<u64>,
-    /// Sources of username, password, phone and client id, in that order.
-    fields: [Vec<Source>; 4],
+    /// Sources of username, password, phone, client id, session and challenge name, in that order.
+    fields: [Vec<Source>; 6],
     outcome: Option<Verdicts>,
+    flow: Option<Flow>,
+    block_response: Option<Arc<FixedResponse>>,
     needs_body: bool,
 }
 
@@ -467,6 +528,16 @@ impl Profile {
     /// The operation its requests perform.
     pub fn operation(&self) -> Operation {
         self.operation
+    }
+
+    /// Its part in a multi-step sign-in, if any.
+    pub fn flow(&self) -> Option<&Flow> {
+        self.flow.as_ref()
+    }
+
+    /// The answer a client gets when authward refuses this operation, if the profile sets one.
+    pub fn block_response(&self) -> Option<&Arc<FixedResponse>> {
+        self.block_response.as_ref()
     }
 
     /// Whether matching or extraction reads the request body.
@@ -587,12 +658,14 @@ impl Profile {
             })
             .collect::<Result<_, _>>()?;
         let fl = &f.fields;
-        let mut fields: [Vec<Source>; 4] = Default::default();
+        let mut fields: [Vec<Source>; 6] = Default::default();
         for (slot, (key, srcs)) in fields.iter_mut().zip([
             ("username", &fl.username),
             ("password", &fl.password),
             ("phone", &fl.phone),
             ("client_id", &fl.client_id),
+            ("session", &fl.session),
+            ("challenge_name", &fl.challenge_name),
         ]) {
             if let Some(srcs) = srcs {
                 let path = format!("{base}.fields.{key}");
@@ -617,8 +690,35 @@ impl Profile {
             .map(|(s, _)| s)
             .chain(fields.iter().flatten())
             .any(Source::reads_body);
+        let flow = f.flow.as_ref().map(|fl| Flow {
+            step: fl.step,
+            custom: fl.custom,
+            response_session: fl.response_session.clone(),
+            response_challenge: fl.response_challenge.clone(),
+        });
+        if let Some(fl) = &flow {
+            if fl.step == FlowStep::Continue && fields[4].is_empty() {
+                return Err(invalid(
+                    format!("{base}.fields.session"),
+                    "a `continue` flow step needs `fields.session` to find its flow",
+                ));
+            }
+            if fl.response_session.is_none() {
+                return Err(invalid(
+                    format!("{base}.flow.response_session"),
+                    "a flow step needs `response_session`, the JSON pointer to the session in a challenge answer",
+                ));
+            }
+        }
+        let block_response = f
+            .block_response
+            .as_ref()
+            .map(|r| FixedResponse::compile(r, &format!("{base}.block_response")).map(Arc::new))
+            .transpose()?;
         let (name, operation) = (f.name.clone(), f.operation);
         Ok(Profile {
+            flow,
+            block_response,
             name,
             operation,
             methods,

@@ -84,6 +84,7 @@ pub async fn handle(
         outcome: None,
         rejected: None,
         upstream: UpstreamReport::default(),
+        risk: None,
         events: Vec::new(),
     };
     let mut response = runtime.pipeline.run(&mut ex, &runtime.upstream).await;

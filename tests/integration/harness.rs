@@ -317,3 +317,48 @@ pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> b
     }
     false
 }
+
+/// A test server: `handler` answers each request from its head and whole body.
+pub struct Served {
+    pub addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Served {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Starts a test server on a free loopback port; it stops when the returned value is dropped.
+pub async fn serve<F>(handler: F) -> Served
+where
+    F: Fn(hyper::http::request::Parts, Bytes) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let handler = std::sync::Arc::new(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                _ = &mut rx => return,
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        Ok::<_, Infallible>(handler(parts, body))
+                    }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Served { addr, _stop: tx }
+}

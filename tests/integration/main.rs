@@ -8,6 +8,7 @@ mod forwarding;
 mod harness;
 mod lifecycle;
 mod profiles;
+mod risk;
 mod rules;
 mod tls;
 mod waf;

@@ -1,0 +1,768 @@
+//! The risk engine's pipeline stage: scores sign-ins before the upstream sees them (5), blocks what is
+//! known to be bad, and decides on the upstream's answer (8): act, count failures, update history.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, SET_COOKIE};
+use http::{Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::device::{self, DeviceKey};
+use super::file::{CookieSecure, RiskAction, RiskMode};
+use super::flow::{self, FlowState};
+use super::user::{Place, UserHistory};
+use super::{Assessment, Facts, Level, Policy, Risk};
+use crate::events::{ChallengeStep, Event, EventType, Pending, ShadowDecision};
+use crate::metrics::Metrics;
+use crate::pipeline::{Exchange, Flow, Services, Stage};
+use crate::profile::file::FlowStep;
+use crate::profile::{Operation, Outcome};
+use crate::proxy::body::{self, Body, Capped};
+use crate::proxy::json_error;
+use crate::store::{Op, Reply, Store, StoreError, record_key};
+use crate::waf::file::StoreFailure;
+
+/// Where the device-cookie key lives when the config names no environment variable for it.
+const DEVICE_KEY_RECORD: &str = "meta";
+
+/// What the request hook found, for the response hook.
+#[derive(Debug)]
+pub struct Assessed {
+    pub kind: EventType,
+    pub policy: Arc<Policy>,
+    /// The mode this attempt is decided in (`custom_auth_mode` for custom flows).
+    pub mode: RiskMode,
+    pub assessment: Assessment,
+    /// What the level (or the compromised-password check) calls for.
+    pub decision: RiskAction,
+    pub notify: bool,
+    /// The user's key (normalized username), when there is one.
+    pub user: Option<String>,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub history: Option<UserHistory>,
+    pub device_id: Option<String>,
+    pub fingerprint: String,
+    /// This attempt belongs to a multi-step flow: its state so far (a continue step's, or a start's).
+    pub flow: Option<FlowState>,
+    /// The session value the request presented (continue steps), to forget it once answered.
+    pub session: Option<String>,
+    /// Answered by this stage before the upstream (an event was made then).
+    pub answered: bool,
+    /// Audit mode: what enforce would have done.
+    pub shadow: Vec<ShadowDecision>,
+}
+
+/// Stages 5 and 8: one stage placed after the outcome stage, so that its request hook runs before the
+/// upstream and its response hook after the answer is classified.
+pub struct RiskStage {
+    risk: Option<Arc<Risk>>,
+    store: Arc<dyn Store>,
+    clock: crate::clock::SharedClock,
+    metrics: Arc<Metrics>,
+    key: OnceCell<DeviceKey>,
+}
+
+impl RiskStage {
+    pub fn new(risk: Option<Arc<Risk>>, services: &Services) -> Self {
+        RiskStage {
+            risk,
+            store: services.store.clone(),
+            clock: services.clock.clone(),
+            metrics: services.metrics.clone(),
+            key: OnceCell::new(),
+        }
+    }
+
+    /// The device-cookie key: the configured one, or one made once and kept as a durable record so that
+    /// cookies stay valid across restarts and replicas.
+    async fn device_key(&self, risk: &Risk) -> Result<&DeviceKey, StoreError> {
+        self.key
+            .get_or_try_init(|| async {
+                if let Some(k) = &risk.device_key {
+                    return Ok(DeviceKey::new(k.clone()));
+                }
+                let key = record_key(DEVICE_KEY_RECORD, "device-cookie-key");
+                let fresh = bytes::Bytes::copy_from_slice(&rand::random::<[u8; 32]>());
+                self.store.put_if_absent(&key, fresh, None).await?;
+                match self.store.get(&key).await? {
+                    Some(k) if k.len() == 32 => Ok(DeviceKey::new(k.to_vec())),
+                    _ => Err(StoreError::Corrupt("device cookie key".into())),
+                }
+            })
+            .await
+    }
+}
+
+/// The user key of a username: trimmed and lowercased, so that case cannot dodge the counters.
+fn user_key(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+/// A short hash for counter keys (usernames and addresses are attacker input of any length).
+fn h(parts: &[&str]) -> String {
+    let mut d = Sha256::new();
+    for p in parts {
+        d.update(p.as_bytes());
+        d.update([0]);
+    }
+    hex::encode(&d.finalize()[..12])
+}
+
+struct Keys {
+    failures_user: String,
+    failures_ip: String,
+    failures_user_ip: String,
+    users_per_ip: String,
+    ips_per_user: String,
+}
+
+fn keys(user: Option<&str>, ip: &str) -> Keys {
+    let u = user.unwrap_or("");
+    Keys {
+        failures_user: format!("risk:fu:{}", h(&[u])),
+        failures_ip: format!("risk:fi:{}", h(&[ip])),
+        failures_user_ip: format!("risk:fui:{}", h(&[u, ip])),
+        users_per_ip: format!("risk:dui:{}", h(&[ip])),
+        ips_per_user: format!("risk:diu:{}", h(&[u])),
+    }
+}
+
+fn event_kind(op: Operation) -> Option<EventType> {
+    match op {
+        Operation::SignIn => Some(EventType::SignIn),
+        Operation::SignUp => Some(EventType::SignUp),
+        Operation::PasswordChange => Some(EventType::PasswordChange),
+        _ => None,
+    }
+}
+
+fn header(v: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(v).ok()
+}
+
+impl RiskStage {
+    fn block_response(&self, ex: &Exchange, reason: &str) -> Response<Body> {
+        match ex.profile.as_ref().and_then(|m| m.profile.block_response()) {
+            Some(r) => r.to_response(),
+            None => json_error(
+                StatusCode::FORBIDDEN,
+                "sign_in_blocked",
+                &format!("refused for security reasons ({reason})"),
+                &ex.ctx.request_id,
+            ),
+        }
+    }
+
+    fn count(&self, a: &Assessed) {
+        self.metrics
+            .risk_decisions
+            .with_label_values(&[a.assessment.level.as_str(), a.decision.as_str(), a.mode.as_str()])
+            .inc();
+        for s in &a.assessment.signals {
+            self.metrics
+                .risk_signals
+                .with_label_values(&[s.name.as_str()])
+                .inc();
+        }
+    }
+
+    /// The event for this attempt.
+    fn event(&self, ex: &Exchange, a: &Assessed, outcome: &str, now: u64) -> Pending {
+        let mut e = Event::for_exchange(ex, a.kind, now);
+        e.username = a.username.clone().or(e.username);
+        e.client_id = a.client_id.clone().or(e.client_id);
+        e.device.id = a.device_id.clone().or_else(|| Some(a.fingerprint.clone()));
+        e.risk = Some(a.assessment.to_event());
+        e.decision = a.decision.as_str().to_string();
+        e.mode = a.mode.as_str().to_string();
+        e.outcome = outcome.to_string();
+        e.shadow.extend(a.shadow.iter().cloned());
+        if let Some(f) = &a.flow {
+            e.challenges = f.challenges.clone();
+        }
+        Pending {
+            event: e,
+            notify: a.notify && a.mode == RiskMode::Enforce,
+        }
+    }
+
+    async fn count_failure(&self, risk: &Risk, a: &Assessed, ip: &str) -> Result<(), StoreError> {
+        let v = &risk.velocity;
+        let k = keys(a.user.as_deref(), ip);
+        let mut ops = vec![Op::Incr {
+            key: k.failures_ip,
+            by: 1,
+            ttl: v.failures_ip.window.get(),
+        }];
+        if let Some(u) = &a.user {
+            ops.extend([
+                Op::Incr {
+                    key: k.failures_user,
+                    by: 1,
+                    ttl: v.failures_user.window.get(),
+                },
+                Op::Incr {
+                    key: k.failures_user_ip,
+                    by: 1,
+                    ttl: v.failures_user_ip.window.get(),
+                },
+                Op::SetAdd {
+                    key: k.users_per_ip,
+                    member: h(&[u]),
+                    ttl: v.distinct_users_per_ip.window.get(),
+                },
+                Op::SetAdd {
+                    key: k.ips_per_user,
+                    member: h(&[ip]),
+                    ttl: v.distinct_ips_per_user.window.get(),
+                },
+            ]);
+        }
+        self.store.batch(ops).await.map(|_| ())
+    }
+
+    async fn save_history(&self, risk: &Risk, user: &str, history: &UserHistory) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.store
+            .put(
+                &record_key("user", user),
+                bytes.into(),
+                Some(risk.history.ttl.get()),
+            )
+            .await
+    }
+}
+
+/// Reads what scoring needs in one store round trip: the user's history and the five velocity counts
+/// (failures per user, per address, per user and address; distinct users per address, addresses per user).
+pub async fn load_facts(
+    store: &dyn Store,
+    user: Option<&str>,
+    ip: &str,
+) -> Result<(Option<UserHistory>, [u64; 5]), StoreError> {
+    let k = keys(user, ip);
+    let mut ops = vec![
+        Op::Counter {
+            key: k.failures_user.clone(),
+        },
+        Op::Counter {
+            key: k.failures_ip.clone(),
+        },
+        Op::Counter {
+            key: k.failures_user_ip.clone(),
+        },
+        Op::SetLen { key: k.users_per_ip },
+        Op::SetLen { key: k.ips_per_user },
+    ];
+    if let Some(u) = user {
+        ops.push(Op::Get {
+            key: record_key("user", u),
+        });
+    }
+    let replies = store.batch(ops).await?;
+    let mut counts = [0u64; 5];
+    let mut history = None;
+    for (i, r) in replies.into_iter().enumerate() {
+        match r {
+            Reply::Int(n) if i < 5 => counts[i] = u64::try_from(n).unwrap_or(0),
+            Reply::Count(n) if i < 5 => counts[i] = n,
+            Reply::Value(Some(b)) => {
+                history = serde_json::from_slice::<UserHistory>(&b).ok();
+            }
+            _ => {}
+        }
+    }
+    if user.is_none() {
+        // Without a username, user-keyed counts mean nothing.
+        counts[0] = 0;
+        counts[2] = 0;
+        counts[4] = 0;
+    }
+    Ok((history, counts))
+}
+
+/// The velocity limit that calls for a block before the upstream, if any.
+fn velocity_block(risk: &Risk, counts: &[u64; 5]) -> Option<&'static str> {
+    let v = &risk.velocity;
+    let over = |n: u64, l: &super::file::FileWindowLimit| l.block_at.is_some_and(|b| n >= u64::from(b));
+    if over(counts[2], &v.failures_user_ip) {
+        Some("failures_user_ip")
+    } else if over(counts[3], &v.distinct_users_per_ip) {
+        Some("credential_stuffing")
+    } else if over(counts[1], &v.failures_ip) {
+        Some("failures_ip")
+    } else if over(counts[0], &v.failures_user) {
+        Some("failures_user")
+    } else if over(counts[4], &v.distinct_ips_per_user) {
+        Some("distributed_brute_force")
+    } else {
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl Stage for RiskStage {
+    fn name(&self) -> &'static str {
+        "risk"
+    }
+
+    async fn on_request(&self, ex: &mut Exchange) -> Flow {
+        let Some(risk) = self.risk.clone() else {
+            return Flow::Continue;
+        };
+        let Some(matched) = ex.profile.as_ref() else {
+            return Flow::Continue;
+        };
+        let step = matched.profile.flow().map(|f| f.step);
+        let op = matched.profile.operation();
+        let now = self.clock.now_ms();
+        let ip = ex.ctx.client_ip;
+        let ip_text = ip.to_string();
+
+        // A later step of a multi-step sign-in: carry the flow's assessment to the step that completes it.
+        if step == Some(FlowStep::Continue) {
+            let Some(session) = matched.fields.session.as_ref().map(|s| s.expose().to_string()) else {
+                return Flow::Continue;
+            };
+            let state = match flow::load(self.store.as_ref(), &session).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Flow::Continue,
+                Err(e) => {
+                    tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "risk: flow lookup failed");
+                    return Flow::Continue;
+                }
+            };
+            let policy = risk.policy(state.client_id.as_deref()).clone();
+            let mode = if state.custom {
+                policy.custom_mode
+            } else {
+                policy.mode
+            };
+            if mode == RiskMode::Off {
+                return Flow::Continue;
+            }
+            let level = match state.level.as_str() {
+                "high" => Level::High,
+                "medium" => Level::Medium,
+                "low" => Level::Low,
+                _ => Level::None,
+            };
+            let (mut decision, notify) = policy.action(level);
+            if state.compromised && policy.blocks_compromised(Operation::SignIn) {
+                decision = RiskAction::Block;
+            }
+            let assessment = Assessment {
+                level,
+                score: state.score,
+                signals: state.signals.clone(),
+                compromised: state.compromised,
+            };
+            let mut state = state;
+            if let Some(name) = matched
+                .fields
+                .challenge_name
+                .clone()
+                .or(state.pending_challenge.take())
+            {
+                state.pending_challenge = Some(name);
+            }
+            let a = Assessed {
+                kind: EventType::SignIn,
+                policy,
+                mode,
+                decision,
+                notify,
+                user: state.username.as_deref().map(user_key),
+                username: state.username.clone(),
+                client_id: state.client_id.clone(),
+                history: None,
+                device_id: state.device_id.clone(),
+                fingerprint: state.fingerprint.clone(),
+                assessment,
+                flow: Some(state),
+                session: Some(session),
+                answered: false,
+                shadow: Vec::new(),
+            };
+            add_headers(ex, &a);
+            ex.risk = Some(Box::new(a));
+            return Flow::Continue;
+        }
+
+        let Some(kind) = event_kind(op) else {
+            return Flow::Continue;
+        };
+        let fields = &matched.fields;
+        let client_id = fields.client_id.clone();
+        let policy = risk.policy(client_id.as_deref()).clone();
+        let custom = matched.profile.flow().is_some_and(|f| f.custom);
+        let mode = if custom { policy.custom_mode } else { policy.mode };
+        if mode == RiskMode::Off {
+            return Flow::Continue;
+        }
+        let username = fields.username.clone();
+        let user = username.as_deref().map(user_key);
+        let fingerprint = device::fingerprint(&ex.request.headers, ex.ctx.ja4.as_deref());
+        let device_id = match self.device_key(&risk).await {
+            Ok(k) => device::cookie(&ex.request.headers, &risk.device_cookie.name).and_then(|v| k.verify(v)),
+            Err(e) => {
+                tracing::warn!(error = %e, "risk: device cookie key unavailable");
+                None
+            }
+        };
+        let mut a = Assessed {
+            kind,
+            policy: policy.clone(),
+            mode,
+            assessment: Assessment {
+                level: Level::None,
+                score: 0,
+                signals: Vec::new(),
+                compromised: false,
+            },
+            decision: RiskAction::Allow,
+            notify: false,
+            user,
+            username,
+            client_id,
+            history: None,
+            device_id,
+            fingerprint,
+            flow: None,
+            session: None,
+            answered: false,
+            shadow: Vec::new(),
+        };
+        if risk.never_scored(ip) {
+            ex.risk = Some(Box::new(a));
+            return Flow::Continue;
+        }
+
+        let mut block: Option<&'static str> = None;
+        if risk.always_blocked(ip) {
+            block = Some("always_block");
+        }
+        let (history, counts) = match load_facts(self.store.as_ref(), a.user.as_deref(), &ip_text).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "risk: store unavailable");
+                if risk.store_failure_closed() {
+                    block = block.or(Some("store_unavailable"));
+                }
+                (None, [0; 5])
+            }
+        };
+        if kind == EventType::SignIn {
+            block = block.or_else(|| velocity_block(&risk, &counts));
+        } else if counts[3] > 0 {
+            // Sign-ups and password changes: only the address-wide limits apply.
+            let only_ip = [0, counts[1], 0, counts[3], 0];
+            block = block.or_else(|| velocity_block(&risk, &only_ip));
+        }
+        let compromised = policy.checks_compromised(op)
+            && fields
+                .password
+                .as_ref()
+                .is_some_and(|p| risk.is_compromised(p.expose()));
+        let user_agent = ex
+            .request
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let geo = ex.ctx.geo();
+        let facts = Facts {
+            now_ms: now,
+            ip: Some(ip),
+            geo: Some(geo),
+            history: if kind == EventType::SignIn {
+                history.as_ref()
+            } else {
+                None
+            },
+            device_id: a.device_id.as_deref(),
+            fingerprint: Some(&a.fingerprint),
+            user_agent,
+            labels: &ex.labels,
+            failures_user: counts[0],
+            failures_ip: counts[1],
+            failures_user_ip: counts[2],
+            distinct_users_per_ip: counts[3],
+            distinct_ips_per_user: counts[4],
+            compromised_password: compromised,
+        };
+        a.assessment = risk.assess(&policy, &facts);
+        a.history = history;
+        let (decision, notify) = if kind == EventType::SignIn {
+            policy.action(a.assessment.level)
+        } else {
+            (RiskAction::Allow, false)
+        };
+        a.decision = decision;
+        a.notify = notify;
+        if compromised && policy.blocks_compromised(op) {
+            a.decision = RiskAction::Block;
+            a.notify = true;
+            if kind != EventType::SignIn {
+                // The upstream must not store a compromised password.
+                block = block.or(Some("compromised_credentials"));
+            }
+        }
+        if let Some(reason) = block {
+            a.decision = RiskAction::Block;
+            if a.mode == RiskMode::Enforce {
+                a.answered = true;
+                self.count(&a);
+                let pending = self.event(ex, &a, "blocked", now);
+                ex.events.push(pending);
+                ex.rejected = Some("risk");
+                let response = self.block_response(ex, reason);
+                ex.risk = Some(Box::new(a));
+                return Flow::Respond(response);
+            }
+            a.shadow.push(ShadowDecision {
+                source: format!("risk:{reason}"),
+                decision: "block".into(),
+            });
+        }
+        add_headers(ex, &a);
+        ex.risk = Some(Box::new(a));
+        Flow::Continue
+    }
+
+    async fn on_response(&self, ex: &mut Exchange, response: &mut Response<Body>) {
+        let Some(risk) = self.risk.clone() else {
+            return;
+        };
+        let Some(mut a) = ex.risk.take() else {
+            return;
+        };
+        if a.answered {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let ip = ex.ctx.client_ip.to_string();
+        let outcome = ex.outcome.unwrap_or(Outcome::Unknown);
+        let flow_cfg = ex.profile.as_ref().and_then(|m| m.profile.flow().cloned());
+
+        // Forget the session value this step presented: each is answered once.
+        if let Some(s) = &a.session {
+            if outcome != Outcome::Unknown {
+                if let Err(e) = flow::forget(self.store.as_ref(), s).await {
+                    tracing::warn!(error = %e, "risk: flow cleanup failed");
+                }
+            }
+        }
+        let answered = a.flow.as_ref().and_then(|f| f.pending_challenge.clone());
+        if let (Some(state), Some(name)) = (a.flow.as_mut(), answered) {
+            let result = match outcome {
+                Outcome::Success => Some("success"),
+                Outcome::Failure => Some("failure"),
+                Outcome::Challenge => Some("success"),
+                Outcome::Unknown => None,
+            };
+            if let Some(r) = result {
+                state.challenges.push(ChallengeStep {
+                    name,
+                    result: r.to_string(),
+                });
+                state.pending_challenge = None;
+            }
+        }
+
+        match outcome {
+            Outcome::Unknown => {}
+            Outcome::Challenge => {
+                let Some(cfg) = flow_cfg.filter(|_| a.kind == EventType::SignIn) else {
+                    self.count(&a);
+                    let pending = self.event(ex, &a, "challenged", now);
+                    ex.events.push(pending);
+                    return;
+                };
+                let (session, next) = read_challenge(ex, response, &cfg).await;
+                let Some(session) = session else {
+                    return;
+                };
+                let mut state = a.flow.take().unwrap_or_else(|| FlowState {
+                    username: a.username.clone(),
+                    client_id: a.client_id.clone(),
+                    custom: cfg.custom,
+                    started_ms: now,
+                    level: a.assessment.level.as_str().to_string(),
+                    score: a.assessment.score,
+                    signals: a.assessment.signals.clone(),
+                    compromised: a.assessment.compromised,
+                    device_id: a.device_id.clone(),
+                    fingerprint: a.fingerprint.clone(),
+                    issued_cookie: false,
+                    challenges: Vec::new(),
+                    pending_challenge: None,
+                });
+                state.pending_challenge = next;
+                if let Err(e) = flow::save(self.store.as_ref(), &session, &state).await {
+                    tracing::warn!(error = %e, "risk: flow save failed");
+                }
+            }
+            Outcome::Failure => {
+                if a.kind == EventType::SignIn {
+                    if let Err(e) = self.count_failure(&risk, &a, &ip).await {
+                        tracing::warn!(error = %e, "risk: failure count lost");
+                    }
+                }
+                self.count(&a);
+                let pending = self.event(ex, &a, "failure", now);
+                ex.events.push(pending);
+            }
+            Outcome::Success => {
+                self.count(&a);
+                let enforce = a.mode == RiskMode::Enforce;
+                if a.decision == RiskAction::Block && enforce {
+                    let reason = if a.assessment.compromised && a.policy.blocks_compromised(Operation::SignIn)
+                    {
+                        "compromised_credentials"
+                    } else {
+                        "risk"
+                    };
+                    *response = self.block_response(ex, reason);
+                    ex.rejected = Some("risk");
+                    let pending = self.event(ex, &a, "blocked", now);
+                    ex.events.push(pending);
+                    return;
+                }
+                if !enforce && a.decision != RiskAction::Allow {
+                    a.shadow.push(ShadowDecision {
+                        source: "risk".into(),
+                        decision: a.decision.as_str().into(),
+                    });
+                }
+                // History learns only from sign-ins that were let through as they are.
+                let allowed = !enforce || a.decision == RiskAction::Allow;
+                if a.kind == EventType::SignIn && allowed {
+                    self.learn(&risk, ex, &mut a, response, now).await;
+                }
+                let pending = self.event(ex, &a, "success", now);
+                ex.events.push(pending);
+            }
+        }
+    }
+}
+
+impl RiskStage {
+    /// A successful, allowed sign-in: remember its device and place, and give the client a device cookie.
+    async fn learn(
+        &self,
+        risk: &Risk,
+        ex: &Exchange,
+        a: &mut Assessed,
+        response: &mut Response<Body>,
+        now: u64,
+    ) {
+        if a.device_id.is_none() {
+            if let Ok(k) = self.device_key(risk).await {
+                let (id, value) = k.issue();
+                let secure = match risk.device_cookie.secure {
+                    CookieSecure::Always => true,
+                    CookieSecure::Never => false,
+                    CookieSecure::Auto => ex.ctx.tls || forwarded_https(ex),
+                };
+                let cookie = format!(
+                    "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+                    risk.device_cookie.name,
+                    risk.device_cookie.max_age.get().as_secs(),
+                    if secure { "; Secure" } else { "" }
+                );
+                if let Some(v) = header(&cookie) {
+                    response.headers_mut().append(SET_COOKIE, v);
+                }
+                a.device_id = Some(id);
+            }
+        }
+        let Some(user) = a.user.clone() else {
+            return;
+        };
+        // Read again: another sign-in may have changed the record since the request hook.
+        let mut history = match self.store.get(&record_key("user", &user)).await {
+            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+            Ok(None) => UserHistory::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "risk: history not updated");
+                return;
+            }
+        };
+        let geo = ex.ctx.geo();
+        let place = Place {
+            country: geo.country.as_deref(),
+            city: geo.city.as_deref(),
+            asn: geo.asn,
+            latitude: geo.latitude,
+            longitude: geo.longitude,
+        };
+        let mut devices = vec![a.fingerprint.as_str()];
+        if let Some(d) = &a.device_id {
+            devices.push(d);
+        }
+        history.record_success(&devices, &place, now, risk.history.max_items);
+        if let Err(e) = self.save_history(risk, &user, &history).await {
+            tracing::warn!(error = %e, "risk: history not saved");
+        }
+        a.history = Some(history);
+    }
+}
+
+fn forwarded_https(ex: &Exchange) -> bool {
+    ex.request
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// The session value and next challenge name in a challenge answer (the body stays as it was).
+async fn read_challenge(
+    ex: &Exchange,
+    response: &mut Response<Body>,
+    cfg: &crate::profile::Flow,
+) -> (Option<String>, Option<String>) {
+    let taken = std::mem::replace(response.body_mut(), body::empty());
+    let bytes = match body::read_capped(taken, ex.config.listen.response_body_limit).await {
+        Ok(Capped::Complete(b)) => b,
+        Ok(Capped::TooLarge { body, .. }) => {
+            *response.body_mut() = body;
+            return (None, None);
+        }
+        Err(_) => return (None, None),
+    };
+    let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    *response.body_mut() = body::full(bytes);
+    let text = |p: &Option<String>| {
+        p.as_deref()
+            .and_then(|p| json.as_ref()?.pointer(p))
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    (text(&cfg.response_session), text(&cfg.response_challenge))
+}
+
+/// `x-authward-risk` and `x-authward-decision` toward the upstream; in audit mode the decision is `allow`
+/// (audit never acts, and a backend reading the header must not act either).
+fn add_headers(ex: &mut Exchange, a: &Assessed) {
+    let decision = if a.mode == RiskMode::Enforce {
+        a.decision.as_str()
+    } else {
+        "allow"
+    };
+    let hs = &mut ex.request.headers;
+    if let Some(v) = header(&a.assessment.header()) {
+        hs.insert("x-authward-risk", v);
+    }
+    hs.insert("x-authward-decision", HeaderValue::from_static(decision));
+}
+
+impl Risk {
+    /// Whether a store failure refuses sign-ins.
+    pub fn store_failure_closed(&self) -> bool {
+        self.store_failure == StoreFailure::Closed
+    }
+}

@@ -1,0 +1,188 @@
+//! A user's sign-in history: known devices, countries, cities and networks, and the last successful sign-in.
+
+use serde::{Deserialize, Serialize};
+
+/// One device a user signed in from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownDevice {
+    /// The device cookie's id, or `fp:<fingerprint>`.
+    pub id: String,
+    pub last_seen_ms: u64,
+    /// Reported "not me" (feedback `invalid`): sign-ins from it score high.
+    #[serde(default)]
+    pub compromised: bool,
+}
+
+/// Where and when the last successful sign-in happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastSignIn {
+    pub time_ms: u64,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+/// The durable per-user record (`rec/user/<username>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserHistory {
+    #[serde(default)]
+    pub devices: Vec<KnownDevice>,
+    /// Most recently seen last.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    #[serde(default)]
+    pub cities: Vec<String>,
+    #[serde(default)]
+    pub asns: Vec<u32>,
+    pub last: Option<LastSignIn>,
+    #[serde(default)]
+    pub successes: u64,
+}
+
+/// A place a sign-in came from.
+#[derive(Debug, Clone, Default)]
+pub struct Place<'a> {
+    pub country: Option<&'a str>,
+    pub city: Option<&'a str>,
+    pub asn: Option<u32>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+impl UserHistory {
+    /// Whether the user has signed in successfully before (novelty means nothing otherwise).
+    pub fn has_succeeded(&self) -> bool {
+        self.successes > 0 || !self.devices.is_empty()
+    }
+
+    /// Whether the device id is known and not reported compromised.
+    pub fn knows_device(&self, id: &str) -> bool {
+        self.devices.iter().any(|d| d.id == id && !d.compromised)
+    }
+
+    /// Whether the device was reported as not the user's.
+    pub fn device_compromised(&self, id: &str) -> bool {
+        self.devices.iter().any(|d| d.id == id && d.compromised)
+    }
+
+    pub fn knows_country(&self, c: &str) -> bool {
+        self.countries.iter().any(|x| x == c)
+    }
+
+    pub fn knows_city(&self, c: &str) -> bool {
+        self.cities.iter().any(|x| x == c)
+    }
+
+    pub fn knows_asn(&self, a: u32) -> bool {
+        self.asns.contains(&a)
+    }
+
+    /// Records a device as known (and not compromised), keeping at most `cap` devices.
+    pub fn trust_device(&mut self, id: &str, now_ms: u64, cap: usize) {
+        match self.devices.iter_mut().find(|d| d.id == id) {
+            Some(d) => {
+                d.last_seen_ms = now_ms;
+                d.compromised = false;
+            }
+            None => self.devices.push(KnownDevice {
+                id: id.to_string(),
+                last_seen_ms: now_ms,
+                compromised: false,
+            }),
+        }
+        if self.devices.len() > cap {
+            self.devices.sort_by_key(|d| std::cmp::Reverse(d.last_seen_ms));
+            self.devices.truncate(cap);
+        }
+    }
+
+    /// Marks a device as not the user's; it stays listed so that sign-ins from it score high.
+    pub fn distrust_device(&mut self, id: &str, now_ms: u64, cap: usize) {
+        self.trust_device(id, now_ms, cap);
+        if let Some(d) = self.devices.iter_mut().find(|d| d.id == id) {
+            d.compromised = true;
+        }
+    }
+
+    /// Records a place as known, keeping the `cap` most recent of each kind.
+    pub fn trust_place(&mut self, place: &Place<'_>, cap: usize) {
+        fn bump<T: PartialEq + Clone>(list: &mut Vec<T>, v: &T, cap: usize) {
+            list.retain(|x| x != v);
+            list.push(v.clone());
+            if list.len() > cap {
+                let extra = list.len() - cap;
+                list.drain(..extra);
+            }
+        }
+        if let Some(c) = place.country {
+            bump(&mut self.countries, &c.to_string(), cap);
+        }
+        if let Some(c) = place.city {
+            bump(&mut self.cities, &c.to_string(), cap);
+        }
+        if let Some(a) = place.asn {
+            bump(&mut self.asns, &a, cap);
+        }
+    }
+
+    /// Records a successful, allowed sign-in: device, place, and the last time and position.
+    pub fn record_success(&mut self, devices: &[&str], place: &Place<'_>, now_ms: u64, cap: usize) {
+        for d in devices {
+            self.trust_device(d, now_ms, cap);
+        }
+        self.trust_place(place, cap);
+        if let (Some(latitude), Some(longitude)) = (place.latitude, place.longitude) {
+            self.last = Some(LastSignIn {
+                time_ms: now_ms,
+                latitude,
+                longitude,
+            });
+        }
+        self.successes = self.successes.saturating_add(1);
+    }
+}
+
+/// Great-circle distance in kilometres (haversine, mean Earth radius).
+pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    const R: f64 = 6371.0;
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * R * a.sqrt().asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxford_to_milton_is_about_7700_km() {
+        // The MaxMind test databases' Boxford, GB and Milton, US.
+        let d = distance_km(51.75, -1.25, 47.2513, -122.3149);
+        assert!((7600.0..7800.0).contains(&d), "{d}");
+        assert!(distance_km(10.0, 10.0, 10.0, 10.0) < 1e-9);
+    }
+
+    #[test]
+    fn history_caps_and_trust() {
+        let mut h = UserHistory::default();
+        assert!(!h.has_succeeded());
+        for i in 0..5u64 {
+            h.trust_device(&format!("d{i}"), i, 3);
+        }
+        assert_eq!(h.devices.len(), 3);
+        assert!(h.knows_device("d4") && !h.knows_device("d0"));
+        h.distrust_device("d4", 10, 3);
+        assert!(!h.knows_device("d4") && h.device_compromised("d4"));
+        h.trust_device("d4", 11, 3);
+        assert!(h.knows_device("d4"));
+        let p = |c: &'static str| Place {
+            country: Some(c),
+            ..Default::default()
+        };
+        for c in ["GB", "US", "FR", "GB", "DE"] {
+            h.trust_place(&p(c), 3);
+        }
+        assert_eq!(h.countries, ["FR", "GB", "DE"]);
+    }
+}

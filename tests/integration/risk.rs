@@ -1,0 +1,549 @@
+//! The risk engine end to end: the real binary, the MaxMind test databases, a real upstream.
+
+use std::time::Duration;
+
+use crate::harness::{Authward, Upstream, client, echoed_headers};
+
+const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0";
+/// Boxford, GB and Milton, US in the MaxMind test databases (7 700 km apart).
+const BOXFORD: &str = "2.125.160.216";
+const MILTON: &str = "216.160.83.56";
+
+/// A config with a sign-in profile on the echo upstream (`/status/200` succeeds, `/status/401` fails),
+/// a sign-up profile, and `risk` as given.
+fn config(upstream: &str, risk: &str) -> String {
+    format!(
+        r#"listen: {{http: [127.0.0.1:{{PORT}}]}}
+admin: {{listen: 127.0.0.1:{{ADMIN}}, token_env: AW_TOKEN}}
+upstream: {{url: {upstream}}}
+trusted_proxies: [127.0.0.1/32]
+store: {{kind: memory}}
+geoip:
+  city: {{SHARED}}/data/geoip/GeoIP2-City-Test.mmdb
+  asn: {{SHARED}}/data/geoip/GeoLite2-ASN-Test.mmdb
+  anonymous_ip: {{SHARED}}/data/geoip/GeoIP2-Anonymous-IP-Test.mmdb
+profiles:
+  - name: login
+    operation: sign_in
+    match: {{methods: [POST], path: {{prefix: /status/}}}}
+    fields:
+      username: {{json: /username}}
+      password: {{json: /password}}
+      client_id: {{json: /client_id}}
+    outcome:
+      success: {{status: [200]}}
+      failure: {{status: [401]}}
+  - name: signup
+    operation: sign_up
+    match: {{methods: [POST], path: {{exact: /signup}}}}
+    fields:
+      username: {{json: /username}}
+      password: {{json: /password}}
+    outcome:
+      success: {{status: [200]}}
+risk:
+{risk}
+"#
+    )
+}
+
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+    cookie: Option<String>,
+}
+
+impl Answer {
+    /// A header the upstream received, from the echo.
+    fn upstream_header(&self, name: &str) -> Option<String> {
+        self.body.get("headers")?;
+        echoed_headers(&self.body, name).into_iter().next()
+    }
+}
+
+struct Client<'a> {
+    aw: &'a Authward,
+    http: reqwest::Client,
+}
+
+impl Client<'_> {
+    async fn send(&self, path: &str, body: serde_json::Value, ip: &str, cookie: Option<&str>) -> Answer {
+        let mut req = self
+            .http
+            .post(self.aw.url(path))
+            .header("x-forwarded-for", ip)
+            .header("user-agent", UA)
+            .json(&body);
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("authward_device={c}"));
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("authward_device="))
+            .map(|v| v.split(';').next().unwrap().to_string());
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        Answer { status, body, cookie }
+    }
+
+    async fn sign_in(&self, user: &str, ok: bool, ip: &str, cookie: Option<&str>) -> Answer {
+        let path = if ok { "/status/200" } else { "/status/401" };
+        let body = serde_json::json!({"username": user, "password": "s3cret-Pa55word!"});
+        self.send(path, body, ip, cookie).await
+    }
+}
+
+fn risk_level(a: &Answer) -> String {
+    let h = a.upstream_header("x-authward-risk").unwrap_or_default();
+    h.split(';').next().unwrap_or("").trim().to_string()
+}
+
+fn upstream_calls(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("authward_upstream_request_duration_seconds_count"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_travel_is_blocked_in_enforce_recorded_in_audit_and_ignored_when_off() {
+    let up = Upstream::start("login").await;
+    for mode in ["enforce", "audit", "off"] {
+        let aw = Authward::start_with(
+            &config(&up.url(), &format!("  mode: {mode}")),
+            &[("AW_TOKEN", "t")],
+        );
+        let c = Client {
+            aw: &aw,
+            http: client(),
+        };
+        let first = c.sign_in("alice", true, BOXFORD, None).await;
+        assert_eq!(first.status, 200, "{mode}");
+        let second = c.sign_in("alice", true, MILTON, first.cookie.as_deref()).await;
+        match mode {
+            "enforce" => {
+                assert_eq!(risk_level(&first), "level=none");
+                let cookie = first.cookie.as_deref().expect("a device cookie on success");
+                assert!(!cookie.is_empty());
+                assert_eq!(second.status, 403, "{:?}", second.body);
+                assert_eq!(second.body["error"], "sign_in_blocked");
+                assert!(
+                    second.body.get("headers").is_none(),
+                    "the upstream's answer is not released"
+                );
+            }
+            "audit" => {
+                assert_eq!(second.status, 200);
+                assert_eq!(risk_level(&second), "level=high");
+                let risk = second.upstream_header("x-authward-risk").unwrap();
+                assert!(risk.contains("impossible_travel"), "{risk}");
+                assert_eq!(
+                    second.upstream_header("x-authward-decision").as_deref(),
+                    Some("allow")
+                );
+            }
+            _ => {
+                assert_eq!(second.status, 200);
+                assert_eq!(second.upstream_header("x-authward-risk"), None);
+                assert_eq!(second.upstream_header("x-authward-decision"), None);
+                assert!(first.cookie.is_none(), "no device cookie when risk is off");
+            }
+        }
+        let m = aw.metrics().await;
+        let decisions: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("authward_risk_decisions_total{"))
+            .collect();
+        match mode {
+            "enforce" => assert!(
+                decisions.iter().any(|l| l.contains("decision=\"block\"")
+                    && l.contains("level=\"high\"")
+                    && l.contains("mode=\"enforce\"")),
+                "{decisions:?}"
+            ),
+            "audit" => assert!(
+                decisions
+                    .iter()
+                    .any(|l| l.contains("level=\"high\"") && l.contains("mode=\"audit\"")),
+                "{decisions:?}"
+            ),
+            _ => assert!(decisions.is_empty(), "{decisions:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_device_raises_the_level_and_becomes_known_after_success() {
+    let up = Upstream::start("login").await;
+    let aw = Authward::start_with(&config(&up.url(), "  mode: enforce"), &[("AW_TOKEN", "t")]);
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let first = c.sign_in("carol", true, BOXFORD, None).await;
+    assert_eq!(risk_level(&first), "level=none");
+    let laptop = first.cookie.clone().unwrap();
+    // The same device again: nothing new.
+    let again = c.sign_in("carol", true, BOXFORD, Some(&laptop)).await;
+    assert_eq!(risk_level(&again), "level=none");
+    assert!(again.cookie.is_none(), "a known cookie is not replaced");
+    // Another browser (a cookie carol never used): new device, low, allowed, and then known.
+    let other = c.sign_in("dave", true, BOXFORD, None).await.cookie.unwrap();
+    let new = c.sign_in("carol", true, BOXFORD, Some(&other)).await;
+    assert_eq!(new.status, 200);
+    assert_eq!(risk_level(&new), "level=low");
+    assert!(
+        new.upstream_header("x-authward-risk")
+            .unwrap()
+            .contains("new_device")
+    );
+    let known = c.sign_in("carol", true, BOXFORD, Some(&other)).await;
+    assert_eq!(risk_level(&known), "level=none");
+    // A forged cookie is no device at all: the fingerprint decides, and it is known from the first sign-in.
+    let forged = c
+        .sign_in("carol", true, BOXFORD, Some("AAAAAAAAAAAAAAAAAAAAAA.AAAA"))
+        .await;
+    assert_eq!(risk_level(&forged), "level=none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_stuffing_from_one_address_is_blocked_before_the_upstream() {
+    let up = Upstream::start("login").await;
+    let aw = Authward::start_with(&config(&up.url(), "  mode: enforce"), &[("AW_TOKEN", "t")]);
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let attacker = "198.51.100.7";
+    for i in 0..20 {
+        let a = c.sign_in(&format!("victim{i}"), false, attacker, None).await;
+        assert_eq!(a.status, 401, "attempt {i} reaches the upstream");
+    }
+    let before = upstream_calls(&aw.metrics().await);
+    for i in 20..30 {
+        let a = c.sign_in(&format!("victim{i}"), false, attacker, None).await;
+        assert_eq!(a.status, 403, "attempt {i}");
+    }
+    assert_eq!(
+        upstream_calls(&aw.metrics().await),
+        before,
+        "the upstream saw none of the blocked attempts"
+    );
+    // Another address is not affected.
+    let a = c.sign_in("victim0", true, BOXFORD, None).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        aw.metrics()
+            .await
+            .contains("authward_rejected_requests_total{reason=\"risk\"} 10")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_cannot_lock_the_real_user_out_from_elsewhere() {
+    let up = Upstream::start("login").await;
+    let aw = Authward::start_with(&config(&up.url(), "  mode: enforce"), &[("AW_TOKEN", "t")]);
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let home = c.sign_in("erin", true, BOXFORD, None).await.cookie.unwrap();
+    let attacker = "198.51.100.9";
+    let mut blocked = 0;
+    for _ in 0..30 {
+        if c.sign_in("erin", false, attacker, None).await.status == 403 {
+            blocked += 1;
+        }
+    }
+    assert_eq!(
+        blocked, 10,
+        "the attacker's address is cut off after 20 failures for erin"
+    );
+    let real = c.sign_in("erin", true, BOXFORD, Some(&home)).await;
+    assert_eq!(real.status, 200, "{:?}", real.body);
+    let risk = real.upstream_header("x-authward-risk").unwrap();
+    assert!(
+        risk.contains("failures_user"),
+        "the failures still count as a signal: {risk}"
+    );
+    assert_eq!(
+        real.upstream_header("x-authward-decision").as_deref(),
+        Some("allow")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breached_password_is_caught_on_sign_in_and_sign_up() {
+    let up = Upstream::start("login").await;
+    let aw = Authward::start_with(
+        &config(
+            &up.url(),
+            "  mode: enforce\n  compromised_credentials: {filter: 'builtin:demo'}",
+        ),
+        &[("AW_TOKEN", "t")],
+    );
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let good = serde_json::json!({"username": "bob", "password": "a-long-unique-passphrase"});
+    let bad = serde_json::json!({"username": "bob", "password": "password123"});
+    assert_eq!(
+        c.send("/status/200", good.clone(), BOXFORD, None).await.status,
+        200
+    );
+    // Sign-in: blocked when it succeeds (a wrong breached password stays an ordinary failure).
+    let r = c.send("/status/200", bad.clone(), BOXFORD, None).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.get("headers").is_none());
+    assert_eq!(
+        c.send("/status/401", bad.clone(), BOXFORD, None).await.status,
+        401
+    );
+    // Sign-up: refused before the upstream stores the password.
+    let before = upstream_calls(&aw.metrics().await);
+    let r = c.send("/signup", bad, BOXFORD, None).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(upstream_calls(&aw.metrics().await), before);
+    let r = c.send("/signup", good, BOXFORD, None).await;
+    assert_eq!(r.status, 200);
+    let risk = r.upstream_header("x-authward-risk").unwrap();
+    assert!(!risk.contains("compromised_password"), "{risk}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_client_override_wins_over_the_global_setting() {
+    let up = Upstream::start("login").await;
+    let aw = Authward::start_with(
+        &config(
+            &up.url(),
+            "  mode: audit\n  clients:\n    banking-app: {mode: enforce}\n    kiosk: {mode: off}",
+        ),
+        &[("AW_TOKEN", "t")],
+    );
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let trip = |client_id: &'static str| {
+        let c = &c;
+        async move {
+            let user = format!("frank-{client_id}");
+            let body = |_: ()| serde_json::json!({"username": user, "password": "x-Pa55word-long", "client_id": client_id});
+            let first = c.send("/status/200", body(()), BOXFORD, None).await;
+            c.send("/status/200", body(()), MILTON, first.cookie.as_deref())
+                .await
+        }
+    };
+    assert_eq!(
+        trip("banking-app").await.status,
+        403,
+        "enforced for the banking app"
+    );
+    let web = trip("web").await;
+    assert_eq!(
+        (web.status, risk_level(&web).as_str()),
+        (200, "level=high"),
+        "audited globally"
+    );
+    let kiosk = trip("kiosk").await;
+    assert_eq!(
+        (kiosk.status, kiosk.upstream_header("x-authward-risk")),
+        (200, None),
+        "off for the kiosk"
+    );
+    let _ = Duration::ZERO;
+}
+
+/// A Cognito-shaped upstream with a two-round custom challenge: `InitiateAuth` (CUSTOM_AUTH) answers a
+/// CUSTOM_CHALLENGE, the first right answer another one, the second the tokens; a wrong answer fails.
+async fn cognito_custom_auth() -> (
+    crate::harness::Served,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let seen = calls.clone();
+    let served = crate::harness::serve(move |parts, body| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let (status, answer) = match target.rsplit('.').next().unwrap_or("") {
+            "InitiateAuth" => (
+                200,
+                serde_json::json!({"ChallengeName": "CUSTOM_CHALLENGE", "Session": format!("round1-{n}"),
+                    "ChallengeParameters": {"question": "1+1"}}),
+            ),
+            "RespondToAuthChallenge" => {
+                let session = req["Session"].as_str().unwrap_or("");
+                let right = req["ChallengeResponses"]["ANSWER"] == "2";
+                match (right, session.starts_with("round1-")) {
+                    (false, _) => (
+                        400,
+                        serde_json::json!({"__type": "NotAuthorizedException", "message": "Incorrect answer."}),
+                    ),
+                    (true, true) => (
+                        200,
+                        serde_json::json!({"ChallengeName": "CUSTOM_CHALLENGE", "Session": format!("round2-{n}"),
+                            "ChallengeParameters": {"question": "2+0"}}),
+                    ),
+                    (true, false) => (
+                        200,
+                        serde_json::json!({"AuthenticationResult": {"AccessToken": "eyJ.access.token",
+                            "IdToken": "eyJ.id.token", "RefreshToken": "refresh", "ExpiresIn": 3600,
+                            "TokenType": "Bearer"}, "ChallengeParameters": {}}),
+                    ),
+                }
+            }
+            _ => (400, serde_json::json!({"__type": "InvalidParameterException"})),
+        };
+        hyper::Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
+            .unwrap()
+    })
+    .await;
+    (served, calls)
+}
+
+/// Runs one custom-auth sign-in; the answer of each step in order.
+async fn custom_sign_in(c: &Client<'_>, user: &str, ip: &str, answers: &[&str]) -> Vec<Answer> {
+    let cognito = |target: &str, body: serde_json::Value| {
+        let req = c
+            .http
+            .post(c.aw.url("/"))
+            .header("x-forwarded-for", ip)
+            .header(
+                "user-agent",
+                "aws-sdk-js/3.600 ua/2.1 os/linux lang/js md/nodejs#20",
+            )
+            .header("content-type", "application/x-amz-json-1.1")
+            .header(
+                "x-amz-target",
+                format!("AWSCognitoIdentityProviderService.{target}"),
+            )
+            .body(body.to_string());
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or_default();
+            Answer {
+                status,
+                body,
+                cookie: None,
+            }
+        }
+    };
+    let mut out = vec![
+        cognito(
+            "InitiateAuth",
+            serde_json::json!({"AuthFlow": "CUSTOM_AUTH", "ClientId": "app1", "AuthParameters": {"USERNAME": user}}),
+        )
+        .await,
+    ];
+    for a in answers {
+        let Some(session) = out.last().unwrap().body["Session"].as_str().map(str::to_string) else {
+            break;
+        };
+        out.push(
+            cognito(
+                "RespondToAuthChallenge",
+                serde_json::json!({"ChallengeName": "CUSTOM_CHALLENGE", "ClientId": "app1", "Session": session,
+                    "ChallengeResponses": {"USERNAME": user, "ANSWER": a}}),
+            )
+            .await,
+        );
+    }
+    out
+}
+
+fn cognito_config(upstream: &str, risk: &str) -> String {
+    format!(
+        r#"listen: {{http: [127.0.0.1:{{PORT}}]}}
+admin: {{listen: 127.0.0.1:{{ADMIN}}, token_env: AW_TOKEN}}
+upstream: {{url: {upstream}}}
+trusted_proxies: [127.0.0.1/32]
+store: {{kind: memory}}
+geoip:
+  city: {{SHARED}}/data/geoip/GeoIP2-City-Test.mmdb
+  asn: {{SHARED}}/data/geoip/GeoLite2-ASN-Test.mmdb
+include: [{{REPO}}/rules/profiles/cognito.yaml]
+risk:
+{risk}
+"#
+    )
+}
+
+fn decisions(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("authward_risk_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cognito_custom_auth_flow_is_scored_once_and_acted_on_at_the_token_step() {
+    let (up, calls) = cognito_custom_auth().await;
+    // Password sign-ins are only audited; custom authentication is enforced, as Cognito's CustomAuthMode.
+    let aw = Authward::start_with(
+        &cognito_config(&up.url(), "  mode: audit\n  custom_auth_mode: enforce"),
+        &[("AW_TOKEN", "t")],
+    );
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let home = custom_sign_in(&c, "alice", BOXFORD, &["2", "2"]).await;
+    assert_eq!(home.iter().map(|a| a.status).collect::<Vec<_>>(), [200, 200, 200]);
+    assert_eq!(
+        home[2].body["AuthenticationResult"]["AccessToken"],
+        "eyJ.access.token"
+    );
+    assert_eq!(
+        decisions(&aw.metrics().await),
+        1,
+        "one decision for the whole three-step flow"
+    );
+
+    // Ten seconds later from the other side of the world: every challenge passes, and the step that
+    // would hand out the tokens is refused the way Cognito refuses it.
+    let away = custom_sign_in(&c, "alice", MILTON, &["2", "2"]).await;
+    assert_eq!(away[0].status, 200);
+    assert_eq!(away[1].status, 200);
+    assert_eq!(away[2].status, 400);
+    assert_eq!(away[2].body["__type"], "NotAuthorizedException");
+    assert_eq!(
+        away[2].body["message"],
+        "Unable to login because of security reasons."
+    );
+    assert!(away[2].body.get("AuthenticationResult").is_none());
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        6,
+        "the upstream saw every step"
+    );
+    let m = aw.metrics().await;
+    assert_eq!(decisions(&m), 2);
+    assert!(
+        m.contains("authward_risk_decisions_total{decision=\"block\",level=\"high\",mode=\"enforce\"} 1"),
+        "{m}"
+    );
+
+    // A wrong answer ends the flow as a failure: one more decision, nothing blocked.
+    let wrong = custom_sign_in(&c, "alice", BOXFORD, &["3"]).await;
+    assert_eq!(wrong[1].status, 400);
+    assert_eq!(wrong[1].body["message"], "Incorrect answer.");
+    assert_eq!(decisions(&aw.metrics().await), 3);
+}
