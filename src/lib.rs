@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod profile;
 pub mod proxy;
+pub mod risk;
 pub mod ruletest;
 pub mod store;
 pub mod waf;
