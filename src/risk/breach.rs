@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use sha1::{Digest, Sha1};
 use xorf::{BinaryFuse8, BinaryFuse8Ref, DmaSerializable, Filter, FilterRef};
 
+/// The demo's filter: the passwords of `data/breach/demo-passwords.txt` (see `data/breach/README.md`).
+pub const DEMO_FILTER: &[u8] = include_bytes!("../../data/breach/demo.bin");
+
 /// The most distinct keys a filter holds: xorf indexes fingerprints with `u32`, and 2^31 keys need
 /// about 2.4 × 10^9 slots.
 pub const MAX_KEYS: u64 = 1 << 31;
@@ -182,7 +185,7 @@ impl BreachFilter {
         })
     }
 
-    /// A filter from bytes in memory, such as a filter embedded in the binary.
+    /// A filter from bytes in memory, such as [`DEMO_FILTER`] embedded in the binary.
     pub fn from_bytes(bytes: impl Into<Cow<'static, [u8]>>) -> Result<Self, BreachError> {
         let bytes = bytes.into();
         let keys = validate(&bytes).map_err(|error| BreachError::Invalid {
@@ -650,5 +653,43 @@ mod tests {
         let new = BreachFilter::open(&path).unwrap();
         assert!(new.contains_password("123456") && !new.contains_password("password"));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    fn demo_passwords() -> Vec<&'static str> {
+        include_str!("../../data/breach/demo-passwords.txt")
+            .lines()
+            .filter(|line| !line.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_demo_filter_holds_the_common_passwords_and_is_current() {
+        let demo = BreachFilter::from_bytes(DEMO_FILTER).unwrap();
+        for password in ["password123", "123456", "qwerty"] {
+            assert!(demo.contains_password(password), "{password}");
+        }
+        assert!(!demo.contains_password("correct-horse-battery"));
+
+        let passwords = demo_passwords();
+        assert!(passwords.len() >= 150, "{}", passwords.len());
+        assert!(!passwords.contains(&"correct-horse-battery"));
+        let text: String = passwords
+            .iter()
+            .map(|p| format!("{}\n", hex::encode_upper(Sha1::digest(p.as_bytes()))))
+            .collect();
+        let (stats, bytes) = build_bytes(&text).unwrap();
+        let rebuilt = BreachFilter::from_bytes(bytes).unwrap();
+        assert_eq!(
+            demo.key_count(),
+            stats.keys,
+            "demo.bin is stale: see data/breach/README.md"
+        );
+        for password in passwords {
+            assert!(
+                demo.contains_password(password),
+                "demo.bin is stale: {password} is missing"
+            );
+            assert!(rebuilt.contains_password(password));
+        }
     }
 }
