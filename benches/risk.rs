@@ -30,8 +30,11 @@ fn milton() -> GeoInfo {
 }
 
 fn bench_risk(c: &mut Criterion) {
-    let f = authward::config::parse_str(Path::new("risk.yaml"), "mode: enforce\nlabels: {'awswaf:bot': 10}")
-        .unwrap();
+    let f = authward::config::parse_str(
+        Path::new("risk.yaml"),
+        "mode: enforce\nlabels: {'awswaf:bot': 10}",
+    )
+    .unwrap();
     let risk = Risk::compile(&f, Path::new(""), &EmbeddedSources::default()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(

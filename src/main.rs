@@ -1,12 +1,16 @@
-//! The `authward` command line: serve, demo, check and schema.
+//! The `authward` command line: serve, demo, check, schema and the compromised-password filter's build.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use authward::config::{self, Mode};
+use authward::risk::breach::{BreachError, BreachFilter};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +76,24 @@ enum Command {
     },
     /// Print the JSON Schema of the config, for editors.
     Schema,
+    /// The compromised-password filter.
+    Breach {
+        #[command(subcommand)]
+        command: BreachCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BreachCommand {
+    /// Build the filter from a Pwned Passwords hash list (`SHA1HEX:COUNT` or `SHA1HEX` per line).
+    Build {
+        /// The hash list; `-` reads stdin.
+        #[arg(long)]
+        input: PathBuf,
+        /// The filter file to write (replaced atomically).
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +168,43 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Demo(opts) => run_async(async move { authward::demo::run(opts, shutdown_signal()).await }),
+        Command::Breach {
+            command: BreachCommand::Build { input, output },
+        } => breach_build(&input, &output),
+    }
+}
+
+/// `authward breach build`: progress on stderr every million lines, one summary line on stdout.
+fn breach_build(input: &Path, output: &Path) -> ExitCode {
+    let started = Instant::now();
+    let progress = |lines: u64| {
+        eprintln!("{lines} lines read ({:.1} s)", started.elapsed().as_secs_f64());
+    };
+    let result = if input == Path::new("-") {
+        BreachFilter::build(io::stdin().lock(), output, progress)
+    } else {
+        match File::open(input) {
+            Ok(file) => BreachFilter::build(BufReader::with_capacity(1 << 20, file), output, progress),
+            Err(e) => return fail(&format!("{}: {e}", input.display())),
+        }
+    };
+    match result {
+        Ok(stats) => {
+            println!(
+                "{}: {} keys, {} bytes, {:.1} s ({} lines, {} hashes)",
+                output.display(),
+                stats.keys,
+                stats.bytes,
+                started.elapsed().as_secs_f64(),
+                stats.lines,
+                stats.hashes,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ (BreachError::Read(_) | BreachError::Malformed { .. })) => {
+            fail(&format!("{}: {e}", input.display()))
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

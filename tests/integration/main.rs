@@ -1,6 +1,7 @@
 //! Integration tests: the real `authward` binary on loopback ports against real upstreams.
 
 mod admin;
+mod breach;
 mod check;
 mod corpus;
 mod demo;
