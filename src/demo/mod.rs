@@ -166,20 +166,30 @@ struct Step {
     body: Option<String>,
 }
 
+/// Places in MaxMind's test databases: Boxford, GB and Milton, US.
+const BOXFORD: &str = "2.125.160.216";
+const MILTON: &str = "216.160.83.56";
+
 async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
     let json = ("content-type", "application/json".to_string());
+    // The tour plays a browser (a script's user agent would count as automation).
+    let ua = (
+        "user-agent",
+        "Mozilla/5.0 (authward demo tour) Firefox/130.0".to_string(),
+    );
+    let from = |ip: &str| ("x-forwarded-for", ip.to_string());
     let login = |user: &str, pass: &str| serde_json::json!({"username": user, "password": pass}).to_string();
     let signup = r#"{"username":"O'Brien","password":"a-long-passphrase","phone":"+447700900123"}"#;
     let steps = vec![
         Step {
-            title: "1. A normal sign-in: recognised by the json-login profile, forwarded, classified as success",
+            title: "1. alice signs in from Boxford, GB (X-Forwarded-For is trusted from 127.0.0.1 in the demo): recognised by the json-login profile, scored, forwarded, a success that starts her history",
             curl: format!(
-                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -d '{}'",
+                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{}'",
                 login("alice", "correct-horse-battery")
             ),
             method: "POST",
             path: "/api/login",
-            headers: vec![json.clone()],
+            headers: vec![json.clone(), ua.clone(), from(BOXFORD)],
             body: Some(login("alice", "correct-horse-battery")),
         },
         Step {
@@ -190,32 +200,54 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
             ),
             method: "POST",
             path: "/api/login",
-            headers: vec![json.clone()],
+            headers: vec![json.clone(), ua.clone()],
             body: Some(login("admin' OR 1=1--", "x")),
         },
         Step {
-            title: "3. A wrong password from Boxford, GB (X-Forwarded-For is trusted from 127.0.0.1 in the demo): a failure",
+            title: "3. A wrong password from Boxford: a failure, counted for the velocity signals",
             curl: format!(
-                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: 2.125.160.216' -d '{}'",
+                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{}'",
                 login("alice", "guess")
             ),
             method: "POST",
             path: "/api/login",
-            headers: vec![json.clone(), ("x-forwarded-for", "2.125.160.216".into())],
+            headers: vec![json.clone(), ua.clone(), from(BOXFORD)],
             body: Some(login("alice", "guess")),
         },
         Step {
-            title: "4. O'Brien signs up with a phone number (an apostrophe is a name, not an injection)",
+            title: "4. alice's password, minutes later from Milton, US, 7 700 km away: impossible travel, high risk, blocked although the password was right",
+            curl: format!(
+                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {MILTON}' -d '{}'",
+                login("alice", "correct-horse-battery")
+            ),
+            method: "POST",
+            path: "/api/login",
+            headers: vec![json.clone(), ua.clone(), from(MILTON)],
+            body: Some(login("alice", "correct-horse-battery")),
+        },
+        Step {
+            title: "5. bob signs in with password123, a password from breach lists: the login service accepts it, authward does not hand out the token",
+            curl: format!(
+                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{}'",
+                login("bob", "password123")
+            ),
+            method: "POST",
+            path: "/api/login",
+            headers: vec![json.clone(), ua.clone(), from(BOXFORD)],
+            body: Some(login("bob", "password123")),
+        },
+        Step {
+            title: "6. O'Brien signs up with a phone number (an apostrophe is a name, not an injection)",
             curl: format!(
                 "curl -s http://{proxy}/api/signup -H 'content-type: application/json' -d '{signup}'"
             ),
             method: "POST",
             path: "/api/signup",
-            headers: vec![json.clone()],
+            headers: vec![json.clone(), ua.clone()],
             body: Some(signup.to_string()),
         },
         Step {
-            title: "5. A spoofed x-authward-decision header: removed before the login service sees it",
+            title: "7. A spoofed x-authward-decision header: removed before the login service sees it",
             curl: format!("curl -s http://{proxy}/api/me -H 'x-authward-decision: allow'"),
             method: "GET",
             path: "/api/me",
@@ -231,17 +263,23 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
             Err(e) => println!("  -> failed: {e}"),
         }
     }
-    println!("\n6. What authward counted (outcomes of profiled operations and web-ACL matches):");
-    println!("  $ curl -s http://{admin}/metrics | grep -E 'authward_(profile_outcomes|rule_matches)_total'");
+    println!(
+        "\n8. What authward counted (outcomes of profiled operations, web-ACL matches, risk decisions):"
+    );
+    println!(
+        "  $ curl -s http://{admin}/metrics | grep -E 'authward_(profile_outcomes|rule_matches|risk_decisions)_total'"
+    );
     if let Ok((_, text)) = send(admin, "GET", "/metrics", &[], None).await {
         let counted = |l: &&str| {
-            l.starts_with("authward_profile_outcomes_total") || l.starts_with("authward_rule_matches_total")
+            l.starts_with("authward_profile_outcomes_total")
+                || l.starts_with("authward_rule_matches_total")
+                || l.starts_with("authward_risk_decisions_total")
         };
         for line in text.lines().filter(counted) {
             println!("  {line}");
         }
     }
-    println!("\n7. The admin API needs the token: reload the config");
+    println!("\n9. The admin API needs the token: reload the config");
     println!("  $ curl -s -X POST http://{admin}/admin/v1/reload -H 'Authorization: Bearer {token}'");
     let auth = [("authorization", format!("Bearer {token}"))];
     match send(admin, "POST", "/admin/v1/reload", &auth, None).await {

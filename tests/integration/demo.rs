@@ -41,7 +41,7 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         .lines()
         .filter(|l| l.trim_start().starts_with("-> "))
         .collect();
-    assert_eq!(answers.len(), 6, "{tour}");
+    assert_eq!(answers.len(), 8, "{tour}");
     assert!(
         answers[0].contains("-> 200") && answers[0].contains("token"),
         "sign-in: {tour}"
@@ -49,20 +49,42 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
     assert!(answers[1].contains("-> 403"), "SQL injection: {tour}");
     assert!(answers[2].contains("-> 401"), "wrong password: {tour}");
     assert!(
-        answers[3].contains("-> 201") && answers[3].contains("O'Brien"),
+        answers[3].contains("-> 403")
+            && answers[3].contains("sign_in_blocked")
+            && !answers[3].contains("token"),
+        "impossible travel: {tour}"
+    );
+    assert!(
+        answers[4].contains("-> 403")
+            && answers[4].contains("sign_in_blocked")
+            && !answers[4].contains("token"),
+        "bob's breached password: {tour}"
+    );
+    assert!(
+        answers[5].contains("-> 201") && answers[5].contains("O'Brien"),
         "O'Brien's sign-up: {tour}"
     );
-    assert!(answers[4].contains("-> 401"), "spoofed header: {tour}");
+    assert!(answers[6].contains("-> 401"), "spoofed header: {tour}");
     assert!(
-        answers[5].contains("-> 200") && answers[5].contains("ok"),
+        answers[7].contains("-> 200") && answers[7].contains("ok"),
         "reload: {tour}"
+    );
+    assert!(
+        tour.contains("authward_risk_decisions_total{decision=\"block\",level=\"high\",mode=\"enforce\"} 1"),
+        "impossible travel is high: {tour}"
+    );
+    assert!(
+        tour.contains(
+            "authward_risk_decisions_total{decision=\"block\",level=\"medium\",mode=\"enforce\"} 1"
+        ),
+        "a breached password blocks whatever the level: {tour}"
     );
     assert!(
         tour.contains("authward_rule_matches_total{action=\"block\",rule=\"common/sqli-login-fields\"} 1"),
         "{tour}"
     );
     assert!(
-        tour.contains("{operation=\"sign_in\",outcome=\"success\",profile=\"json-login\"} 1"),
+        tour.contains("{operation=\"sign_in\",outcome=\"success\",profile=\"json-login\"} 3"),
         "{tour}"
     );
     assert!(
