@@ -766,3 +766,128 @@ impl Risk {
         self.store_failure == StoreFailure::Closed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::EmbeddedSources;
+    use crate::store::memory::{MemoryLimits, MemoryStore};
+
+    fn stage(yaml: &str) -> (RiskStage, Arc<Risk>, Arc<ManualClock>) {
+        let f = crate::config::parse_str(std::path::Path::new("r.yaml"), yaml).unwrap();
+        let risk =
+            Arc::new(Risk::compile(&f, std::path::Path::new(""), &EmbeddedSources::default()).unwrap());
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let services = Services {
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::new(MemoryStore::new(MemoryLimits::default(), clock.clone())),
+            clock: clock.clone(),
+        };
+        (RiskStage::new(Some(risk.clone()), &services), risk, clock)
+    }
+
+    fn attempt(risk: &Risk, user: &str) -> Assessed {
+        Assessed {
+            kind: EventType::SignIn,
+            policy: risk.global.clone(),
+            mode: RiskMode::Enforce,
+            assessment: Assessment {
+                level: Level::None,
+                score: 0,
+                signals: Vec::new(),
+                compromised: false,
+            },
+            decision: RiskAction::Allow,
+            notify: false,
+            user: Some(user_key(user)),
+            username: Some(user.into()),
+            client_id: None,
+            history: None,
+            device_id: None,
+            fingerprint: "fp:x".into(),
+            flow: None,
+            session: None,
+            answered: false,
+            shadow: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_count_per_user_address_and_pair_and_expire_with_their_window() {
+        let (stage, risk, clock) =
+            stage("velocity: {failures_user_ip: {limit: 3, window: 10m, block_at: 5}}");
+        let store = stage.store.clone();
+        for _ in 0..5 {
+            stage
+                .count_failure(&risk, &attempt(&risk, "Alice"), "198.51.100.1")
+                .await
+                .unwrap();
+        }
+        stage
+            .count_failure(&risk, &attempt(&risk, "bob"), "198.51.100.1")
+            .await
+            .unwrap();
+        stage
+            .count_failure(&risk, &attempt(&risk, "ALICE "), "203.0.113.5")
+            .await
+            .unwrap();
+        let (_, c) = load_facts(store.as_ref(), Some("alice"), "198.51.100.1")
+            .await
+            .unwrap();
+        // Usernames are compared trimmed and lowercased: case cannot dodge the counters.
+        assert_eq!(
+            c,
+            [6, 6, 5, 2, 2],
+            "user, address, pair, users per address, addresses per user"
+        );
+        assert_eq!(velocity_block(&risk, &c), Some("failures_user_ip"));
+        let (_, other) = load_facts(store.as_ref(), Some("alice"), "203.0.113.5")
+            .await
+            .unwrap();
+        assert_eq!(
+            velocity_block(&risk, &other),
+            None,
+            "the real user's own address is not blocked"
+        );
+        // The pair's and the distinct users' windows are 10 minutes, the failures' 15, the addresses' 60.
+        clock.advance(std::time::Duration::from_secs(11 * 60));
+        let (_, c) = load_facts(store.as_ref(), Some("alice"), "198.51.100.1")
+            .await
+            .unwrap();
+        assert_eq!(c, [6, 6, 0, 0, 2]);
+        assert_eq!(velocity_block(&risk, &c), None);
+        clock.advance(std::time::Duration::from_secs(5 * 60));
+        let (_, c) = load_facts(store.as_ref(), Some("alice"), "198.51.100.1")
+            .await
+            .unwrap();
+        assert_eq!(
+            c,
+            [0, 0, 0, 0, 2],
+            "only the hour-long distinct-address window remains"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_device_cookie_key_is_made_once_and_kept_in_the_store() {
+        let (a, risk, _) = stage("mode: enforce");
+        let (_, value) = a.device_key(&risk).await.unwrap().issue();
+        let b = RiskStage::new(
+            Some(risk.clone()),
+            &Services {
+                metrics: a.metrics.clone(),
+                store: a.store.clone(),
+                clock: a.clock.clone(),
+            },
+        );
+        assert!(
+            b.device_key(&risk).await.unwrap().verify(&value).is_some(),
+            "a rebuilt stage (reload) keeps the key"
+        );
+        let (c, _, _) = stage("mode: enforce");
+        assert!(
+            c.device_key(&risk).await.unwrap().verify(&value).is_none(),
+            "another store, another key"
+        );
+    }
+}
