@@ -1,8 +1,12 @@
 //! The auth event record, per-user history, feedback, and the sinks events are written to.
 
+pub mod history;
+
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+
+pub use history::{History, HistoryError, HistoryLimits, Page};
 
 /// An event made while serving a request, waiting for the record step.
 #[derive(Debug, Clone)]
