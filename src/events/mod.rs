@@ -1,6 +1,7 @@
 //! The auth event record, per-user history, feedback, and the sinks events are written to.
 
 pub mod history;
+pub mod sink;
 
 use std::net::IpAddr;
 
