@@ -4,6 +4,7 @@ mod admin;
 mod check;
 mod corpus;
 mod demo;
+mod events;
 mod forwarding;
 mod harness;
 mod lifecycle;
