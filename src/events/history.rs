@@ -3,7 +3,8 @@
 //! An event is stored as JSON under `rec/event/<event_id>` with the history TTL; its id is pushed onto
 //! `rec/user-events/<username>`, a store list capped at `max_per_user` whose TTL is renewed by each push.
 //! When a push drops the oldest id off the list, that event's record is deleted too, so the records of a
-//! user never outnumber the cap (two pushes racing can leave one record to expire with its TTL).
+//! user never outnumber the cap (two pushes racing, or a reload that lowers the cap, can leave records
+//! that are no longer listed to expire with their TTL).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -262,7 +262,7 @@ fn confirm(event: &Event, value: FeedbackValue) -> Response<Body> {
         StatusCode::OK,
         "Confirm",
         &format!(
-            "{}<p>Confirm that {}:</p><form method=\"post\" action=\"\">\
+            "{}<p>Confirm that {}:</p><form method=\"post\">\
              <button type=\"submit\">{button}</button></form>",
             summary(event),
             verdict(event.kind, value)

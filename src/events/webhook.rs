@@ -193,7 +193,7 @@ impl Webhook {
                 .webhook_deliveries
                 .with_label_values(&["dropped"])
                 .inc();
-            tracing::warn!(event_id = %event.event_id, "webhook queue full: notification dropped");
+            tracing::debug!(event_id = %event.event_id, "webhook queue full: notification dropped");
         }
     }
 
