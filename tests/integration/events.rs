@@ -207,6 +207,13 @@ async fn sign_ins_are_recorded_notified_and_take_feedback() {
     assert_eq!(lines[0]["decision"], "allow");
 
     // The history API: newest first, paged with a cursor, the username percent-decoded.
+    let count = async |user: &str| {
+        user_events(&aw, user, "").await.1["events"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let written = async || count("alice").await == 2 && count("eve%40example.com").await == 1;
+    assert!(eventually(Duration::from_secs(5), written).await);
     let (status, page) = user_events(&aw, "alice", "").await;
     assert_eq!(status, 200, "{page}");
     let alice: Vec<serde_json::Value> = page["events"].as_array().unwrap().clone();
@@ -262,10 +269,14 @@ async fn sign_ins_are_recorded_notified_and_take_feedback() {
         .find(|p| p["event"]["outcome"] == "success")
         .unwrap();
     assert_eq!(success["event"]["event_id"], alice[1]["event_id"]);
-    let m = aw.metrics().await;
+    let delivered = async || {
+        let m = aw.metrics().await;
+        m.contains("authward_webhook_deliveries_total{result=\"ok\"} 3")
+    };
     assert!(
-        m.contains("authward_webhook_deliveries_total{result=\"ok\"} 3"),
-        "{m}"
+        eventually(Duration::from_secs(5), delivered).await,
+        "{}",
+        aw.metrics().await
     );
 
     // A feedback link: opening it (GET) asks for confirmation and records nothing...
