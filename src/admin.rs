@@ -5,6 +5,10 @@
 //! - `GET /readyz`: 200 when a config is loaded and the upstream accepts connections, else 503.
 //! - `GET /metrics`: Prometheus text.
 //! - `POST /admin/v1/reload`: reloads the config; 200, or 422 with every error's `file:line:column`.
+//! - `GET /admin/v1/users/{username}/events?limit=N&cursor=C`: the user's events, newest first
+//!   (`{"events": [...], "next_cursor": "..." | null}`; `limit` 20 by default, at most 100; the username
+//!   percent-encoded).
+//! - `POST /admin/v1/events/{event_id}/feedback` with `{"value": "valid" | "invalid"}`: the updated event.
 //!
 //! Everything under `/admin/v1/` needs `Authorization: Bearer <token>`, compared in constant time. With no
 //! token configured the admin API answers 404: it is off, never open.
@@ -22,6 +26,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::events::{FeedbackError, FeedbackSource, FeedbackValue, HistoryError};
 use crate::proxy::Shared;
 use crate::proxy::body::{self, Body};
 use crate::proxy::server::Reloader;
@@ -91,6 +96,17 @@ async fn route(shared: &Shared, reloader: &Reloader, req: Request<hyper::body::I
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
             }
+            if let Some(rest) = p.strip_prefix("/admin/v1/users/") {
+                if let (&Method::GET, Some(user)) = (req.method(), rest.strip_suffix("/events")) {
+                    return user_events(shared, user, req.uri().query()).await;
+                }
+            }
+            if let Some(rest) = p.strip_prefix("/admin/v1/events/") {
+                if let (&Method::POST, Some(id)) = (req.method(), rest.strip_suffix("/feedback")) {
+                    let id = id.to_string();
+                    return event_feedback(shared, &id, req.into_body()).await;
+                }
+            }
             match (req.method(), p) {
                 (&Method::POST, "/admin/v1/reload") => match reloader.reload("admin").await {
                     Ok(()) => json(StatusCode::OK, serde_json::json!({"result": "ok"})),
@@ -107,6 +123,109 @@ async fn route(shared: &Shared, reloader: &Reloader, req: Request<hyper::body::I
         }
         _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not_found"})),
     }
+}
+
+/// Events listed per page by default and at most.
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
+
+/// `GET /admin/v1/users/{username}/events?limit=N&cursor=C`.
+async fn user_events(shared: &Shared, raw_user: &str, query: Option<&str>) -> Response<Body> {
+    let bad = |message: &str| {
+        json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "bad_request", "message": message}),
+        )
+    };
+    let Some(username) = percent_decode(raw_user).filter(|u| !u.is_empty() && !u.contains('\0')) else {
+        return bad("the username is not valid percent-encoded UTF-8");
+    };
+    let (mut limit, mut cursor) = (DEFAULT_LIMIT, None);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if n > 0 => limit = n.min(MAX_LIMIT),
+                _ => return bad("limit must be a whole number from 1 to 100"),
+            },
+            "cursor" => cursor = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    match shared
+        .recorder
+        .history()
+        .list(&username, limit, cursor.as_deref())
+        .await
+    {
+        Ok(page) => json(
+            StatusCode::OK,
+            serde_json::json!({"events": page.events, "next_cursor": page.next_cursor}),
+        ),
+        Err(HistoryError::BadCursor) => bad("the cursor is not one this API handed out"),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// The body of a feedback request.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    value: FeedbackValue,
+}
+
+/// `POST /admin/v1/events/{event_id}/feedback`.
+async fn event_feedback(shared: &Shared, event_id: &str, incoming: hyper::body::Incoming) -> Response<Body> {
+    let bad = |message: &str| {
+        json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "bad_request", "message": message}),
+        )
+    };
+    let bytes = match body::read_capped(body::boxed(incoming), 4096).await {
+        Ok(body::Capped::Complete(b)) => b,
+        Ok(body::Capped::TooLarge { .. }) => return bad("the body is larger than 4096 bytes"),
+        Err(_) => return bad("the body could not be read"),
+    };
+    let Ok(FeedbackBody { value }) = serde_json::from_slice(&bytes) else {
+        return bad(r#"send {"value": "valid"} or {"value": "invalid"}"#);
+    };
+    let config = shared.runtime.load_full().config.clone();
+    match shared
+        .recorder
+        .feedback(&config.events, event_id, value, FeedbackSource::Admin)
+        .await
+    {
+        Ok(event) => json(StatusCode::OK, serde_json::json!(event)),
+        Err(FeedbackError::NotFound) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not_found", "message": "no event with this id is kept"}),
+        ),
+        Err(FeedbackError::History(e)) => store_error(&e),
+    }
+}
+
+fn store_error(e: &HistoryError) -> Response<Body> {
+    tracing::warn!(error = %e, "admin API: the event history is unavailable");
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({"error": "unavailable", "message": "the event history cannot be read now"}),
+    )
+}
+
+/// Decodes `%XX` escapes of a path segment; `None` for a broken escape or text that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push(u8::try_from(hi * 16 + lo).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Whether the request carries the admin token; digests of equal length are compared in constant time.
@@ -167,6 +286,19 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usernames_are_percent_decoded() {
+        assert_eq!(percent_decode("alice").as_deref(), Some("alice"));
+        assert_eq!(
+            percent_decode("a%40b.example%2Fx").as_deref(),
+            Some("a@b.example/x")
+        );
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%FF"), None);
+    }
 
     #[test]
     fn bearer_token_checks() {

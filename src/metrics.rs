@@ -1,7 +1,8 @@
 //! The Prometheus registry and the metric definitions that every part reports into.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// All of authward's metrics, registered once at start and kept across reloads.
@@ -34,6 +35,17 @@ pub struct Metrics {
     pub risk_decisions: IntCounterVec,
     /// Risk signals that fired, by signal.
     pub risk_signals: IntCounterVec,
+    /// Auth events recorded, by type and outcome.
+    pub events: IntCounterVec,
+    /// Events a sink did not take because its queue was full or it was closed, by sink (stdout, file,
+    /// history).
+    pub event_sink_dropped: IntCounterVec,
+    /// Events waiting in each sink's queue.
+    pub event_sink_queue_depth: IntGaugeVec,
+    /// Webhook notifications by result (ok, failed, dropped).
+    pub webhook_deliveries: IntCounterVec,
+    /// Feedback recorded on events, by value (valid, invalid) and source (admin, link).
+    pub feedback: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -91,6 +103,37 @@ impl Metrics {
             "Config reloads by result",
             &["result"],
         );
+        let events = counter(
+            "authward_events_total",
+            "Auth events recorded by type and outcome",
+            &["type", "outcome"],
+        );
+        let event_sink_dropped = counter(
+            "authward_event_sink_dropped_total",
+            "Events a sink dropped because its queue was full",
+            &["sink"],
+        );
+        let webhook_deliveries = counter(
+            "authward_webhook_deliveries_total",
+            "Webhook notifications by result",
+            &["result"],
+        );
+        let feedback = counter(
+            "authward_feedback_total",
+            "Feedback recorded on events by value and source",
+            &["value", "source"],
+        );
+        let event_sink_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "authward_event_sink_queue_depth",
+                "Events waiting in each sink's queue",
+            ),
+            &["sink"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(event_sink_queue_depth.clone()))
+            .expect("metric registered once");
         let request_duration = HistogramVec::new(
             HistogramOpts::new("authward_request_duration_seconds", "Whole-request latency")
                 .buckets(LATENCY_BUCKETS.to_vec()),
@@ -143,6 +186,11 @@ impl Metrics {
             store_bytes,
             risk_decisions,
             risk_signals,
+            events,
+            event_sink_dropped,
+            event_sink_queue_depth,
+            webhook_deliveries,
+            feedback,
         }
     }
 

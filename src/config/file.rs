@@ -46,8 +46,9 @@ pub struct FileConfig {
     pub mfa: Option<NotYetMfa>,
     /// Browser challenge and CAPTCHA (not available in this version).
     pub challenge: Option<NotYetChallenge>,
-    /// Auth event sinks (not available in this version).
-    pub events: Option<NotYetEvents>,
+    /// Auth events: per-user history, sinks, the notification webhook and feedback links.
+    #[serde(default)]
+    pub events: Positioned<crate::events::file::FileEvents>,
     /// Globs of rule files to merge in, relative to this file.
     #[serde(default)]
     pub include: Vec<Positioned<String>>,
@@ -287,5 +288,4 @@ not_yet!(
     NotYetSms => "sms",
     NotYetMfa => "mfa",
     NotYetChallenge => "challenge",
-    NotYetEvents => "events",
 );

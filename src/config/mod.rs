@@ -166,6 +166,7 @@ pub struct Config {
     pub web_acl: Arc<crate::waf::WebAcl>,
     /// The risk engine's settings; `None` when the config has no `risk` section.
     pub risk: Option<Arc<crate::risk::Risk>>,
+    pub events: crate::events::EventsConfig,
 }
 
 /// Compiled listener settings.
@@ -325,6 +326,8 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         .map_err(|e| errors.push(e));
     let admin =
         compile_admin(&main.admin.value, Pos::new(path, &main.admin), sources).map_err(|e| errors.push(e));
+    let events =
+        crate::events::settings::compile(&main.events, path, &base, sources).map_err(|e| errors.extend(e));
 
     let geo = geo.map(|g| Arc::new(g.unwrap_or_default()));
     let web_acl = match &geo {
@@ -350,8 +353,8 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let (Ok(profiles), Ok(upstream), Ok(tls), Ok(geo), Ok(admin), Ok(web_acl)) =
-        (compiled_profiles, upstream, tls, geo, admin, web_acl)
+    let (Ok(profiles), Ok(upstream), Ok(tls), Ok(geo), Ok(admin), Ok(web_acl), Ok(events)) =
+        (compiled_profiles, upstream, tls, geo, admin, web_acl, events)
     else {
         return Err(ConfigErrors(vec![ConfigError::at(
             path,
@@ -382,6 +385,7 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         profiles: Arc::new(profiles),
         web_acl: Arc::new(web_acl),
         risk: risk.unwrap_or_default(),
+        events,
     })
 }
 

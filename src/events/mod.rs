@@ -1,8 +1,29 @@
 //! The auth event record, per-user history, feedback, and the sinks events are written to.
+//!
+//! Stages describe what happened in [`Pending`] events on the exchange; once the answer is on its way the
+//! proxy hands them to the [`Recorder`], which writes each to the sinks, the per-user [`History`] and, when
+//! the event asks for it, the webhook. When no stage made an event for a profiled auth operation (sign-in,
+//! sign-up, password change or reset, SMS send or verification, MFA check), the recorder makes the basic
+//! one from the exchange itself ([`recorder::basic_event`]). Where a `risk` section is configured, the risk
+//! engine owns the events of sign-ins, sign-ups, password changes and multi-step flows that reach the
+//! upstream (one per flow; none in mode `off`, as with Cognito's threat protection off). Sign-out and
+//! `other` operations make no event.
+
+pub mod file;
+pub mod history;
+pub mod links;
+pub mod recorder;
+pub mod settings;
+pub mod sink;
+pub mod webhook;
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+
+pub use history::{History, HistoryError, HistoryLimits, Page};
+pub use recorder::{FeedbackError, FeedbackHook, FeedbackSource, Recorder};
+pub use settings::EventsConfig;
 
 /// An event made while serving a request, waiting for the record step.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::context::{Connection, Context};
+use crate::events;
 use crate::metrics::Metrics;
 use crate::pipeline::{Exchange, Pipeline, RequestBody, Services, UpstreamReport};
 use crate::store::Store;
@@ -43,12 +44,14 @@ impl Runtime {
     }
 }
 
-/// State shared by every connection: the current runtime, metrics and the store.
+/// State shared by every connection: the current runtime, metrics, the store and the event recorder.
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
     pub clock: SharedClock,
+    /// Process-wide, kept across reloads.
+    pub recorder: Arc<events::Recorder>,
 }
 
 impl Shared {
@@ -62,7 +65,9 @@ impl Shared {
     }
 }
 
-/// Serves one client request: context, pipeline (with forwarding), then the access log and metrics.
+/// Serves one client request: context, pipeline (with forwarding), then the access log, metrics and auth
+/// events. Feedback links (`/.authward/feedback/`) are answered here and never reach the pipeline or the
+/// upstream.
 pub async fn handle(
     shared: &Shared,
     request: Request<hyper::body::Incoming>,
@@ -87,7 +92,18 @@ pub async fn handle(
         risk: None,
         events: Vec::new(),
     };
-    let mut response = runtime.pipeline.run(&mut ex, &runtime.upstream).await;
+    let mut response = if ex.request.uri.path().starts_with(events::links::PATH_PREFIX) {
+        let recorder = &shared.recorder;
+        events::links::serve(
+            recorder,
+            &runtime.config.events,
+            &ex.request.method,
+            ex.request.uri.path(),
+        )
+        .await
+    } else {
+        runtime.pipeline.run(&mut ex, &runtime.upstream).await
+    };
     if body_left_unread(&ex) {
         // Answered here before the client's body was read to its end (413, a web-ACL block past the part
         // inspected): an HTTP/1 connection cannot carry another request, so say so.
@@ -100,13 +116,15 @@ pub async fn handle(
             .headers_mut()
             .insert(HeaderName::from_static("x-authward-request-id"), v);
     }
-    record(shared, &ex, &response);
+    record(shared, &mut ex, &response);
     response
 }
 
-/// Step 10 of the flow for every request: metrics and one access-log line. Never logs a body, a query
-/// string, a password, a code or a token.
-fn record(shared: &Shared, ex: &Exchange, response: &Response<Body>) {
+/// Step 10 of the flow for every request: metrics, one access-log line, and the request's auth events to
+/// the recorder. Never logs a body, a query string, a password, a code or a token.
+fn record(shared: &Shared, ex: &mut Exchange, response: &Response<Body>) {
+    let events = std::mem::take(&mut ex.events);
+    shared.recorder.record(ex, events);
     let operation = ex.operation();
     let status = response.status();
     let elapsed = ex.ctx.received.elapsed();
@@ -124,7 +142,7 @@ fn record(shared: &Shared, ex: &Exchange, response: &Response<Body>) {
             request_id = %ex.ctx.request_id,
             client_ip = %ex.ctx.client_ip,
             method = %ex.request.method,
-            path = %ex.request.uri.path(),
+            path = %logged_path(ex.request.uri.path()),
             status = status.as_u16(),
             operation,
             profile = ex.profile.as_ref().map(|m| m.profile.name()),
@@ -139,6 +157,15 @@ fn record(shared: &Shared, ex: &Exchange, response: &Response<Body>) {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
         );
+    }
+}
+
+/// The path as the access log shows it: a feedback link's token is a credential and is left out.
+fn logged_path(path: &str) -> &str {
+    if path.starts_with(events::links::PATH_PREFIX) {
+        "/.authward/feedback/[token]"
+    } else {
+        path
     }
 }
 

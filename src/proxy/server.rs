@@ -92,6 +92,7 @@ impl Reloader {
                 {
                     tracing::warn!("listener addresses changed: they take effect at the next restart");
                 }
+                self.shared.recorder.check_reload(&runtime.config.events);
                 self.shared.runtime.store(Arc::new(runtime));
                 reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(trigger, "config reloaded");
@@ -151,13 +152,23 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         store: store.clone(),
         clock: clock.clone(),
     };
+    let recorder =
+        crate::events::Recorder::start(&config.events, store.clone(), metrics.clone(), clock.clone())?;
     let runtime = Runtime::build(config, &services)?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         clock,
         metrics,
         store,
+        recorder: Arc::new(recorder),
     });
+    let current = Arc::downgrade(&shared);
+    shared
+        .recorder
+        .set_feedback_hook(Arc::new(crate::risk::feedback::Learner::new(
+            shared.store.clone(),
+            Box::new(move || current.upgrade()?.runtime.load().config.risk.clone()),
+        )));
     let reloader = Arc::new(Reloader {
         path: config_path,
         sources,
@@ -261,6 +272,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     }
 
     shutdown.await;
+    let deadline = tokio::time::Instant::now() + listen.shutdown_grace;
     tracing::info!(grace = ?listen.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     // Let the accept loops drop their listeners before draining.
@@ -270,6 +282,13 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         Ok(()) => tracing::info!("all connections finished"),
         Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
     }
+    // Every request has been recorded: write out the queued events. The sinks are always flushed whole;
+    // history writes and webhook deliveries get what is left of the grace period (at least a second).
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(std::time::Duration::from_secs(1));
+    shared.recorder.shutdown(left).await;
+    tracing::info!("events flushed");
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod breach;
 pub mod device;
+pub mod feedback;
 pub mod file;
 pub mod flow;
 pub mod stage;
@@ -347,6 +348,16 @@ impl Risk {
     /// The weight of a signal.
     pub fn weight(&self, s: Signal) -> u32 {
         self.weights[s as usize]
+    }
+
+    /// Whether this engine records the event of a request that reached the upstream: sign-ins, sign-ups,
+    /// password changes and the steps of multi-step flows are its own (and with mode `off`, nobody's).
+    pub fn owns(&self, m: &crate::profile::Matched) -> bool {
+        m.profile.flow().is_some()
+            || matches!(
+                m.profile.operation(),
+                Operation::SignIn | Operation::SignUp | Operation::PasswordChange
+            )
     }
 
     /// Whether an address is in `exceptions.always_block`.

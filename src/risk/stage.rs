@@ -96,7 +96,7 @@ impl RiskStage {
 }
 
 /// The user key of a username: trimmed and lowercased, so that case cannot dodge the counters.
-fn user_key(username: &str) -> String {
+pub fn user_key(username: &str) -> String {
     username.trim().to_lowercase()
 }
 

@@ -67,8 +67,13 @@ fn mistakes_point_at_their_line_and_column() {
         ),
         (
             "section not available",
-            &format!("{GOOD}risk:\n  mode: enforce\n"),
+            &format!("{GOOD}mfa:\n  issuer: demo\n"),
             "FILE:14:3:|not available",
+        ),
+        (
+            "risk thresholds out of order",
+            &format!("{GOOD}risk:\n  thresholds: {{low: 50, medium: 40, high: 90}}\n"),
+            "FILE:14:3:|low <= medium <= high",
         ),
         (
             "wrong value type",

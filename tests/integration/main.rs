@@ -5,6 +5,7 @@ mod breach;
 mod check;
 mod corpus;
 mod demo;
+mod events;
 mod forwarding;
 mod harness;
 mod lifecycle;

@@ -102,6 +102,40 @@ fn risk_level(a: &Answer) -> String {
     h.split(';').next().unwrap_or("").trim().to_string()
 }
 
+/// A user's events from the admin API, newest first, once at least `n` are there (history writes run in
+/// the background); with `n` = 0, after a short wait.
+async fn history(aw: &Authward, user: &str, n: usize) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let r: serde_json::Value = client()
+            .get(aw.admin_url(&format!("/admin/v1/users/{user}/events?limit=100")))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        events = r["events"].as_array().cloned().unwrap_or_default();
+        if n > 0 && events.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    events
+}
+
+async fn feedback(aw: &Authward, event_id: &str, value: &str) {
+    let r = client()
+        .post(aw.admin_url(&format!("/admin/v1/events/{event_id}/feedback")))
+        .bearer_auth("t")
+        .json(&serde_json::json!({ "value": value }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
 fn upstream_calls(metrics: &str) -> u64 {
     metrics
         .lines()
@@ -154,6 +188,44 @@ async fn impossible_travel_is_blocked_in_enforce_recorded_in_audit_and_ignored_w
                 assert!(first.cookie.is_none(), "no device cookie when risk is off");
             }
         }
+        let events = history(&aw, "alice", 2).await;
+        match mode {
+            "enforce" => {
+                let e = &events[0];
+                assert_eq!(
+                    (e["outcome"].as_str(), e["decision"].as_str()),
+                    (Some("blocked"), Some("block"))
+                );
+                assert_eq!(
+                    (e["mode"].as_str(), e["risk"]["level"].as_str()),
+                    (Some("enforce"), Some("high"))
+                );
+                let signals: Vec<&str> = e["risk"]["signals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["name"].as_str().unwrap())
+                    .collect();
+                assert!(signals.contains(&"impossible_travel"), "{signals:?}");
+                assert!(e["risk"]["signals"][0]["contribution"].as_u64().unwrap() > 0);
+                assert_eq!(e["geo"]["country"], "US");
+                assert_eq!(events[1]["outcome"], "success");
+                assert_eq!(events[1]["geo"]["city"], "Boxford");
+            }
+            "audit" => {
+                let e = &events[0];
+                assert_eq!(
+                    (e["outcome"].as_str(), e["decision"].as_str()),
+                    (Some("success"), Some("block"))
+                );
+                assert_eq!(e["mode"], "audit");
+                assert_eq!(e["shadow"][0]["source"], "risk");
+                assert_eq!(e["shadow"][0]["decision"], "block");
+            }
+            _ => assert!(events.is_empty(), "nothing recorded with mode off: {events:?}"),
+        }
+        let text = serde_json::to_string(&events).unwrap();
+        assert!(!text.contains("s3cret-Pa55word!"), "no password in events");
         let m = aw.metrics().await;
         let decisions: Vec<&str> = m
             .lines()
@@ -357,7 +429,122 @@ async fn a_per_client_override_wins_over_the_global_setting() {
         (200, None),
         "off for the kiosk"
     );
-    let _ = Duration::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_changes_the_next_decision() {
+    let up = Upstream::start("login").await;
+    let aw = Authward::start_with(&config(&up.url(), "  mode: enforce"), &[("AW_TOKEN", "t")]);
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let home = c.sign_in("gina", true, BOXFORD, None).await.cookie.unwrap();
+    // "This was me": the blocked sign-in from Milton teaches authward Milton and the time she was there.
+    let away = c.sign_in("gina", true, MILTON, Some(&home)).await;
+    assert_eq!(away.status, 403);
+    let blocked = history(&aw, "gina", 2).await[0].clone();
+    assert_eq!(blocked["outcome"], "blocked");
+    feedback(&aw, blocked["event_id"].as_str().unwrap(), "valid").await;
+    assert_eq!(history(&aw, "gina", 2).await[0]["feedback"]["value"], "valid");
+    let again = c.sign_in("gina", true, MILTON, Some(&home)).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(risk_level(&again), "level=none");
+
+    // "This was not me": a new device's sign-in (low, allowed) makes that device compromised.
+    let thief = c.sign_in("harry", true, BOXFORD, None).await.cookie.unwrap();
+    let stolen = c.sign_in("gina", true, MILTON, Some(&thief)).await;
+    assert_eq!((stolen.status, risk_level(&stolen).as_str()), (200, "level=low"));
+    let e = history(&aw, "gina", 4).await[0].clone();
+    feedback(&aw, e["event_id"].as_str().unwrap(), "invalid").await;
+    let next = c.sign_in("gina", true, MILTON, Some(&thief)).await;
+    assert_eq!(next.status, 403, "a device the user disowned scores high");
+    let e = history(&aw, "gina", 5).await[0].clone();
+    assert!(
+        e["risk"]["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "compromised_device"),
+        "{e}"
+    );
+    let m = aw.metrics().await;
+    assert!(
+        m.contains("authward_feedback_total{source=\"admin\",value=\"valid\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authward_feedback_total{source=\"admin\",value=\"invalid\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_level_reaches_the_webhook_and_its_link_records_feedback() {
+    use std::sync::{Arc, Mutex};
+    let up = Upstream::start("login").await;
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen = got.clone();
+    let hook = crate::harness::serve(move |_, body| {
+        seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()))
+    })
+    .await;
+    let events = format!(
+        "events:
+  webhook: {{url: {}/hook, secret_env: AW_HOOK}}
+  feedback_links: {{base_url: 'http://127.0.0.1:{{PORT}}', secret_env: AW_LINK}}
+",
+        hook.url()
+    );
+    let aw = Authward::start_with(
+        &format!("{}{events}", config(&up.url(), "  mode: enforce")),
+        &[
+            ("AW_TOKEN", "t"),
+            ("AW_HOOK", "hook-secret"),
+            ("AW_LINK", "link-secret-0123456789"),
+        ],
+    );
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let home = c.sign_in("ivy", true, BOXFORD, None).await.cookie.unwrap();
+    assert_eq!(c.sign_in("ivy", true, MILTON, Some(&home)).await.status, 403);
+    let payload = {
+        let mut found = None;
+        for _ in 0..100 {
+            if let Some(p) = got.lock().unwrap().first().cloned() {
+                found = Some(p);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        found.expect("the high-level sign-in was notified")
+    };
+    assert_eq!(
+        got.lock().unwrap().len(),
+        1,
+        "only the notified level is posted (not the first sign-in)"
+    );
+    assert_eq!(payload["event"]["risk"]["level"], "high");
+    assert_eq!(payload["event"]["username"], "ivy");
+    // The user follows "this was me": the page's button posts to the same link.
+    let link = payload["links"]["valid"].as_str().unwrap().to_string();
+    let page = client().get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        history(&aw, "ivy", 2).await[0].get("feedback").is_none(),
+        "opening the link records nothing"
+    );
+    let r = client().post(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(history(&aw, "ivy", 2).await[0]["feedback"]["value"], "valid");
+    assert_eq!(
+        c.sign_in("ivy", true, MILTON, Some(&home)).await.status,
+        200,
+        "feedback by link counts too"
+    );
 }
 
 /// A Cognito-shaped upstream with a two-round custom challenge: `InitiateAuth` (CUSTOM_AUTH) answers a
@@ -546,4 +733,37 @@ async fn a_cognito_custom_auth_flow_is_scored_once_and_acted_on_at_the_token_ste
     assert_eq!(wrong[1].status, 400);
     assert_eq!(wrong[1].body["message"], "Incorrect answer.");
     assert_eq!(decisions(&aw.metrics().await), 3);
+
+    // One event per flow, with each challenge's name and result, newest first.
+    let events = history(&aw, "alice", 3).await;
+    let summary: Vec<(String, Vec<(String, String)>)> = events
+        .iter()
+        .map(|e| {
+            let steps = e["challenges"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|c| {
+                            (
+                                c["name"].as_str().unwrap().into(),
+                                c["result"].as_str().unwrap().into(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (e["outcome"].as_str().unwrap().to_string(), steps)
+        })
+        .collect();
+    let cc = |r: &str| ("CUSTOM_CHALLENGE".to_string(), r.to_string());
+    assert_eq!(
+        summary,
+        vec![
+            ("failure".to_string(), vec![cc("failure")]),
+            ("blocked".to_string(), vec![cc("success"), cc("success")]),
+            ("success".to_string(), vec![cc("success"), cc("success")]),
+        ]
+    );
+    assert_eq!(events[1]["client_id"], "app1");
+    assert_eq!(events[1]["mode"], "enforce");
 }
