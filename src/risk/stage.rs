@@ -538,9 +538,17 @@ impl Stage for RiskStage {
         let Some(mut a) = ex.risk.take() else {
             return;
         };
-        if a.answered {
-            return;
+        if !a.answered {
+            self.decide(&risk, ex, &mut a, response).await;
         }
+        // Later stages (the MFA rewrite) read the decision.
+        ex.risk = Some(a);
+    }
+}
+
+impl RiskStage {
+    /// The response hook's work: act on the decision, count failures, learn from successes, make the event.
+    async fn decide(&self, risk: &Risk, ex: &mut Exchange, a: &mut Assessed, response: &mut Response<Body>) {
         let now = self.clock.now_ms();
         let ip = ex.ctx.client_ip.to_string();
         let outcome = ex.outcome.unwrap_or(Outcome::Unknown);
@@ -575,8 +583,8 @@ impl Stage for RiskStage {
             Outcome::Unknown => {}
             Outcome::Challenge => {
                 let Some(cfg) = flow_cfg.filter(|_| a.kind == EventType::SignIn) else {
-                    self.count(&a);
-                    let pending = self.event(ex, &a, "challenged", now);
+                    self.count(a);
+                    let pending = self.event(ex, a, "challenged", now);
                     ex.events.push(pending);
                     return;
                 };
@@ -606,16 +614,16 @@ impl Stage for RiskStage {
             }
             Outcome::Failure => {
                 if a.kind == EventType::SignIn {
-                    if let Err(e) = self.count_failure(&risk, &a, &ip).await {
+                    if let Err(e) = self.count_failure(risk, a, &ip).await {
                         tracing::warn!(error = %e, "risk: failure count lost");
                     }
                 }
-                self.count(&a);
-                let pending = self.event(ex, &a, "failure", now);
+                self.count(a);
+                let pending = self.event(ex, a, "failure", now);
                 ex.events.push(pending);
             }
             Outcome::Success => {
-                self.count(&a);
+                self.count(a);
                 let enforce = a.mode == RiskMode::Enforce;
                 if a.decision == RiskAction::Block && enforce {
                     let reason = if a.assessment.compromised && a.policy.blocks_compromised(Operation::SignIn)
@@ -626,7 +634,7 @@ impl Stage for RiskStage {
                     };
                     *response = self.block_response(ex, reason);
                     ex.rejected = Some("risk");
-                    let pending = self.event(ex, &a, "blocked", now);
+                    let pending = self.event(ex, a, "blocked", now);
                     ex.events.push(pending);
                     return;
                 }
@@ -639,9 +647,9 @@ impl Stage for RiskStage {
                 // History learns only from sign-ins that were let through as they are.
                 let allowed = !enforce || a.decision == RiskAction::Allow;
                 if a.kind == EventType::SignIn && allowed {
-                    self.learn(&risk, ex, &mut a, response, now).await;
+                    self.learn(risk, ex, a, response, now).await;
                 }
-                let pending = self.event(ex, &a, "success", now);
+                let pending = self.event(ex, a, "success", now);
                 ex.events.push(pending);
             }
         }
