@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod profile;
 pub mod proxy;
 pub mod ruletest;
+pub mod sms;
 pub mod store;
 pub mod waf;
