@@ -1,7 +1,8 @@
 //! The Prometheus registry and the metric definitions that every part reports into.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// All of authward's metrics, registered once at start and kept across reloads.
@@ -30,6 +31,12 @@ pub struct Metrics {
     pub store_keys: IntGauge,
     /// Approximate bytes used by the state store.
     pub store_bytes: IntGauge,
+    /// SMS guard decisions by decision, reason and destination country.
+    pub sms_decisions: IntCounterVec,
+    /// Estimated SMS spend in the current budget window, by window (hour, day) and currency.
+    pub sms_spend: GaugeVec,
+    /// SMS codes verified / sent by destination country, over the conversion window.
+    pub sms_conversion: GaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -109,6 +116,28 @@ impl Metrics {
                 .expect("metric registered once");
             g
         };
+        let sms_decisions = counter(
+            "authward_sms_decisions_total",
+            "SMS guard decisions by decision, reason and destination country",
+            &["decision", "reason", "country"],
+        );
+        let float_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let sms_spend = float_gauge(
+            "authward_sms_estimated_spend",
+            "Estimated SMS spend in the current budget window",
+            &["window", "currency"],
+        );
+        let sms_conversion = float_gauge(
+            "authward_sms_conversion_ratio",
+            "SMS codes verified / sent over the conversion window, by destination country",
+            &["country"],
+        );
         let store_keys = gauge("authward_store_keys", "Keys held by the state store");
         let store_bytes = gauge(
             "authward_store_bytes",
@@ -127,6 +156,9 @@ impl Metrics {
             connections,
             store_keys,
             store_bytes,
+            sms_decisions,
+            sms_spend,
+            sms_conversion,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct FileProfile {
     pub fields: FileFields,
     /// How to tell success, failure and challenge apart in the upstream's answer.
     pub outcome: Option<FileOutcome>,
+    /// Whether the operation sends or verifies an SMS code, how to read its numbers, and the answer
+    /// for `fake_success` (see the `sms` section).
+    pub sms: Option<crate::sms::file::FileProfileSms>,
 }
 
 /// Request conditions; all must hold.
