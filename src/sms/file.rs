@@ -357,7 +357,8 @@ pub struct FileProfileSms {
     pub without_number: FileWithoutNumber,
     /// The answer for `fake_success`: what the upstream answers to a successful send. The body may use
     /// `{{last:N}}` (the number's last N digits), `{{mask:K:L}}` (`+`, the first K digits, `*` for the
-    /// middle, the last L digits), `{{uuid}}` (a random UUID) and `{{request_id}}`.
+    /// middle, the last L digits), `{{uuid}}` (a random UUID), `{{username}}` (JSON-escaped) and
+    /// `{{request_id}}`. Digits of a number the request does not carry render as `*`.
     pub fake_success: Option<FileFakeSuccess>,
 }
 

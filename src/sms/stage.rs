@@ -120,7 +120,11 @@ impl Stage for Guard {
         let response = match (v.enforced, v.decision) {
             (true, Decision::Block) => Some(blocked(&v, &ex.ctx.request_id)),
             (true, Decision::FakeSuccess) => Some(match &p.fake_success {
-                Some(t) => t.render(v.number.as_ref(), &ex.ctx.request_id),
+                Some(t) => t.render(
+                    v.number.as_ref(),
+                    matched.fields.username.as_deref(),
+                    &ex.ctx.request_id,
+                ),
                 None => blocked(&v, &ex.ctx.request_id),
             }),
             _ => None,

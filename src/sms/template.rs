@@ -23,6 +23,8 @@ enum Segment {
     Mask(usize, usize),
     Uuid,
     RequestId,
+    /// The username, escaped as inside a JSON string.
+    Username,
 }
 
 impl FakeSuccess {
@@ -30,8 +32,8 @@ impl FakeSuccess {
     pub fn compile(f: &FileFakeSuccess) -> Result<FakeSuccess, String> {
         let status = StatusCode::from_u16(f.status)
             .ok()
-            .filter(|s| (200..300).contains(&s.as_u16()))
-            .ok_or_else(|| format!("fake_success.status: {} is not a 2xx status", f.status))?;
+            .filter(|s| (200..400).contains(&s.as_u16()))
+            .ok_or_else(|| format!("fake_success.status: {} is not a 2xx or 3xx status", f.status))?;
         let headers = f
             .headers
             .iter()
@@ -51,7 +53,12 @@ impl FakeSuccess {
     }
 
     /// The answer for one request; digits of an unknown number render as `*`.
-    pub fn render(&self, number: Option<&PhoneNumber>, request_id: &str) -> Response<Body> {
+    pub fn render(
+        &self,
+        number: Option<&PhoneNumber>,
+        username: Option<&str>,
+        request_id: &str,
+    ) -> Response<Body> {
         let mut text = String::new();
         for s in &self.body {
             match s {
@@ -87,6 +94,10 @@ impl FakeSuccess {
                     ));
                 }
                 Segment::RequestId => text.push_str(request_id),
+                Segment::Username => {
+                    let quoted = serde_json::Value::from(username.unwrap_or("")).to_string();
+                    text.push_str(&quoted[1..quoted.len() - 1]);
+                }
             }
         }
         let mut r = Response::new(body::full(text));
@@ -123,9 +134,10 @@ fn segments(body: &str) -> Result<Vec<Segment>, String> {
             ["mask", k, l] => Segment::Mask(num(k)?, num(l)?),
             ["uuid"] => Segment::Uuid,
             ["request_id"] => Segment::RequestId,
+            ["username"] => Segment::Username,
             _ => {
                 return Err(format!(
-                    "unknown placeholder `{{{{{name}}}}}` (use last:N, mask:K:L, uuid or request_id)"
+                    "unknown placeholder `{{{{{name}}}}}` (use last:N, mask:K:L, uuid, username or request_id)"
                 ));
             }
         });
@@ -159,20 +171,21 @@ mod tests {
     async fn placeholders_render() {
         let t = fake(
             200,
-            r#"{"d": "{{mask:4:2}}", "c": "+*******{{last:4}}", "u": "{{uuid}}", "r": "{{ request_id }}"}"#,
+            r#"{"d": "{{mask:4:2}}", "c": "+*******{{last:4}}", "u": "{{uuid}}", "r": "{{ request_id }}", "n": "{{username}}"}"#,
         )
         .unwrap();
         let n = PhoneNumber::parse("+14155550100", None).unwrap();
-        let r = t.render(Some(&n), "req1");
+        let r = t.render(Some(&n), Some("O'Brien \"x\""), "req1");
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "application/json");
         let v: serde_json::Value = serde_json::from_str(&text(r).await).unwrap();
         assert_eq!(v["d"], "+1415*****00");
         assert_eq!(v["c"], "+*******0100");
         assert_eq!(v["r"], "req1");
+        assert_eq!(v["n"], "O'Brien \"x\"", "JSON-escaped");
         let u = v["u"].as_str().unwrap();
         assert_eq!((u.len(), &u[14..15]), (36, "4"), "{u}");
-        let v: serde_json::Value = serde_json::from_str(&text(t.render(None, "r")).await).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text(t.render(None, None, "r")).await).unwrap();
         assert_eq!(v["d"], "+***********", "an unknown number renders as stars");
         assert_eq!(v["c"], "+***********");
     }
@@ -180,6 +193,7 @@ mod tests {
     #[test]
     fn bad_templates_are_errors() {
         assert!(fake(500, "").unwrap_err().contains("2xx"));
+        assert!(fake(303, "").is_ok(), "a form's redirect");
         assert!(fake(200, "{{last}}").unwrap_err().contains("unknown placeholder"));
         assert!(fake(200, "{{mask:4:99}}").unwrap_err().contains("digit count"));
         assert!(fake(200, "{{uuid").unwrap_err().contains("without"));

@@ -731,3 +731,46 @@ async fn verification_by_username_credits_the_range() {
     let again = w.verify(None, Some("carol")).await;
     assert_eq!(again.prefix, None, "one send is credited once");
 }
+
+/// The shipped profile sets compile with the guard, fake_success templates and all.
+#[test]
+fn shipped_profiles_compile_with_the_guard() {
+    #[derive(serde::Deserialize)]
+    struct ProfileFile {
+        profiles: Vec<FileProfile>,
+    }
+    let mut all = Vec::new();
+    for yaml in [
+        include_str!("../../rules/profiles/json-login.yaml"),
+        include_str!("../../rules/profiles/form-login.yaml"),
+        include_str!("../../rules/profiles/oauth2-token.yaml"),
+        include_str!("../../rules/profiles/cognito.yaml"),
+    ] {
+        all.extend(serde_saphyr::from_str::<ProfileFile>(yaml).unwrap().profiles);
+    }
+    let f: FileSms = serde_saphyr::from_str("action: fake_success").unwrap();
+    let g = SmsGuard::compile(&f, &all.iter().collect::<Vec<_>>(), &files()).unwrap();
+    let role = |name: &str| g.profile(name).map(|p| p.role);
+    for name in [
+        "json-signup",
+        "json-sms-send",
+        "form-signup",
+        "cognito-sign-up",
+        "cognito-forgot-password",
+        "cognito-resend-confirmation-code",
+    ] {
+        assert_eq!(role(name), Some(Role::Send), "{name}");
+    }
+    for name in [
+        "json-sms-verify",
+        "cognito-confirm-sign-up",
+        "cognito-confirm-forgot-password",
+    ] {
+        assert_eq!(role(name), Some(Role::Verify), "{name}");
+    }
+    assert_eq!(role("json-login"), None);
+    assert!(
+        g.profile("cognito-sign-up")
+            .is_some_and(|p| p.skip_without_number)
+    );
+}
