@@ -133,7 +133,7 @@ fn record(shared: &Shared, ex: &Exchange, response: &Response<Body>) {
             waf_rule = ex.waf.as_ref().and_then(|v| v.terminating.as_ref()).map(|(r, _)| r.as_str()),
             waf_shadow = ex.waf.as_ref().filter(|v| !v.shadow.is_empty()).map(|v| v.shadow.iter().map(|(r, a)| format!("{r}:{a}")).collect::<Vec<_>>().join(",")),
             labels = (!ex.labels.is_empty()).then(|| ex.labels.join(",")),
-            sms_decision = ex.sms.as_ref().map(|v| v.decision.as_str()),
+            sms_decision = ex.sms.as_ref().map(|v| v.label()),
             sms_reason = ex.sms.as_ref().and_then(|v| v.reason).map(|r| r.as_str()),
             rejected = ex.rejected,
             upstream_error = ex.upstream.error,

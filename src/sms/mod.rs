@@ -271,6 +271,16 @@ impl Verdict {
     pub fn forwards(&self) -> bool {
         !self.done()
     }
+
+    /// The decision's label in metrics and logs: `shadow_<decision>` for one that audit mode did not act
+    /// on.
+    pub fn label(&self) -> &'static str {
+        match (self.decision, self.enforced) {
+            (Decision::Block, false) => "shadow_block",
+            (Decision::FakeSuccess, false) => "shadow_fake_success",
+            (d, _) => d.as_str(),
+        }
+    }
 }
 
 /// The compiled `sms` section.

@@ -35,15 +35,6 @@ impl Guard {
     }
 }
 
-/// The metric label of a decision: `shadow_<decision>` for one that audit mode did not act on.
-fn decision_label(v: &Verdict) -> &'static str {
-    match (v.decision, v.enforced) {
-        (Decision::Block, false) => "shadow_block",
-        (Decision::FakeSuccess, false) => "shadow_fake_success",
-        (d, _) => d.as_str(),
-    }
-}
-
 fn country_label(v: &Verdict) -> &'static str {
     match (&v.number, v.country) {
         (_, Some(c)) => c,
@@ -93,7 +84,7 @@ impl Stage for Guard {
         let reason = v.reason.map_or("none", Reason::as_str);
         self.metrics
             .sms_decisions
-            .with_label_values(&[decision_label(&v), reason, country_label(&v)])
+            .with_label_values(&[v.label(), reason, country_label(&v)])
             .inc();
         set_spend(&self.metrics, &v.spend, self.guard.currency());
         if let (Some(rate), Some(country)) = (v.country_rate, v.country) {
@@ -107,7 +98,7 @@ impl Stage for Guard {
             tracing::info!(
                 target: "authward::sms",
                 request_id = %ex.ctx.request_id,
-                decision = decision_label(&v),
+                decision = v.label(),
                 reason,
                 also = (!also.is_empty()).then(|| also.join(",")),
                 number = v.number.as_ref().map(|n| n.masked()),

@@ -9,5 +9,6 @@ mod harness;
 mod lifecycle;
 mod profiles;
 mod rules;
+mod sms;
 mod tls;
 mod waf;
