@@ -41,7 +41,7 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         .lines()
         .filter(|l| l.trim_start().starts_with("-> "))
         .collect();
-    assert_eq!(answers.len(), 6, "{tour}");
+    assert_eq!(answers.len(), 7, "{tour}");
     assert!(
         answers[0].contains("-> 200") && answers[0].contains("token"),
         "sign-in: {tour}"
@@ -54,8 +54,23 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
     );
     assert!(answers[4].contains("-> 401"), "spoofed header: {tour}");
     assert!(
-        answers[5].contains("-> 200") && answers[5].contains("ok"),
+        answers[5].contains("10 × 429 sms_blocked (number_type)")
+            && answers[5].contains("the login service sent 0 SMS"),
+        "pumping burst: {tour}"
+    );
+    assert!(
+        answers[6].contains("-> 200") && answers[6].contains("ok"),
         "reload: {tour}"
+    );
+    assert!(
+        tour.contains(
+            "authward_sms_decisions_total{country=\"GB\",decision=\"block\",reason=\"number_type\"} 10"
+        ),
+        "{tour}"
+    );
+    assert!(
+        tour.contains("authward_sms_decisions_total{country=\"US\",decision=\"allow\",reason=\"none\"} 1"),
+        "O'Brien's sign-up: {tour}"
     );
     assert!(
         tour.contains("authward_rule_matches_total{action=\"block\",rule=\"common/sqli-login-fields\"} 1"),
