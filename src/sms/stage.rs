@@ -262,3 +262,163 @@ impl Settle {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{Config, EmbeddedSources, Mode, load_from};
+    use crate::context::{Connection, Context};
+    use crate::pipeline::{RequestBody, UpstreamReport};
+    use crate::profile::stage::Recognize;
+    use crate::store::memory::{MemoryLimits, MemoryStore};
+
+    fn config(sms: &str) -> Arc<Config> {
+        let yaml =
+            format!("upstream: {{url: 'http://127.0.0.1:9'}}\ninclude: [json-login.yaml]\nsms:\n{sms}");
+        let mut files = EmbeddedSources::default();
+        files.files.insert(PathBuf::from("c.yaml"), yaml.into_bytes());
+        files.files.insert(
+            PathBuf::from("json-login.yaml"),
+            include_bytes!("../../rules/profiles/json-login.yaml").to_vec(),
+        );
+        Arc::new(load_from(Path::new("c.yaml"), Mode::Serve, &files).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn services() -> Services {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        Services {
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::new(MemoryStore::new(MemoryLimits::default(), clock.clone())),
+            clock,
+        }
+    }
+
+    async fn exchange(config: &Arc<Config>, phone: &str) -> Exchange {
+        let (parts, ()) = http::Request::post("/api/sms/send")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let conn = Connection {
+            peer: "192.0.2.7:40000".parse().unwrap(),
+            tls: false,
+            ja4: None,
+        };
+        let mut ex = Exchange {
+            config: config.clone(),
+            ctx: Context::new(config, &conn, &parts),
+            request: parts,
+            body: RequestBody::Buffered(bytes::Bytes::from(format!(r#"{{"phone": "{phone}"}}"#))),
+            profile: None,
+            labels: Vec::new(),
+            waf: None,
+            sms: None,
+            outcome: None,
+            rejected: None,
+            upstream: UpstreamReport::default(),
+            events: Vec::new(),
+        };
+        assert!(matches!(
+            Recognize::new(config.profiles.clone()).on_request(&mut ex).await,
+            Flow::Continue
+        ));
+        ex
+    }
+
+    #[tokio::test]
+    async fn a_block_answers_429_and_records_a_masked_event() {
+        let config = config("  number_types: {block: [premium_rate]}\n");
+        let services = services();
+        let (guard, settle) = (
+            Guard::new(config.sms.clone(), &services),
+            Settle::new(config.sms.clone(), &services),
+        );
+        let mut ex = exchange(&config, "+449098790042").await;
+        let Flow::Respond(mut response) = guard.on_request(&mut ex).await else {
+            panic!("not blocked");
+        };
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "3600");
+        assert_eq!(ex.rejected, Some("sms"));
+        settle.on_response(&mut ex, &mut response).await;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (v["error"].as_str(), v["reason"].as_str()),
+            (Some("sms_blocked"), Some("number_type"))
+        );
+        let [pending] = ex.events.as_slice() else {
+            panic!("{:?}", ex.events)
+        };
+        let e = &pending.event;
+        assert_eq!(
+            (e.kind, e.decision.as_str(), e.outcome.as_str(), e.mode.as_str()),
+            (EventType::SmsSend, "block", "blocked", "enforce")
+        );
+        assert_eq!(
+            e.sms,
+            Some(EventSms {
+                number: "+44 ******** 42".into(),
+                country: Some("GB".into()),
+                prefix: Some("+44909879".into()),
+                reason: Some("number_type".into()),
+            })
+        );
+        let json = serde_json::to_string(e).unwrap();
+        assert!(!json.contains("9098790042"), "the whole number leaked: {json}");
+        let m = services.metrics.render();
+        assert!(
+            m.contains(
+                r#"authward_sms_decisions_total{country="GB",decision="block",reason="number_type"} 1"#
+            ),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn audit_mode_records_a_shadow_decision_and_a_sent_code() {
+        let config = config("  mode: audit\n  number_types: {block: [premium_rate]}\n");
+        let services = services();
+        let (guard, settle) = (
+            Guard::new(config.sms.clone(), &services),
+            Settle::new(config.sms.clone(), &services),
+        );
+        let mut ex = exchange(&config, "+449098790042").await;
+        assert!(matches!(guard.on_request(&mut ex).await, Flow::Continue));
+        ex.upstream.status = Some(StatusCode::OK);
+        ex.outcome = Some(Outcome::Success);
+        settle
+            .on_response(&mut ex, &mut Response::new(body::empty()))
+            .await;
+        let e = &ex.events[0].event;
+        assert_eq!(
+            (e.decision.as_str(), e.outcome.as_str(), e.mode.as_str()),
+            ("allow", "success", "audit")
+        );
+        assert_eq!(
+            e.shadow,
+            vec![ShadowDecision {
+                source: "sms:number_type".into(),
+                decision: "block".into()
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_number_is_a_400() {
+        let config = config("  {}\n");
+        let services = services();
+        let guard = Guard::new(config.sms.clone(), &services);
+        let mut ex = exchange(&config, "+44 (0) not a number").await;
+        let Flow::Respond(response) = guard.on_request(&mut ex).await else {
+            panic!("passed");
+        };
+        assert_eq!(response.status(), 400);
+        assert!(!response.headers().contains_key("retry-after"));
+    }
+}
