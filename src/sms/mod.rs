@@ -267,11 +267,6 @@ impl Verdict {
         self.enforced && self.decision.stops()
     }
 
-    /// Whether the request reaches the upstream.
-    pub fn forwards(&self) -> bool {
-        !self.done()
-    }
-
     /// The decision's label in metrics and logs: `shadow_<decision>` for one that audit mode did not act
     /// on.
     pub fn label(&self) -> &'static str {

@@ -203,11 +203,6 @@ impl PhoneNumber {
     pub fn last_digits(&self, n: usize) -> &str {
         &self.digits[self.digits.len().saturating_sub(n)..]
     }
-
-    /// The first `n` digits (fewer when the number is shorter).
-    pub fn first_digits(&self, n: usize) -> &str {
-        &self.digits[..n.min(self.digits.len())]
-    }
 }
 
 // === Region (for national numbers) ===
@@ -215,7 +210,6 @@ impl PhoneNumber {
 /// A region that national numbers are read in (a profile's `default_region`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
-    id: String,
     country_code: u16,
     national_prefix: Option<String>,
 }
@@ -225,15 +219,9 @@ impl Region {
     pub fn new(id: &str) -> Option<Region> {
         let meta = DATABASE.by_id(id).filter(|_| id != "001")?;
         Some(Region {
-            id: id.to_owned(),
             country_code: meta.country_code(),
             national_prefix: meta.national_prefix().map(str::to_owned),
         })
-    }
-
-    /// The region's id.
-    pub fn id(&self) -> &str {
-        &self.id
     }
 
     /// National digits in international form: drops the national (trunk) prefix when the rest still is a
@@ -539,7 +527,7 @@ mod tests {
             "+447",
             "never shorter than the country code and a digit"
         );
-        assert_eq!((n.last_digits(4), n.first_digits(4)), ("3456", "4479"));
+        assert_eq!(n.last_digits(4), "3456");
         assert_eq!(n.value(), 447_911_123_456);
         assert_eq!(n.country_code(), "44");
     }

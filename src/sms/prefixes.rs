@@ -56,11 +56,6 @@ impl PrefixList {
             .filter(|(_, blocked)| *blocked)
             .map(|(n, _)| format!("+{}", &digits[..n]))
     }
-
-    /// Whether no prefix is listed.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ impl Stage for Guard {
                 number = v.number.as_ref().map(|n| n.masked()),
                 country = v.country,
                 prefix = v.prefix.as_deref(),
+                number_type = v.number.as_ref().and_then(|n| n.kind()).map(|k| k.as_str()),
                 profile = matched.profile.name(),
                 "sms guard"
             );

@@ -141,7 +141,7 @@ impl World {
     /// A send whose SMS went out, settled as the stage settles it.
     async fn sent(&self, phone: &str, user: Option<&str>, ip: &str) -> Verdict {
         let v = self.send_as(Some(phone), user, ip, None).await;
-        if v.forwards() {
+        if !v.done() {
             self.guard
                 .settle_send(&v, true, user, &self.store, self.clock.now_ms())
                 .await;
@@ -184,7 +184,7 @@ async fn invalid_number() {
     let w = World::new("invalid_number: pass");
     let v = w.send("+447700900123").await;
     assert_eq!(outcome(&v), (Decision::Monitor, Some("invalid_number")));
-    assert!(v.forwards());
+    assert!(!v.done());
 }
 
 #[tokio::test]
@@ -555,7 +555,7 @@ async fn audit_mode_decides_but_never_stops() {
     );
     let v = w.send("+44 909 879 0000").await;
     assert_eq!(outcome(&v), (Decision::Block, Some("number_type")));
-    assert!(!v.enforced && v.forwards());
+    assert!(!v.enforced && !v.done());
     assert!(
         v.also.contains(&Reason::BudgetHourlyCap),
         "later checks still run: {:?}",
@@ -700,7 +700,7 @@ async fn ordinary_traffic_passes() {
             1 + i % 250
         );
         let v = w.send_as(Some(&digits), Some(&user), &ip, Some(ip_country)).await;
-        if !v.forwards() || v.decision != Decision::Allow {
+        if v.done() || v.decision != Decision::Allow {
             stopped.push((digits.clone(), outcome(&v), v.also.clone()));
             continue;
         }
