@@ -774,3 +774,26 @@ fn shipped_profiles_compile_with_the_guard() {
             .is_some_and(|p| p.skip_without_number)
     );
 }
+
+/// A country whose codes are never verified is blocked as a whole once it has the volume, whichever
+/// ranges the numbers are spread over; other countries are not.
+#[tokio::test]
+async fn conversion_country() {
+    let w = World::new(
+        "conversion: {window: 1h, min_sent: 100, country_min_sent: 10, threshold: 0.2, block_for: 15m, max_block: 1h}",
+    );
+    for i in 0..10u64 {
+        let v = w
+            .sent(
+                &format!("+2348031{:06}", i * 99_991 % 1_000_000),
+                None,
+                "192.0.2.1",
+            )
+            .await;
+        assert_eq!(outcome(&v), (Decision::Allow, None), "send {i}");
+    }
+    let v = w.send("+2348039876543").await;
+    assert_eq!(outcome(&v), (Decision::Block, Some("conversion_country")));
+    assert_eq!(v.retry_after, 15 * MIN);
+    assert_eq!(outcome(&w.send("+447400123456").await), (Decision::Allow, None));
+}
