@@ -16,5 +16,6 @@ pub mod profile;
 pub mod proxy;
 pub mod risk;
 pub mod ruletest;
+pub mod sms;
 pub mod store;
 pub mod waf;

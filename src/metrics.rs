@@ -1,8 +1,8 @@
 //! The Prometheus registry and the metric definitions that every part reports into.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All of authward's metrics, registered once at start and kept across reloads.
@@ -46,6 +46,12 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
     /// Feedback recorded on events, by value (valid, invalid) and source (admin, link).
     pub feedback: IntCounterVec,
+    /// SMS guard decisions by decision, reason and destination country.
+    pub sms_decisions: IntCounterVec,
+    /// Estimated SMS spend in the current budget window, by window (hour, day) and currency.
+    pub sms_spend: GaugeVec,
+    /// SMS codes verified / sent by destination country, over the conversion window.
+    pub sms_conversion: GaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -166,6 +172,28 @@ impl Metrics {
                 .expect("metric registered once");
             g
         };
+        let sms_decisions = counter(
+            "authward_sms_decisions_total",
+            "SMS guard decisions by decision, reason and destination country",
+            &["decision", "reason", "country"],
+        );
+        let float_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let sms_spend = float_gauge(
+            "authward_sms_estimated_spend",
+            "Estimated SMS spend in the current budget window",
+            &["window", "currency"],
+        );
+        let sms_conversion = float_gauge(
+            "authward_sms_conversion_ratio",
+            "SMS codes verified / sent over the conversion window, by destination country",
+            &["country"],
+        );
         let store_keys = gauge("authward_store_keys", "Keys held by the state store");
         let store_bytes = gauge(
             "authward_store_bytes",
@@ -191,6 +219,9 @@ impl Metrics {
             event_sink_queue_depth,
             webhook_deliveries,
             feedback,
+            sms_decisions,
+            sms_spend,
+            sms_conversion,
         }
     }
 

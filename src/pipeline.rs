@@ -26,7 +26,7 @@ use crate::profile::{self, Outcome};
 use crate::proxy::body::Body;
 use crate::proxy::upstream::Upstream;
 use crate::store::Store;
-use crate::waf;
+use crate::{sms, waf};
 
 /// The long-lived services that stages are built with; one set per process, shared by every config.
 #[derive(Clone)]
@@ -77,6 +77,8 @@ pub struct Exchange {
     pub labels: Vec<String>,
     /// What the web ACL decided.
     pub waf: Option<crate::waf::Verdict>,
+    /// What the SMS guard decided, for a guarded send.
+    pub sms: Option<crate::sms::Verdict>,
     /// The upstream's answer, classified by the matched profile.
     pub outcome: Option<Outcome>,
     /// Why a stage refused the request, for the access log and metrics.
@@ -119,6 +121,7 @@ impl Pipeline {
     /// Builds the stages for one compiled config.
     pub fn new(config: &Arc<Config>, services: &Services) -> Self {
         let Services { metrics, store, .. } = services;
+        let sms = || config.sms.clone();
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(profile::stage::Recognize::new(config.profiles.clone())), // 2
             Box::new(waf::stage::Inspect::new(
@@ -126,11 +129,13 @@ impl Pipeline {
                 store.clone(),
                 metrics.clone(),
             )), // 3
+            Box::new(sms::stage::Guard::new(sms(), services)),                 // 4
             Box::new(profile::stage::Classify::new(metrics.clone())),          // 7
             Box::new(waf::stage::CountFailures::new(
                 config.web_acl.clone(),
                 store.clone(),
             )), // after 7
+            Box::new(sms::stage::Settle::new(sms(), services)),                // after 7
             Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
         ];
         Pipeline { stages }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use super::types::{ByteSize, Cidr, Duration};
 use crate::profile::file::FileProfile;
+use crate::sms::file::FileSms;
 use crate::waf::file::FileWebAcl;
 
 /// The whole config file: every top-level section of DESIGN.md's "Interfaces".
@@ -38,8 +39,8 @@ pub struct FileConfig {
     pub profiles: Vec<Positioned<FileProfile>>,
     /// Web ACL: rules every request meets, in priority order.
     pub web_acl: Option<Positioned<FileWebAcl>>,
-    /// SMS pumping protection (not available in this version).
-    pub sms: Option<NotYetSms>,
+    /// SMS pumping and toll-fraud protection for the operations that make the backend send an SMS.
+    pub sms: Option<Positioned<FileSms>>,
     /// Sign-in risk scoring (not available in this version).
     pub risk: Option<Positioned<crate::risk::file::FileRisk>>,
     /// MFA step-up (not available in this version).
@@ -285,7 +286,6 @@ macro_rules! not_yet {
 }
 
 not_yet!(
-    NotYetSms => "sms",
     NotYetMfa => "mfa",
     NotYetChallenge => "challenge",
 );

@@ -167,6 +167,8 @@ pub struct Config {
     /// The risk engine's settings; `None` when the config has no `risk` section.
     pub risk: Option<Arc<crate::risk::Risk>>,
     pub events: crate::events::EventsConfig,
+    /// The SMS guard (off without an `sms` section).
+    pub sms: Arc<crate::sms::SmsGuard>,
 }
 
 /// Compiled listener settings.
@@ -288,6 +290,27 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
     }
 
     let compiled_profiles = compile_profiles(&profiles).map_err(|e| errors.push(e));
+    let sms = match (&main.sms, &compiled_profiles) {
+        (None, _) => Ok(crate::sms::SmsGuard::off()),
+        (Some(s), Ok(_)) => {
+            let reader = SmsFiles {
+                base: &base,
+                sources,
+                read: std::cell::RefCell::new(Vec::new()),
+            };
+            let list: Vec<_> = profiles.iter().map(|(_, p)| &p.value).collect();
+            let guard = crate::sms::SmsGuard::compile(&s.value, &list, &reader).map_err(|e| {
+                let (file, line, column) = match e.profile.and_then(|i| profiles.get(i)) {
+                    Some((f, p)) => (f.as_path(), p.line, p.column),
+                    None => (path, s.line, s.column),
+                };
+                errors.push(ConfigError::at(file, line, column, e.message));
+            });
+            files.extend(reader.read.into_inner());
+            guard
+        }
+        (Some(_), Err(())) => Err(()),
+    };
     let upstream = match (main.upstream, mode) {
         (Some(u), _) => {
             let at = Pos::new(path, &u);
@@ -353,8 +376,8 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let (Ok(profiles), Ok(upstream), Ok(tls), Ok(geo), Ok(admin), Ok(web_acl), Ok(events)) =
-        (compiled_profiles, upstream, tls, geo, admin, web_acl, events)
+    let (Ok(profiles), Ok(upstream), Ok(tls), Ok(geo), Ok(admin), Ok(web_acl), Ok(events), Ok(sms)) =
+        (compiled_profiles, upstream, tls, geo, admin, web_acl, events, sms)
     else {
         return Err(ConfigErrors(vec![ConfigError::at(
             path,
@@ -386,7 +409,28 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         web_acl: Arc::new(web_acl),
         risk: risk.unwrap_or_default(),
         events,
+        sms: Arc::new(sms),
     })
+}
+
+/// Reads the files that the `sms` section names, relative to the config file, and remembers them for the
+/// file watcher.
+struct SmsFiles<'a> {
+    base: &'a Path,
+    sources: &'a dyn Sources,
+    read: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+impl crate::sms::ReadFile for SmsFiles<'_> {
+    fn read_text(&self, path: &Path) -> Result<String, String> {
+        let full = self.base.join(path);
+        let bytes = self
+            .sources
+            .read(&full)
+            .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+        self.read.borrow_mut().push(full.clone());
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", full.display()))
+    }
 }
 
 /// Parses one YAML file into `T`, turning the YAML crate's error into a positioned [`ConfigError`].

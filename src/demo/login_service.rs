@@ -1,6 +1,7 @@
 //! The demo's built-in login backend: a small, real HTTP sign-in service that `authward demo` protects.
 //!
-//! A JSON API (`/api/login`, `/api/signup`, `/api/sms/send`, `/api/me`) and a few plain HTML pages (`/`,
+//! A JSON API (`/api/login`, `/api/signup`, `/api/sms/send`, `/api/sms/verify`, `/api/me`) and a few
+//! plain HTML pages (`/`,
 //! `/login`, `/welcome`, `/signup`). It sits outside the proxy's request path: the demo and the
 //! integration tests run it as an ordinary upstream. Every table is bounded, request bodies are capped,
 //! and passwords, tokens and SMS codes are never logged or echoed.
@@ -72,6 +73,8 @@ struct Inner {
     /// Token → username; a token is both an API bearer token and the value of the `session` cookie.
     tokens: Mutex<Bounded>,
     sms: Mutex<VecDeque<SentSms>>,
+    /// Phone → the latest code texted to it, until it is used (then empty).
+    codes: Mutex<Bounded>,
 }
 
 /// A string map holding at most [`MAX_ENTRIES`] keys; inserting beyond that drops the oldest key.
@@ -119,6 +122,8 @@ enum ApiError {
     InvalidPhone,
     #[error("this username is already taken")]
     UserExists,
+    #[error("the code is wrong or has expired")]
+    InvalidCode,
     #[error("no such resource")]
     NotFound,
     #[error("internal error")]
@@ -136,6 +141,7 @@ impl ApiError {
             Self::InvalidPassword => (StatusCode::BAD_REQUEST, "invalid_password"),
             Self::InvalidPhone => (StatusCode::BAD_REQUEST, "invalid_phone"),
             Self::UserExists => (StatusCode::CONFLICT, "user_exists"),
+            Self::InvalidCode => (StatusCode::BAD_REQUEST, "invalid_code"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
@@ -161,6 +167,12 @@ struct SignupRequest {
 #[derive(Deserialize)]
 struct SmsRequest {
     phone: String,
+}
+
+#[derive(Deserialize)]
+struct VerifyRequest {
+    phone: String,
+    code: String,
 }
 
 impl LoginService {
@@ -263,6 +275,11 @@ impl LoginService {
                 let answer = json!({ "sent": true, "destination": self.send_code(&req.phone) });
                 Ok(json_response(StatusCode::OK, &answer))
             }
+            (&Method::POST, "/api/sms/verify") => {
+                let req: VerifyRequest = parse_json(&read_body(body).await?)?;
+                self.verify_code(&req.phone, &req.code)?;
+                Ok(json_response(StatusCode::OK, &json!({ "verified": true })))
+            }
             (&Method::GET, "/api/me") => {
                 let username = bearer_token(&parts.headers)
                     .and_then(|token| self.session_user(token))
@@ -324,11 +341,12 @@ impl LoginService {
         Ok(self.send_code(phone))
     }
 
-    /// "Sends" a six-digit code by SMS and returns the masked number. Only the number and time are
-    /// recorded, so the code itself is never stored, logged or returned.
+    /// "Sends" a six-digit code by SMS and returns the masked number. The sent-SMS log keeps the number
+    /// and time only; the code is kept for `/api/sms/verify` alone, and never logged or returned.
     fn send_code(&self, phone: &str) -> String {
-        let code = rand::rng().random_range(0..1_000_000u32);
-        deliver_sms(phone, &format!("Your authward demo code is {code:06}"));
+        let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+        deliver_sms(phone, &format!("Your authward demo code is {code}"));
+        self.inner.codes.lock().insert(phone.to_owned(), code);
         let mut sms = self.inner.sms.lock();
         sms.push_back(SentSms {
             phone: phone.to_owned(),
@@ -340,6 +358,17 @@ impl LoginService {
         let masked = mask_phone(phone);
         tracing::info!(destination = %masked, "demo SMS sent");
         masked
+    }
+
+    /// Checks the latest code texted to `phone`; a code works once.
+    fn verify_code(&self, phone: &str, code: &str) -> Result<(), ApiError> {
+        let mut codes = self.inner.codes.lock();
+        let expected = codes.get(phone).filter(|c| !c.is_empty());
+        if expected.is_none_or(|e| e.as_bytes() != code.as_bytes()) {
+            return Err(ApiError::InvalidCode);
+        }
+        codes.insert(phone.to_owned(), String::new());
+        Ok(())
     }
 
     fn form_login(&self, body: &[u8]) -> Reply {
@@ -805,6 +834,29 @@ mod tests {
         let sent = s.service.sms_sent();
         assert_eq!((sent.len(), sent[0].phone.as_str()), (1, "+14155550100"));
         assert!(sent[0].at <= SystemTime::now());
+    }
+
+    #[tokio::test]
+    async fn a_texted_code_verifies_once() {
+        let s = start().await;
+        let phone = json!("+14155550123");
+        s.post_json("/api/sms/send", json!({"phone": phone})).await;
+        let code = s.service.inner.codes.lock().get("+14155550123").cloned().unwrap();
+        let wrong = if code == "000000" { "000001" } else { "000000" };
+        let (status, body) = s
+            .post_json("/api/sms/verify", json!({"phone": phone, "code": wrong}))
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_code"))
+        );
+        let verify = json!({"phone": phone, "code": code});
+        let (status, body) = s.post_json("/api/sms/verify", verify.clone()).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"verified": true})));
+        assert_eq!(
+            s.post_json("/api/sms/verify", verify).await.0,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[tokio::test]

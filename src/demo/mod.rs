@@ -44,6 +44,14 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     ),
     ("rules/common.yaml", include_bytes!("../../rules/common.yaml")),
     (
+        "rules/sms/premium-prefixes.txt",
+        include_bytes!("../../rules/sms/premium-prefixes.txt"),
+    ),
+    (
+        "rules/sms/prices.yaml",
+        include_bytes!("../../rules/sms/prices.yaml"),
+    ),
+    (
         "rules/login-protection.yaml",
         include_bytes!("../../rules/login-protection.yaml"),
     ),
@@ -120,7 +128,7 @@ pub async fn run(
         print_welcome(&bound, upstream_addr, &token, generated);
         if !tour_opts.no_tour {
             if let Some(addr) = bound.http.first() {
-                play_tour(*addr, bound.admin, &token).await;
+                play_tour(*addr, bound.admin, &token, &service).await;
             }
         }
         println!("\nauthward demo is running. Try the commands above; Ctrl-C stops it.");
@@ -170,7 +178,7 @@ struct Step {
 const BOXFORD: &str = "2.125.160.216";
 const MILTON: &str = "216.160.83.56";
 
-async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
+async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str, service: &login_service::LoginService) {
     let json = ("content-type", "application/json".to_string());
     // The tour plays a browser (a script's user agent would count as automation).
     let ua = (
@@ -179,7 +187,7 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
     );
     let from = |ip: &str| ("x-forwarded-for", ip.to_string());
     let login = |user: &str, pass: &str| serde_json::json!({"username": user, "password": pass}).to_string();
-    let signup = r#"{"username":"O'Brien","password":"a-long-passphrase","phone":"+447700900123"}"#;
+    let signup = r#"{"username":"O'Brien","password":"a-long-passphrase","phone":"+14155550123"}"#;
     let steps = vec![
         Step {
             title: "1. alice signs in from Boxford, GB (X-Forwarded-For is trusted from 127.0.0.1 in the demo): recognised by the json-login profile, scored, forwarded, a success that starts her history",
@@ -263,29 +271,73 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str) {
             Err(e) => println!("  -> failed: {e}"),
         }
     }
+    pumping_burst(proxy, service).await;
     println!(
-        "\n8. What authward counted (outcomes of profiled operations, web-ACL matches, risk decisions):"
+        "\n9. What authward counted (outcomes of profiled operations, web-ACL matches, risk and SMS decisions):"
     );
     println!(
-        "  $ curl -s http://{admin}/metrics | grep -E 'authward_(profile_outcomes|rule_matches|risk_decisions)_total'"
+        "  $ curl -s http://{admin}/metrics | grep -E 'authward_(profile_outcomes|rule_matches|risk_decisions|sms_decisions)_total'"
     );
     if let Ok((_, text)) = send(admin, "GET", "/metrics", &[], None).await {
         let counted = |l: &&str| {
             l.starts_with("authward_profile_outcomes_total")
                 || l.starts_with("authward_rule_matches_total")
                 || l.starts_with("authward_risk_decisions_total")
+                || l.starts_with("authward_sms_decisions_total")
         };
         for line in text.lines().filter(counted) {
             println!("  {line}");
         }
     }
-    println!("\n9. The admin API needs the token: reload the config");
+    println!("\n10. The admin API needs the token: reload the config");
     println!("  $ curl -s -X POST http://{admin}/admin/v1/reload -H 'Authorization: Bearer {token}'");
     let auth = [("authorization", format!("Bearer {token}"))];
     match send(admin, "POST", "/admin/v1/reload", &auth, None).await {
         Ok((status, text)) => println!("  -> {status} {}", truncate(&text, 160)),
         Err(e) => println!("  -> failed: {e}"),
     }
+}
+
+/// Step 6: a burst of code requests to consecutive numbers of a UK premium-rate range, each from
+/// another address, as a pumper's script sends them.
+async fn pumping_burst(proxy: SocketAddr, service: &login_service::LoginService) {
+    const BURST: u32 = 10;
+    let json = ("content-type", "application/json".to_string());
+    println!(
+        "\n8. SMS pumping: {BURST} codes asked for consecutive numbers of a UK premium-rate range (+44 909 879 00xx),\n   each from another address: stopped before the login service sends (and pays for) any"
+    );
+    println!(
+        "  $ curl -s http://{proxy}/api/sms/send -H 'content-type: application/json' -H 'X-Forwarded-For: 203.0.113.1' -d '{{\"phone\":\"+449098790001\"}}'"
+    );
+    let before = service.sms_sent().len();
+    let mut answers: Vec<String> = Vec::new();
+    for i in 1..=BURST {
+        let body = format!(r#"{{"phone":"+4490987900{i:02}"}}"#);
+        let headers = [json.clone(), ("x-forwarded-for", format!("203.0.113.{i}"))];
+        let answer = match send(proxy, "POST", "/api/sms/send", &headers, Some(&body)).await {
+            Ok((status, text)) => {
+                let reason = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["reason"].as_str().map(str::to_owned));
+                match reason {
+                    Some(r) => format!("{status} sms_blocked ({r})"),
+                    None => status.to_string(),
+                }
+            }
+            Err(e) => format!("failed: {e}"),
+        };
+        answers.push(answer);
+    }
+    let mut summary: Vec<(String, usize)> = Vec::new();
+    for a in answers {
+        match summary.iter_mut().find(|(s, _)| *s == a) {
+            Some((_, n)) => *n += 1,
+            None => summary.push((a, 1)),
+        }
+    }
+    let summary: Vec<String> = summary.iter().map(|(a, n)| format!("{n} × {a}")).collect();
+    let sent = service.sms_sent().len() - before;
+    println!("  -> {}; the login service sent {sent} SMS", summary.join(", "));
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -446,6 +446,7 @@ mod tests {
             outcome: None,
             rejected: None,
             upstream: UpstreamReport::default(),
+            sms: None,
             risk: None,
             events: Vec::new(),
         }

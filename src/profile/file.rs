@@ -33,6 +33,9 @@ pub struct FileProfile {
     pub flow: Option<FileFlow>,
     /// What a client gets when authward refuses this operation (risk block); a JSON 403 when omitted.
     pub block_response: Option<FileResponse>,
+    /// Whether the operation sends or verifies an SMS code, how to read its numbers, and the answer
+    /// for `fake_success` (see the `sms` section).
+    pub sms: Option<crate::sms::file::FileProfileSms>,
 }
 
 /// A step of a multi-step sign-in: the flow is followed by its session value, scored once, and acted on

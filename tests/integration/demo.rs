@@ -41,7 +41,7 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         .lines()
         .filter(|l| l.trim_start().starts_with("-> "))
         .collect();
-    assert_eq!(answers.len(), 8, "{tour}");
+    assert_eq!(answers.len(), 9, "{tour}");
     assert!(
         answers[0].contains("-> 200") && answers[0].contains("token"),
         "sign-in: {tour}"
@@ -66,7 +66,12 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
     );
     assert!(answers[6].contains("-> 401"), "spoofed header: {tour}");
     assert!(
-        answers[7].contains("-> 200") && answers[7].contains("ok"),
+        answers[7].contains("10 × 429 sms_blocked (number_type)")
+            && answers[7].contains("the login service sent 0 SMS"),
+        "pumping burst: {tour}"
+    );
+    assert!(
+        answers[8].contains("-> 200") && answers[8].contains("ok"),
         "reload: {tour}"
     );
     assert!(
@@ -78,6 +83,16 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
             "authward_risk_decisions_total{decision=\"block\",level=\"medium\",mode=\"enforce\"} 1"
         ),
         "a breached password blocks whatever the level: {tour}"
+    );
+    assert!(
+        tour.contains(
+            "authward_sms_decisions_total{country=\"GB\",decision=\"block\",reason=\"number_type\"} 10"
+        ),
+        "{tour}"
+    );
+    assert!(
+        tour.contains("authward_sms_decisions_total{country=\"US\",decision=\"allow\",reason=\"none\"} 1"),
+        "O'Brien's sign-up: {tour}"
     );
     assert!(
         tour.contains("authward_rule_matches_total{action=\"block\",rule=\"common/sqli-login-fields\"} 1"),

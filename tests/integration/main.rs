@@ -12,5 +12,6 @@ mod lifecycle;
 mod profiles;
 mod risk;
 mod rules;
+mod sms;
 mod tls;
 mod waf;

@@ -1,0 +1,288 @@
+//! The SMS guard through the real proxy, in front of an SMS backend that counts what it was asked to send.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+use crate::harness::{Authward, client};
+
+/// An SMS backend with the json-login API's send and verify endpoints, counting the sends it got.
+struct SmsBackend {
+    url: String,
+    sent: Arc<AtomicUsize>,
+    verified: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SmsBackend {
+    async fn start() -> SmsBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (sent, verified) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let (s, v) = (sent.clone(), verified.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = &mut rx => return,
+                };
+                let (s, v) = (s.clone(), v.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (s, v) = (s.clone(), v.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let _ = req.into_body().collect().await;
+                            let (status, body) = match path.as_str() {
+                                "/api/sms/send" => {
+                                    s.fetch_add(1, Ordering::SeqCst);
+                                    (200, json!({"sent": true, "destination": "+0000*****00"}))
+                                }
+                                "/api/sms/verify" => {
+                                    v.fetch_add(1, Ordering::SeqCst);
+                                    (200, json!({"verified": true}))
+                                }
+                                _ => (404, json!({"error": "not_found"})),
+                            };
+                            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            r.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        SmsBackend {
+            url,
+            sent,
+            verified,
+            _stop: tx,
+        }
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+/// A proxy in front of `backend` with the json-login profiles, trusting 127.0.0.1's X-Forwarded-For,
+/// the MaxMind test databases, and this `sms` section.
+fn proxy(backend: &SmsBackend, sms: &str) -> Authward {
+    Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
+         trusted_proxies: [127.0.0.1/32]\ngeoip:\n  city: {{REPO}}/data/geoip/GeoIP2-City-Test.mmdb\n\
+         include:\n  - {{REPO}}/rules/profiles/json-login.yaml\nsms:\n{sms}",
+        backend.url
+    ))
+}
+
+/// Sends a code to `phone` as a client at `ip`; returns the status and the JSON answer.
+async fn send(aw: &Authward, phone: &str, ip: &str) -> (u16, Value) {
+    let r = client()
+        .post(aw.url("/api/sms/send"))
+        .header("x-forwarded-for", ip)
+        .json(&json!({ "phone": phone }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").cloned();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if status == 429 {
+        let secs: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
+        assert!(secs >= 1, "429 comes with Retry-After");
+    }
+    (status, body)
+}
+
+/// `count` sends to consecutive numbers of one range, each from another client address, `parallel` at
+/// a time; returns the refusal reasons.
+async fn pump(aw: &Authward, count: usize, parallel: usize) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let numbers: Vec<usize> = (0..count).collect();
+    for chunk in numbers.chunks(parallel) {
+        let answers = futures_util::future::join_all(chunk.iter().map(|i| {
+            let phone = format!("+4474001{:05}", 23_000 + i);
+            let ip = format!("{}.{}.{}.7", 11 + i % 200, i / 200 % 250, i % 250);
+            async move { send(aw, &phone, &ip).await }
+        }))
+        .await;
+        for (status, body) in answers {
+            if status != 200 {
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (429, Some("sms_blocked")),
+                    "{body}"
+                );
+                reasons.push(body["reason"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    reasons
+}
+
+fn decisions(metrics: &str, decision: &str, reason: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("authward_sms_decisions_total{"))
+        .filter(|l| {
+            l.contains(&format!("decision=\"{decision}\"")) && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A pump that evades the range checks (sequential and per-range limits off, a new client address per
+/// request) still stops at the hourly budget: the backend never gets more than the cap pays for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pump_is_stopped_within_the_budget() {
+    let backend = SmsBackend::start().await;
+    // GB costs 0.04 in the shipped price table: a cap of 0.40 pays for 10 messages.
+    let aw = proxy(
+        &backend,
+        "  sequential: null\n  limits: {per_number_prefix: null}\n  budget:\n    prices: {REPO}/rules/sms/prices.yaml\n    hourly: {alert: 0.20, cap: 0.40}\n",
+    );
+    let reasons = pump(&aw, 120, 8).await;
+    assert_eq!(backend.sent(), 10, "exactly what the budget allows");
+    assert_eq!(reasons.len(), 110);
+    assert!(reasons.iter().all(|r| r == "budget_hourly_cap"), "{reasons:?}");
+    // One more on its own, so the spend gauge is set by a request that raced with none.
+    assert_eq!(send(&aw, "+447400999999", "198.51.100.9").await.0, 429);
+    let m = aw.metrics().await;
+    assert_eq!(decisions(&m, "block", "budget_hourly_cap"), 111, "{m}");
+    assert!(decisions(&m, "monitor", "budget_hourly_alert") >= 5, "{m}");
+    assert!(
+        m.contains("authward_sms_estimated_spend{currency=\"USD\",window=\"hour\"} 0.4"),
+        "{m}"
+    );
+    // The access log says why, and never holds a whole number.
+    let log = aw.logs();
+    assert!(log.contains("\"sms_reason\":\"budget_hourly_cap\""), "{log}");
+    assert!(!log.contains("447400123"), "a number leaked into the log");
+}
+
+/// With the default checks, the same pump is stopped far sooner: after a few numbers of the range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pump_is_stopped_by_the_range_checks() {
+    let backend = SmsBackend::start().await;
+    let aw = proxy(
+        &backend,
+        "  budget:\n    prices: {REPO}/rules/sms/prices.yaml\n    hourly: {cap: 0.40}\n",
+    );
+    let reasons = pump(&aw, 60, 1).await;
+    assert_eq!(
+        backend.sent(),
+        3,
+        "three numbers of one range of 100, then no more"
+    );
+    assert!(reasons.iter().all(|r| r == "sequential"), "{reasons:?}");
+}
+
+/// Distinct people in several countries (GeoIP test addresses), at normal rates, who verify their
+/// codes: every one passes, and the country's conversion rate shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_traffic_passes() {
+    let backend = SmsBackend::start().await;
+    let aw = proxy(
+        &backend,
+        "  budget:\n    prices: {REPO}/rules/sms/prices.yaml\n    hourly: {cap: 5}\n",
+    );
+    // (number, client address in the number's country per the MaxMind test database)
+    let people = [
+        ("+447400123456", "2.125.160.216"),
+        ("+447700900123", "2.125.160.216"),
+        ("+447911123456", "81.2.69.142"),
+        ("+14155550100", "216.160.83.56"),
+        ("+12015550123", "216.160.83.56"),
+        ("+33612345678", "89.160.20.112"),
+        ("+4915112345678", "89.160.20.128"),
+        ("+46701234567", "89.160.20.112"),
+        ("+5511987654321", "175.16.199.0"),
+        ("+919876543210", "202.196.224.0"),
+        ("+819012345678", "111.235.160.0"),
+    ];
+    let mut passed = 0;
+    for (phone, ip) in people {
+        let (status, body) = send(&aw, phone, ip).await;
+        if phone == "+447700900123" {
+            // Ofcom's drama range is not a number anyone can own.
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_phone_number"))
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "{phone}: {body}");
+        let r = client()
+            .post(aw.url("/api/sms/verify"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "phone": phone, "code": "123456" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        passed += 1;
+    }
+    assert_eq!(
+        (backend.sent(), backend.verified.load(Ordering::SeqCst)),
+        (passed, passed)
+    );
+    let m = aw.metrics().await;
+    assert!(
+        m.contains("authward_sms_decisions_total{country=\"GB\",decision=\"allow\",reason=\"none\"} 1"),
+        "{m}"
+    );
+    // A second send to a British number reads the country's rate: every code so far was verified.
+    assert_eq!(send(&aw, "+447400654321", "2.125.160.216").await.0, 200);
+    let m = aw.metrics().await;
+    assert!(
+        m.contains("authward_sms_conversion_ratio{country=\"GB\"} 1"),
+        "{m}"
+    );
+}
+
+/// fake_success answers as the profile's template says, and the backend never hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_success_answers_the_template_without_forwarding() {
+    let backend = SmsBackend::start().await;
+    let aw = proxy(
+        &backend,
+        "  action: fake_success\n  number_types: {block: [premium_rate]}\n",
+    );
+    let (status, body) = send(&aw, "+449098790000", "192.0.2.1").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"sent": true, "destination": "+4490******00"}));
+    assert_eq!(backend.sent(), 0);
+    let m = aw.metrics().await;
+    assert_eq!(decisions(&m, "fake_success", "number_type"), 1, "{m}");
+}
+
+/// Audit mode forwards everything and records what it would have done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_mode_forwards_and_records() {
+    let backend = SmsBackend::start().await;
+    let aw = proxy(
+        &backend,
+        "  mode: audit\n  number_types: {block: [premium_rate]}\n",
+    );
+    assert_eq!(send(&aw, "+449098790000", "192.0.2.1").await.0, 200);
+    assert_eq!(send(&aw, "not a number", "192.0.2.1").await.0, 200);
+    assert_eq!(backend.sent(), 2);
+    let m = aw.metrics().await;
+    assert_eq!(decisions(&m, "shadow_block", "number_type"), 1, "{m}");
+    assert_eq!(decisions(&m, "shadow_block", "invalid_number"), 1, "{m}");
+    assert!(aw.logs().contains("\"sms_decision\":\"shadow_block\""));
+}
