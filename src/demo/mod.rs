@@ -289,9 +289,44 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str, service: &
             println!("  {line}");
         }
     }
-    println!("\n10. The admin API needs the token: reload the config");
-    println!("  $ curl -s -X POST http://{admin}/admin/v1/reload -H 'Authorization: Bearer {token}'");
     let auth = [("authorization", format!("Bearer {token}"))];
+    println!(
+        "\n10. alice's event history, newest first: each sign-in with its place, risk, decision and outcome"
+    );
+    println!(
+        "  $ curl -s 'http://{admin}/admin/v1/users/alice/events?limit=3' -H 'Authorization: Bearer {token}'"
+    );
+    // History writes run in the background: give them a moment.
+    let mut history = Vec::new();
+    for _ in 0..50 {
+        if let Ok((200, text)) = send(admin, "GET", "/admin/v1/users/alice/events?limit=3", &auth, None).await
+        {
+            let page: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            history = page["events"].as_array().cloned().unwrap_or_default();
+            if history.len() >= 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for e in &history {
+        let signals: Vec<&str> = e["risk"]["signals"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|s| s["name"].as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "  -> {} {} from {} ({}): risk {} [{}], decision {}",
+            e["type"].as_str().unwrap_or(""),
+            e["outcome"].as_str().unwrap_or(""),
+            e["geo"]["city"].as_str().unwrap_or("?"),
+            e["geo"]["country"].as_str().unwrap_or("?"),
+            e["risk"]["level"].as_str().unwrap_or("none"),
+            signals.join(", "),
+            e["decision"].as_str().unwrap_or(""),
+        );
+    }
+    println!("\n11. The admin API needs the token: reload the config");
+    println!("  $ curl -s -X POST http://{admin}/admin/v1/reload -H 'Authorization: Bearer {token}'");
     match send(admin, "POST", "/admin/v1/reload", &auth, None).await {
         Ok((status, text)) => println!("  -> {status} {}", truncate(&text, 160)),
         Err(e) => println!("  -> failed: {e}"),

@@ -41,7 +41,7 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         .lines()
         .filter(|l| l.trim_start().starts_with("-> "))
         .collect();
-    assert_eq!(answers.len(), 9, "{tour}");
+    assert_eq!(answers.len(), 12, "{tour}");
     assert!(
         answers[0].contains("-> 200") && answers[0].contains("token"),
         "sign-in: {tour}"
@@ -71,7 +71,21 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         "pumping burst: {tour}"
     );
     assert!(
-        answers[8].contains("-> 200") && answers[8].contains("ok"),
+        answers[8].contains("sign_in blocked from Milton (US): risk high")
+            && answers[8].contains("impossible_travel")
+            && answers[8].contains("decision block"),
+        "history, newest first: {tour}"
+    );
+    assert!(
+        answers[9].contains("sign_in failure from Boxford (GB)"),
+        "history: {tour}"
+    );
+    assert!(
+        answers[10].contains("sign_in success from Boxford (GB): risk none"),
+        "history: {tour}"
+    );
+    assert!(
+        answers[11].contains("-> 200") && answers[11].contains("ok"),
         "reload: {tour}"
     );
     assert!(
