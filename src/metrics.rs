@@ -34,6 +34,8 @@ pub struct Metrics {
     pub risk_decisions: IntCounterVec,
     /// Risk signals that fired, by signal.
     pub risk_signals: IntCounterVec,
+    /// Policy decisions by policy and decision (pass, refuse, would_refuse).
+    pub policy_decisions: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -85,6 +87,11 @@ impl Metrics {
             "authward_risk_signals_total",
             "Risk signals that fired, by signal",
             &["signal"],
+        );
+        let policy_decisions = counter(
+            "authward_policy_decisions_total",
+            "Policy decisions by policy and decision (pass, refuse, would_refuse)",
+            &["policy", "decision"],
         );
         let config_reloads = counter(
             "authward_config_reloads_total",
@@ -143,6 +150,7 @@ impl Metrics {
             store_bytes,
             risk_decisions,
             risk_signals,
+            policy_decisions,
         }
     }
 

@@ -86,6 +86,8 @@ pub struct Exchange {
     pub risk: Option<Box<crate::risk::stage::Assessed>>,
     /// Auth events made by the stages, recorded (history, sinks, notifications) once the answer is sent.
     pub events: Vec<events::Pending>,
+    /// What the policies stage's request hook leaves for its response hook.
+    pub policies: Option<Box<crate::policies::stage::Carried>>,
 }
 
 impl Exchange {
@@ -131,6 +133,12 @@ impl Pipeline {
                 config.web_acl.clone(),
                 store.clone(),
             )), // after 7
+            // Policies check requests right after the web ACL (the stages between have no request hook) and,
+            // placed here, read the classified outcome in their response hook.
+            Box::new(crate::policies::stage::Enforce::new(
+                config.policies.clone(),
+                services,
+            )), // 3b
             Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
         ];
         Pipeline { stages }

@@ -86,6 +86,7 @@ pub async fn handle(
         upstream: UpstreamReport::default(),
         risk: None,
         events: Vec::new(),
+        policies: None,
     };
     let mut response = runtime.pipeline.run(&mut ex, &runtime.upstream).await;
     if body_left_unread(&ex) {

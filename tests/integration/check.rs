@@ -189,6 +189,7 @@ fn schema_describes_every_section() {
         "web_acl",
         "sms",
         "risk",
+        "policies",
         "mfa",
         "challenge",
         "events",
