@@ -163,6 +163,7 @@ fn shipped_rule_files_check_clean() {
                 "ip-reputation",
                 "geo",
                 "tests/config",
+                "packs/cognito-best-practices",
             ]
             .map(|p| format!("{root}/rules/{p}.yaml")),
         )

@@ -8,6 +8,7 @@ mod demo;
 mod forwarding;
 mod harness;
 mod lifecycle;
+mod policies;
 mod profiles;
 mod risk;
 mod rules;
