@@ -133,12 +133,7 @@ impl Pipeline {
                 config.web_acl.clone(),
                 store.clone(),
             )), // after 7
-            // Policies check requests right after the web ACL (the stages between have no request hook) and,
-            // placed here, read the classified outcome in their response hook.
-            Box::new(crate::policies::stage::Enforce::new(
-                config.policies.clone(),
-                services,
-            )), // 3b
+            Box::new(crate::policies::stage::Enforce::new(config, services)), // 3b, outcome known on the way back
             Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
         ];
         Pipeline { stages }

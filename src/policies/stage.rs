@@ -20,6 +20,7 @@ use super::respond::{self, Reason};
 use super::{Group, Policies};
 use crate::challenge;
 use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::events::{Event, EventType, Pending, ShadowDecision};
 use crate::metrics::Metrics;
 use crate::pipeline::{Exchange, Flow, RequestBody, Services, Stage};
@@ -48,9 +49,12 @@ pub struct Enforce {
 }
 
 impl Enforce {
-    pub fn new(policies: Arc<Policies>, services: &Services) -> Self {
+    /// The stage for one config. The pipeline places it after the outcome stages: they have no request
+    /// hook, so its requests are checked right after the web ACL's, and its response hook reads the
+    /// classified outcome (a password is remembered only once the upstream accepted it).
+    pub fn new(config: &Arc<Config>, services: &Services) -> Self {
         Enforce {
-            policies,
+            policies: config.policies.clone(),
             store: services.store.clone(),
             metrics: services.metrics.clone(),
             clock: services.clock.clone(),

@@ -482,9 +482,19 @@ async fn reuse_of_recent_passwords_is_refused_to_the_account_holder_only() {
     let reused = cognito(&aw, "ChangePassword", change(p3, p2)).await;
     assert_eq!(reused.body["__type"], "PasswordHistoryPolicyViolationException");
     assert_eq!(cognito(&aw, "ChangePassword", change(p3, p1)).await.status, 200);
-    assert_eq!(seen.lock().unwrap().len(), 5);
+    // A change the upstream refuses is not remembered: p1 stays the newest, p3 the one before.
+    let refused = cognito(
+        &aw,
+        "ChangePassword",
+        change(WRONG_PREVIOUS, "Staple-Orbit-Lantern-4"),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    let back = cognito(&aw, "ChangePassword", change(p1, p3)).await;
+    assert_eq!(back.body["__type"], "PasswordHistoryPolicyViolationException");
+    assert_eq!(seen.lock().unwrap().len(), 6);
     let m = aw.metrics().await;
-    assert_eq!(decisions(&m, "password_reuse", "refuse"), 2, "{m}");
+    assert_eq!(decisions(&m, "password_reuse", "refuse"), 3, "{m}");
 }
 
 // === The real clients: boto3 against moto's Cognito, authlib against a test authorization server ===
