@@ -46,6 +46,9 @@ pub struct Enforce {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
+    /// Argon2id checks running at once, at most one per core: each costs `memory_kib` and tens of
+    /// milliseconds, and a caller can ask for one with a made-up access token.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Enforce {
@@ -58,6 +61,9 @@ impl Enforce {
             store: services.store.clone(),
             metrics: services.metrics.clone(),
             clock: services.clock.clone(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         }
     }
 }
@@ -479,6 +485,12 @@ impl Enforce {
         n: usize,
     ) -> Result<Option<bool>, passwords::HistoryError> {
         let Some(history) = History::load(self.store.as_ref(), user).await? else {
+            return Ok(None);
+        };
+        // Every core busy hashing: the change goes to the backend unjudged rather than queue (a flood of
+        // made-up changes must not hold up requests or memory).
+        let Ok(_permit) = self.hashing.clone().try_acquire_owned() else {
+            tracing::warn!("policies: password reuse check skipped, every core is hashing");
             return Ok(None);
         };
         let password = password.clone();

@@ -22,10 +22,14 @@ const WRONG_PREVIOUS: &str = "a-guess-Orbit-9";
 
 /// A backend shaped like Cognito's API (POST / with `X-Amz-Target`) and its OAuth endpoints
 /// (`/oauth2/authorize` redirects with a code, `/oauth2/token` hands out tokens); it records what reached it.
-async fn backend() -> (Served, Arc<Mutex<Vec<String>>>) {
+async fn backend() -> (Served, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
+    let labels = Arc::new(Mutex::new(Vec::new()));
+    let (log, label_log) = (seen.clone(), labels.clone());
     let served = serve(move |parts, body| {
+        if let Some(l) = parts.headers.get("x-authward-labels").and_then(|v| v.to_str().ok()) {
+            label_log.lock().unwrap().push(l.to_string());
+        }
         let path = parts.uri.path().to_string();
         let target = parts
             .headers
@@ -72,7 +76,7 @@ async fn backend() -> (Served, Arc<Mutex<Vec<String>>>) {
         r.status(200).body(Full::new(Bytes::from(body.to_string()))).unwrap()
     })
     .await;
-    (served, seen)
+    (served, seen, labels)
 }
 
 /// The policies under test, every one in `mode`, in front of `upstream`.
@@ -310,7 +314,7 @@ async fn send(aw: &Authward, req: &Req) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_policy_refuses_in_enforce_mode_and_only_counts_in_audit_mode() {
-    let (up, seen) = backend().await;
+    let (up, seen, labels) = backend().await;
     for mode in ["enforce", "audit"] {
         let aw = Authward::start_with(&config(&up.url(), mode), &[("WEB_SECRET", SECRET)]);
         for case in cases() {
@@ -355,6 +359,14 @@ async fn each_policy_refuses_in_enforce_mode_and_only_counts_in_audit_mode() {
         if mode == "audit" {
             let logs = aw.logs();
             assert!(logs.contains("policy would refuse the request"), "{logs}");
+            let labels = labels.lock().unwrap().join(" ");
+            for case in cases() {
+                let label = format!("authward:policy:audit:{}", case.policy);
+                assert!(
+                    labels.contains(&label),
+                    "the upstream was not told {label}: {labels}"
+                );
+            }
             assert!(
                 !logs.contains("password123") && !logs.contains(STRONG),
                 "a password reached the log"
@@ -365,7 +377,7 @@ async fn each_policy_refuses_in_enforce_mode_and_only_counts_in_audit_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_keep_the_policies_pass_untouched() {
-    let (up, seen) = backend().await;
+    let (up, seen, _) = backend().await;
     let aw = Authward::start_with(&config(&up.url(), "enforce"), &[("WEB_SECRET", SECRET)]);
     let good_hash = secret_hash(SECRET, "alice", "confidential");
     // A right SECRET_HASH, where Cognito puts it for each target.
@@ -411,7 +423,7 @@ async fn requests_that_keep_the_policies_pass_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkce_challenges_are_fresh_and_codes_need_their_verifier() {
-    let (up, _) = backend().await;
+    let (up, _, _) = backend().await;
     let aw = Authward::start_with(&config(&up.url(), "enforce"), &[("WEB_SECRET", SECRET)]);
     let pkce = format!("&scope=openid&code_challenge={CHALLENGE_A}&code_challenge_method=S256");
     let first = authorize(&aw, &pkce).await;
@@ -457,7 +469,7 @@ async fn pkce_challenges_are_fresh_and_codes_need_their_verifier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reuse_of_recent_passwords_is_refused_to_the_account_holder_only() {
-    let (up, seen) = backend().await;
+    let (up, seen, _) = backend().await;
     let aw = Authward::start_with(&config(&up.url(), "enforce"), &[("WEB_SECRET", SECRET)]);
     let (p1, p2, p3) = (
         "Staple-Orbit-Lantern-1",
@@ -625,7 +637,7 @@ policies:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authlib_pkce_through_authward() {
-    let (up, seen) = backend().await;
+    let (up, seen, _) = backend().await;
     let aw = Authward::start_with(&config(&up.url(), "enforce"), &[("WEB_SECRET", SECRET)]);
     let out = python("pkce_authlib.py", &[&aw.url("")]);
     assert_eq!(out["pkce_flow"]["token"], true, "{out}");
