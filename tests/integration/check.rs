@@ -67,7 +67,7 @@ fn mistakes_point_at_their_line_and_column() {
         ),
         (
             "section not available",
-            &format!("{GOOD}risk:\n  mode: enforce\n"),
+            &format!("{GOOD}mfa:\n  mode: enforce\n"),
             "FILE:14:3:|not available",
         ),
         (
