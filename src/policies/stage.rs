@@ -1,11 +1,4 @@
 //! The policies' pipeline stage: every policy of the request's group checked before the upstream sees it.
-//!
-//! Decisions: each policy that applies counts `pass`, `refuse` (enforce) or `would_refuse` (audit) in
-//! `authward_policy_decisions_total{policy,decision}` and logs a break with its reason code. A refusal adds
-//! the label `authward:policy:<policy>` and one auth event (blocked, for the operations that have an event
-//! type) whose `shadow` lists the audit-mode breaks before it; an audit break adds the label
-//! `authward:policy:audit:<policy>`, which the later stages' events and the upstream's `x-authward-labels`
-//! carry, and makes no event of its own (the request's own event, if any, is the risk stage's).
 
 use std::sync::Arc;
 
@@ -97,6 +90,12 @@ impl Run<'_> {
     }
 
     /// Counts, logs and labels one decision; the answer when an enforced policy refuses.
+    ///
+    /// Each policy that applies counts `pass`, `refuse` (enforce) or `would_refuse` (audit) and logs a
+    /// break with its reason code. A refusal adds the label `authward:policy:<policy>` and one auth event
+    /// (blocked, for operations that have an event type) whose `shadow` lists the audit-mode breaks before
+    /// it. An audit break adds the label `authward:policy:audit:<policy>`, which the upstream's
+    /// `x-authward-labels` and the later stages' events carry, and makes no event of its own.
     fn decide(
         &mut self,
         ex: &mut Exchange,
