@@ -81,11 +81,6 @@ impl Policies {
         Ok(Policies { groups })
     }
 
-    /// Whether there are no groups.
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
-
     /// The first group that covers the profile.
     pub fn group_for(&self, profile: &str) -> Option<&Group> {
         self.groups

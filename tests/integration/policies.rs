@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::Response;
 use serde_json::{Value, json};
 
-use crate::harness::{Authward, Served, client, free_port, serve};
+use crate::harness::{Authward, Served, bin, client, free_port, serve};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const STRONG: &str = "Tulip-Meadow-Lantern-42";
@@ -507,6 +507,21 @@ async fn reuse_of_recent_passwords_is_refused_to_the_account_holder_only() {
     assert_eq!(seen.lock().unwrap().len(), 6);
     let m = aw.metrics().await;
     assert_eq!(decisions(&m, "password_reuse", "refuse"), 3, "{m}");
+}
+
+#[test]
+fn policy_mistakes_point_at_their_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("authward.yaml");
+    let yaml = "upstream: {url: http://127.0.0.1:1}\npolicies:\n  - name: g\n    profiles: [a]\n    password_reuse: {remember: 30}\n";
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(bin()).arg("check").arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("authward.yaml:3:5: policies.g.password_reuse.remember: 0 to 24"),
+        "{text}"
+    );
 }
 
 // === The real clients: boto3 against moto's Cognito, authlib against a test authorization server ===
