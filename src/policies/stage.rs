@@ -319,19 +319,16 @@ impl Stage for Enforce {
         if on(&run, Policy::Pkce) && authorize && wants_code {
             let r = match oauth::check_challenge(&params) {
                 Ok(ch) => {
-                    let key = format!("{CHALLENGE_KEY}{ch}");
-                    match self
-                        .store
-                        .put_if_absent(&key, Bytes::new(), Some(group.pkce_remember))
-                        .await
-                    {
-                        Ok(true) => {
+                    // A challenge is spent once it has produced a code (see the response hook): the steps of
+                    // one authorization (a login page, a wrong password and a retry) may repeat it.
+                    match self.store.get(&format!("{CHALLENGE_KEY}{ch}")).await {
+                        Ok(Some(_)) => Err(Reason::PkceReused),
+                        Ok(None) => {
                             carried.challenge = Some(ch);
                             Ok(())
                         }
-                        Ok(false) => Err(Reason::PkceReused),
                         Err(e) => {
-                            tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "policies: store unavailable, challenge not tracked");
+                            tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "policies: store unavailable, challenge not checked");
                             carried.challenge = Some(ch);
                             Ok(())
                         }
@@ -453,12 +450,17 @@ impl Stage for Enforce {
                 .filter(|_| response.status().is_redirection())
                 .and_then(oauth::code_in_location);
             if let Some(code) = code {
-                let key = oauth::digest_key(CODE_KEY, &code);
-                if let Err(e) = self
-                    .store
-                    .put(&key, challenge.into(), Some(oauth::CODE_TTL))
-                    .await
-                {
+                let spent = format!("{CHALLENGE_KEY}{challenge}");
+                let link = oauth::digest_key(CODE_KEY, &code);
+                let stored = async {
+                    self.store
+                        .put(&spent, Bytes::new(), Some(group.pkce_remember))
+                        .await?;
+                    self.store
+                        .put(&link, challenge.into(), Some(oauth::CODE_TTL))
+                        .await
+                };
+                if let Err(e) = stored.await {
                     tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "policies: code link not stored");
                 }
             }

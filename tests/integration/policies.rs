@@ -45,12 +45,18 @@ async fn backend() -> (Served, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>)
         };
         let mut r = Response::builder();
         let body = match path.as_str() {
-            "/oauth2/authorize" => {
-                let q: Vec<(String, String)> = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-                    .into_owned()
-                    .collect();
+            "/oauth2/authorize" | "/login" => {
+                let query = parts.uri.query().unwrap_or("");
+                let q: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
                 let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-                let location = format!("{}?code=code-{n}&state={}", get("redirect_uri"), get("state"));
+                // Cognito's hosted UI: the authorization sends the browser to its sign-in page first.
+                let location = if path == "/oauth2/authorize" && get("prompt") == "login" {
+                    format!("/login?{query}")
+                } else if path == "/login" && body.ends_with(b"password=wrong") {
+                    return r.status(200).body(Full::new(Bytes::from("<form>try again</form>"))).unwrap();
+                } else {
+                    format!("{}?code=code-{n}&state={}", get("redirect_uri"), get("state"))
+                };
                 return r.status(302).header("location", location).body(Full::new(Bytes::new())).unwrap();
             }
             "/oauth2/token" => {
@@ -192,8 +198,11 @@ fn decisions(metrics: &str, policy: &str, decision: &str) -> u64 {
         .unwrap_or(0)
 }
 
+// code_challenge = BASE64URL(SHA256(code_verifier)), computed with Python's hashlib.
 const CHALLENGE_A: &str = "ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc";
 const VERIFIER_A: &str = "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE_B: &str = "Gpc0MDVIrBN-iUsGhfmQFQ3-b3vQcrwDnPI7_giASHY";
+const VERIFIER_B: &str = "hosted-ui-verifier-0123456789-abcdefghijklmnopqrstuv";
 
 /// One request that breaks one policy, and how an enforcing proxy answers it.
 struct Case {
@@ -465,6 +474,51 @@ async fn pkce_challenges_are_fresh_and_codes_need_their_verifier() {
     // A code the proxy never saw issued (PKCE unknown) is the authorization server's to judge.
     let unknown = token(&aw, "grant_type=authorization_code&client_id=web&code=elsewhere").await;
     assert_eq!(unknown.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_ui_steps_share_a_challenge_until_it_produces_a_code() {
+    let (up, _, _) = backend().await;
+    let aw = Authward::start_with(&config(&up.url(), "enforce"), &[("WEB_SECRET", SECRET)]);
+    let pkce = format!("&prompt=login&code_challenge={CHALLENGE_B}&code_challenge_method=S256");
+    let start = authorize(&aw, &pkce).await;
+    assert_eq!(start.status, 302);
+    let login = start.location.unwrap();
+    assert!(
+        login.starts_with("/login?") && !login.contains("code="),
+        "{login}"
+    );
+    let sign_in = |password: &'static str| {
+        client()
+            .post(aw.url(&login))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username=alice&password={password}"))
+            .send()
+    };
+    // A wrong password and a retry: the same challenge, one authorization.
+    assert_eq!(sign_in("wrong").await.unwrap().status(), 200);
+    let done = answer(sign_in("right").await.unwrap()).await;
+    assert_eq!(done.status, 302);
+    let code = done
+        .location
+        .unwrap()
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let exchange = |extra: &str| format!("grant_type=authorization_code&client_id=web&code={code}{extra}");
+    assert_eq!(token(&aw, &exchange("")).await.body["error"], "invalid_request");
+    assert_eq!(
+        token(&aw, &exchange(&format!("&code_verifier={VERIFIER_B}")))
+            .await
+            .status,
+        200
+    );
+    // Spent: a new authorization with it is refused.
+    assert_eq!(authorize(&aw, &pkce).await.body["error"], "invalid_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
