@@ -528,3 +528,166 @@ impl Enforce {
         history.save(self.store.as_ref(), user).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{EmbeddedSources, Mode as Load, load_from};
+    use crate::context::{Connection, Context};
+    use crate::pipeline::UpstreamReport;
+    use crate::profile::stage::Recognize;
+    use crate::store::memory::MemoryStore;
+
+    const CONFIG: &str = r#"
+upstream: {url: "http://127.0.0.1:1"}
+include: [profiles/cognito.yaml]
+policies:
+  - name: cognito
+    profiles: ["cognito-*"]
+    respond_as: cognito
+    attributes: {mode: audit, rules: {given_name: {message_safe: true}}}
+    password_strength: {mode: enforce}
+"#;
+
+    fn exchange(config: &Arc<Config>, target: &str, body: serde_json::Value) -> Exchange {
+        let request = http::Request::post("/")
+            .header("content-type", "application/x-amz-json-1.1")
+            .header(
+                "x-amz-target",
+                format!("AWSCognitoIdentityProviderService.{target}"),
+            )
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let conn = Connection {
+            peer: "203.0.113.7:50000".parse().unwrap(),
+            tls: false,
+            ja4: None,
+        };
+        Exchange {
+            config: config.clone(),
+            ctx: Context::new(config, &conn, &parts),
+            request: parts,
+            body: RequestBody::Buffered(Bytes::from(body.to_string())),
+            profile: None,
+            labels: Vec::new(),
+            waf: None,
+            outcome: None,
+            rejected: None,
+            upstream: UpstreamReport::default(),
+            risk: None,
+            events: Vec::new(),
+            policies: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_makes_one_event_with_the_audited_breaks_and_no_secret() {
+        let mut files = EmbeddedSources::default();
+        files
+            .files
+            .insert(PathBuf::from("authward.yaml"), CONFIG.as_bytes().to_vec());
+        files.files.insert(
+            PathBuf::from("profiles/cognito.yaml"),
+            include_bytes!("../../rules/profiles/cognito.yaml").to_vec(),
+        );
+        let config = Arc::new(load_from(Path::new("authward.yaml"), Load::Serve, &files).unwrap());
+        let clock = crate::clock::system();
+        let services = Services {
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::new(MemoryStore::new(Default::default(), clock.clone())),
+            clock,
+        };
+        let weak = "zzzzzzzzzz1";
+        let mut ex = exchange(
+            &config,
+            "SignUp",
+            json!({"ClientId": "c", "Username": "mallory", "Password": weak,
+                "UserAttributes": [{"Name": "given_name", "Value": "win at https://evil.test"}]}),
+        );
+        assert!(matches!(
+            Recognize::new(config.profiles.clone()).on_request(&mut ex).await,
+            Flow::Continue
+        ));
+        let Flow::Respond(answer) = Enforce::new(&config, &services).on_request(&mut ex).await else {
+            panic!("the weak password should be refused");
+        };
+        assert_eq!(answer.status(), 400);
+        assert_eq!(ex.rejected, Some("policy"));
+        assert_eq!(
+            ex.labels[2..],
+            [
+                "authward:policy:audit:attributes",
+                "authward:policy:password_strength"
+            ]
+        );
+        let [pending] = &ex.events[..] else {
+            panic!("one event: {:?}", ex.events);
+        };
+        let e = &pending.event;
+        assert_eq!(
+            (e.kind, e.decision.as_str(), e.outcome.as_str()),
+            (EventType::SignUp, "block", "blocked")
+        );
+        assert_eq!(e.username.as_deref(), Some("mallory"));
+        assert_eq!(
+            e.shadow,
+            [ShadowDecision {
+                source: "policy:attributes".into(),
+                decision: "refuse".into()
+            }]
+        );
+        let text = serde_json::to_string(e).unwrap();
+        assert!(!text.contains(weak) && !text.contains("evil.test"), "{text}");
+        let m = services.metrics.render();
+        assert!(
+            m.contains(r#"authward_policy_decisions_total{decision="would_refuse",policy="attributes"} 1"#)
+        );
+        assert!(
+            m.contains(r#"authward_policy_decisions_total{decision="refuse",policy="password_strength"} 1"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn other_profiles_and_groups_with_nothing_on_pass_untouched() {
+        let mut files = EmbeddedSources::default();
+        let off = CONFIG
+            .replace("mode: audit", "mode: off")
+            .replace("mode: enforce", "mode: off");
+        files
+            .files
+            .insert(PathBuf::from("authward.yaml"), off.into_bytes());
+        files.files.insert(
+            PathBuf::from("profiles/cognito.yaml"),
+            include_bytes!("../../rules/profiles/cognito.yaml").to_vec(),
+        );
+        let config = Arc::new(load_from(Path::new("authward.yaml"), Load::Serve, &files).unwrap());
+        let clock = crate::clock::system();
+        let services = Services {
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::new(MemoryStore::new(Default::default(), clock.clone())),
+            clock,
+        };
+        let mut ex = exchange(
+            &config,
+            "SignUp",
+            json!({"ClientId": "c", "Username": "u", "Password": "x"}),
+        );
+        let _ = Recognize::new(config.profiles.clone()).on_request(&mut ex).await;
+        assert!(matches!(
+            Enforce::new(&config, &services).on_request(&mut ex).await,
+            Flow::Continue
+        ));
+        assert!(ex.policies.is_none() && ex.events.is_empty());
+        assert!(
+            !services
+                .metrics
+                .render()
+                .contains("authward_policy_decisions_total{")
+        );
+    }
+}
