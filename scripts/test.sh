@@ -7,10 +7,21 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The policy tests drive real clients: boto3 against moto's Cognito server, and authlib.
+if ! command -v python3 >/dev/null 2>&1; then
+  need_apt+=(python3 python3-pip)
+elif ! python3 -m pip --version >/dev/null 2>&1; then
+  need_apt+=(python3-pip)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}"
+fi
+if ! python3 -c 'import moto, boto3, authlib, requests' 2>/dev/null; then
+  # Debian's own Python refuses system-wide installs (PEP 668); a toolchain Python does not.
+  python3 -m pip install --quiet 'moto[server]' boto3 authlib requests \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]' boto3 authlib requests
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (https://rustup.rs) first" >&2

@@ -12,6 +12,7 @@ pub mod events;
 pub mod geo;
 pub mod metrics;
 pub mod pipeline;
+pub mod policies;
 pub mod profile;
 pub mod proxy;
 pub mod risk;

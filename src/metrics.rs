@@ -52,6 +52,8 @@ pub struct Metrics {
     pub sms_spend: GaugeVec,
     /// SMS codes verified / sent by destination country, over the conversion window.
     pub sms_conversion: GaugeVec,
+    /// Policy decisions by policy and decision (pass, refuse, would_refuse).
+    pub policy_decisions: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -103,6 +105,11 @@ impl Metrics {
             "authward_risk_signals_total",
             "Risk signals that fired, by signal",
             &["signal"],
+        );
+        let policy_decisions = counter(
+            "authward_policy_decisions_total",
+            "Policy decisions by policy and decision (pass, refuse, would_refuse)",
+            &["policy", "decision"],
         );
         let config_reloads = counter(
             "authward_config_reloads_total",
@@ -222,6 +229,7 @@ impl Metrics {
             sms_decisions,
             sms_spend,
             sms_conversion,
+            policy_decisions,
         }
     }
 

@@ -88,6 +88,8 @@ pub struct Exchange {
     pub risk: Option<Box<crate::risk::stage::Assessed>>,
     /// Auth events made by the stages, recorded (history, sinks, notifications) once the answer is sent.
     pub events: Vec<events::Pending>,
+    /// What the policies stage's request hook leaves for its response hook.
+    pub policies: Option<Box<crate::policies::stage::Carried>>,
 }
 
 impl Exchange {
@@ -129,13 +131,16 @@ impl Pipeline {
                 store.clone(),
                 metrics.clone(),
             )), // 3
-            Box::new(sms::stage::Guard::new(sms(), services)),                 // 4
-            Box::new(profile::stage::Classify::new(metrics.clone())),          // 7
+            // Stages with only a response hook (7, 7b) may sit anywhere before those that need the outcome;
+            // a stage with both hooks sits after 7 so that its response hook sees the outcome.
+            Box::new(profile::stage::Classify::new(metrics.clone())), // 7
             Box::new(waf::stage::CountFailures::new(
                 config.web_acl.clone(),
                 store.clone(),
-            )), // after 7
-            Box::new(sms::stage::Settle::new(sms(), services)),                // after 7
+            )), // 7b
+            Box::new(crate::policies::stage::Enforce::new(config, services)), // 3b, and on the answer
+            Box::new(sms::stage::Guard::new(sms(), services)),        // 4
+            Box::new(sms::stage::Settle::new(sms(), services)),       // 7c
             Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
         ];
         Pipeline { stages }

@@ -8,6 +8,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, de};
 
 use super::types::{ByteSize, Cidr, Duration};
+use crate::policies::file::FilePolicyGroup;
 use crate::profile::file::FileProfile;
 use crate::sms::file::FileSms;
 use crate::waf::file::FileWebAcl;
@@ -43,6 +44,9 @@ pub struct FileConfig {
     pub sms: Option<Positioned<FileSms>>,
     /// Sign-in risk scoring (not available in this version).
     pub risk: Option<Positioned<crate::risk::file::FileRisk>>,
+    /// Security best practices enforced at the edge, per group of profiles and per app client.
+    #[serde(default)]
+    pub policies: Vec<Positioned<FilePolicyGroup>>,
     /// MFA step-up (not available in this version).
     pub mfa: Option<NotYetMfa>,
     /// Browser challenge and CAPTCHA (not available in this version).
@@ -64,6 +68,9 @@ pub struct FileFragment {
     pub profiles: Vec<Positioned<FileProfile>>,
     /// Web ACL rules and rule groups to add.
     pub web_acl: Option<Positioned<FileWebAcl>>,
+    /// Policy groups to add (a group named in several files merges; the main file wins).
+    #[serde(default)]
+    pub policies: Vec<Positioned<FilePolicyGroup>>,
 }
 
 /// Listener settings.

@@ -169,6 +169,8 @@ pub struct Config {
     pub events: crate::events::EventsConfig,
     /// The SMS guard (off without an `sms` section).
     pub sms: Arc<crate::sms::SmsGuard>,
+    /// The policy groups (empty when the config has none).
+    pub policies: Arc<crate::policies::Policies>,
 }
 
 /// Compiled listener settings.
@@ -249,6 +251,13 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
     if let Some(acl) = main.web_acl {
         acls.push((path.to_path_buf(), acl, true));
     }
+    // Included groups first, so that the main file's keys win when groups merge.
+    let main_policies: Vec<(PathBuf, Positioned<crate::policies::file::FilePolicyGroup>)> = main
+        .policies
+        .into_iter()
+        .map(|p| (path.to_path_buf(), p))
+        .collect();
+    let mut policies = Vec::new();
 
     for inc_entry in &main.include {
         let (pattern, line, column) = (&inc_entry.value, inc_entry.line, inc_entry.column);
@@ -274,6 +283,7 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
                             if let Some(acl) = frag.web_acl {
                                 acls.push((inc.clone(), acl, false));
                             }
+                            policies.extend(frag.policies.into_iter().map(|p| (inc.clone(), p)));
                         }
                         Err(e) => errors.extend(e.0),
                     }
@@ -373,11 +383,35 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
             .map_err(|e| errors.push(ConfigError::at(path, r.line, r.column, e.to_string()))),
         None => Ok(None),
     };
+    policies.extend(main_policies);
+    let has_breach_filter = risk
+        .as_ref()
+        .is_ok_and(|r| r.as_ref().is_some_and(|r| r.breach.is_some()));
+    let policies = compile_policies(policies, mode, has_breach_filter, sources).map_err(|e| errors.push(e));
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let (Ok(profiles), Ok(upstream), Ok(tls), Ok(geo), Ok(admin), Ok(web_acl), Ok(events), Ok(sms)) =
-        (compiled_profiles, upstream, tls, geo, admin, web_acl, events, sms)
+    let (
+        Ok(profiles),
+        Ok(upstream),
+        Ok(tls),
+        Ok(geo),
+        Ok(admin),
+        Ok(web_acl),
+        Ok(events),
+        Ok(sms),
+        Ok(policies),
+    ) = (
+        compiled_profiles,
+        upstream,
+        tls,
+        geo,
+        admin,
+        web_acl,
+        events,
+        sms,
+        policies,
+    )
     else {
         return Err(ConfigErrors(vec![ConfigError::at(
             path,
@@ -410,6 +444,27 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         risk: risk.unwrap_or_default(),
         events,
         sms: Arc::new(sms),
+        policies: Arc::new(policies),
+    })
+}
+
+/// Compiles the policy groups; an error points at the last entry of the offending group, the one whose
+/// keys win.
+fn compile_policies(
+    entries: Vec<(PathBuf, Positioned<crate::policies::file::FilePolicyGroup>)>,
+    mode: Mode,
+    has_breach_filter: bool,
+    sources: &dyn Sources,
+) -> Result<crate::policies::Policies, ConfigError> {
+    let strictness = match mode {
+        Mode::Serve => crate::policies::Strictness::Serve,
+        Mode::Check => crate::policies::Strictness::Check,
+    };
+    let groups = entries.iter().map(|(_, p)| p.value.clone()).collect();
+    crate::policies::Policies::compile(groups, strictness, has_breach_filter, sources).map_err(|e| {
+        let at = entries.iter().rev().find(|(_, p)| p.value.name == e.group);
+        let (file, line, column) = at.map_or((Path::new(""), 0, 0), |(f, p)| (f.as_path(), p.line, p.column));
+        ConfigError::at(file, line, column, e.to_string())
     })
 }
 

@@ -448,6 +448,7 @@ mod tests {
             upstream: UpstreamReport::default(),
             sms: None,
             risk: None,
+            policies: None,
             events: Vec::new(),
         }
     }

@@ -92,6 +92,7 @@ pub async fn handle(
         upstream: UpstreamReport::default(),
         risk: None,
         events: Vec::new(),
+        policies: None,
     };
     let mut response = if ex.request.uri.path().starts_with(events::links::PATH_PREFIX) {
         let recorder = &shared.recorder;

@@ -323,6 +323,7 @@ mod tests {
             rejected: None,
             upstream: UpstreamReport::default(),
             risk: None,
+            policies: None,
             events: Vec::new(),
         };
         assert!(matches!(

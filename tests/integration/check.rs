@@ -67,7 +67,7 @@ fn mistakes_point_at_their_line_and_column() {
         ),
         (
             "section not available",
-            &format!("{GOOD}mfa:\n  issuer: demo\n"),
+            &format!("{GOOD}mfa:\n  mode: enforce\n"),
             "FILE:14:3:|not available",
         ),
         (
@@ -168,6 +168,7 @@ fn shipped_rule_files_check_clean() {
                 "ip-reputation",
                 "geo",
                 "tests/config",
+                "packs/cognito-best-practices",
             ]
             .map(|p| format!("{root}/rules/{p}.yaml")),
         )
@@ -194,6 +195,7 @@ fn schema_describes_every_section() {
         "web_acl",
         "sms",
         "risk",
+        "policies",
         "mfa",
         "challenge",
         "events",

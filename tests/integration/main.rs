@@ -9,6 +9,7 @@ mod events;
 mod forwarding;
 mod harness;
 mod lifecycle;
+mod policies;
 mod profiles;
 mod risk;
 mod rules;
