@@ -275,8 +275,10 @@ fn open_error(path: &Path, e: impl Into<redb::Error>) -> OpenError {
 
 // === Opening ===
 
-/// Opens the file with redb, turning a panic inside redb (a damaged file it did not expect) into an error.
+/// Opens the file with redb, turning a panic inside redb (a damaged file it did not expect) into an error;
+/// redb also "repairs" a file it has just created, so only an existing one is reported.
 fn open_database(path: &Path) -> Result<Database, OpenError> {
+    let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
     let repairing = Arc::new(AtomicBool::new(false));
     let seen = repairing.clone();
     let opened = catch_unwind(AssertUnwindSafe(|| {
@@ -284,7 +286,7 @@ fn open_database(path: &Path) -> Result<Database, OpenError> {
             .set_cache_size(CACHE_BYTES)
             .create_with_file_format_v3(true)
             .set_repair_callback(move |_| {
-                if !seen.swap(true, Ordering::Relaxed) {
+                if existed && !seen.swap(true, Ordering::Relaxed) {
                     tracing::warn!("the store file was not closed cleanly: checking it");
                 }
             })
