@@ -9,5 +9,6 @@ mod harness;
 mod lifecycle;
 mod profiles;
 mod rules;
+mod store;
 mod tls;
 mod waf;
