@@ -8,6 +8,11 @@
 //! whatever is queued in one transaction and commits once for all of them (group commit). Reads use
 //! their own read transactions on the blocking pool, concurrently with the writer.
 //!
+//! Commits use redb's two-phase commit: one more fsync, and a crash cannot leave a half-written commit
+//! that passes for valid (redb's note on attacker-influenced contents). Not its quick repair, which saves
+//! the allocator state with every commit: 8 ms instead of 0.9 ms per commit on a file of 1 000 000
+//! records; without it, reopening after a crash walks the file instead (2.4 s for that file).
+//!
 //! Each record keeps its expiry and a write sequence number beside its value, and two index tables order
 //! the records by expiry (for the sweep) and by write (for eviction beyond `max_records`). Index entries
 //! are hints, checked against the record they name, so a stale one is dropped rather than trusted.
@@ -311,7 +316,7 @@ fn open_database(path: &Path) -> Result<Database, OpenError> {
 fn init(db: &Database, path: &Path) -> Result<Saved, OpenError> {
     let err = |e: StorageError| open_error(path, e);
     let mut txn = db.begin_write().map_err(|e| open_error(path, e))?;
-    txn.set_quick_repair(true);
+    txn.set_two_phase_commit(true);
     let saved = {
         let mut t = Tables::open(&txn, Saved::default()).map_err(|e| open_error(path, e))?;
         let get = |t: &Tables<'_>, name: &str| -> Result<Option<u64>, OpenError> {
@@ -828,7 +833,7 @@ impl Writer {
     fn commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut txn = self.db.begin_write().map_err(fail)?;
-        txn.set_quick_repair(true);
+        txn.set_two_phase_commit(true);
         let saved = {
             let mut t = Tables::open(&txn, self.saved).map_err(fail)?;
             for job in batch.iter_mut() {
