@@ -190,7 +190,10 @@ impl EmbeddedStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Runs a read in its own read transaction on the blocking pool.
+    /// Runs a read in its own read transaction on the blocking pool. The hop costs more than a cached read
+    /// itself (`benches/store.rs`: about 15 µs against 1 µs inline; a small reader pool fed by a channel was
+    /// no cheaper), but a read that misses redb's cache waits for the disk, and that wait must not stall
+    /// the async threads that serve every connection.
     async fn read<T: Send + 'static>(
         &self,
         run: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
