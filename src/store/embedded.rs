@@ -382,7 +382,7 @@ impl Head {
             Shape::Value(len) => len as u64,
             Shape::List(l) => l.bytes,
         };
-        (key.len() + RECORD_OVERHEAD) as u64 + payload
+        ((key.len() + RECORD_OVERHEAD) as u64).saturating_add(payload)
     }
 
     fn encode(&self, value: &[u8]) -> Vec<u8> {
@@ -483,7 +483,7 @@ fn read_list(
         return Ok(Vec::new());
     }
     let items = txn.open_table(ITEMS).map_err(fail)?;
-    let mut out = Vec::with_capacity(count.min((list.len - start as u64) as usize));
+    let mut out = Vec::new();
     for item in items.range(items_of(key)).map_err(fail)?.skip(start).take(count) {
         let (_, value) = item.map_err(fail)?;
         out.push(Bytes::copy_from_slice(value.value()));
@@ -582,14 +582,18 @@ impl<'t> Tables<'t> {
             self.unindex(key, old)?;
         }
         head.written = self.saved.next_seq;
-        self.saved.next_seq += 1;
+        self.saved.next_seq = self.saved.next_seq.wrapping_add(1);
         self.records.insert(key, head.encode(value).as_slice())?;
         self.by_write.insert(head.written, key)?;
         if head.expires != NEVER {
             self.by_expiry.insert((head.expires, key), ())?;
         }
         let old_size = old.map_or(0, |h| h.size(key));
-        self.saved.bytes = self.saved.bytes.saturating_sub(old_size) + head.size(key);
+        self.saved.bytes = self
+            .saved
+            .bytes
+            .saturating_sub(old_size)
+            .saturating_add(head.size(key));
         Ok(())
     }
 
@@ -680,21 +684,39 @@ impl<'t> Tables<'t> {
             Some((head, list)) => (list, ttl.map_or(head.expires, |t| memory::expiry(now, t))),
             None => (ListHead::default(), expiry(now, ttl)),
         };
-        self.items.insert((key, !list.next), value)?;
-        list.next += 1;
-        list.len += 1;
-        list.bytes += item_size(value.len());
+        // Header fields come from the file: no arithmetic on them may panic.
+        let newest = !list.next;
+        self.items.insert((key, newest), value)?;
+        list.next = list.next.wrapping_add(1);
+        list.len = list.len.saturating_add(1);
+        list.bytes = list.bytes.saturating_add(item_size(value.len()));
         let excess = usize::try_from(list.len.saturating_sub(cap as u64)).unwrap_or(usize::MAX);
         if excess > 0 {
-            let mut oldest = Vec::with_capacity(excess);
+            let mut gone = Vec::new();
             for item in self.items.range(items_of(key))?.rev().take(excess) {
                 let (k, v) = item?;
-                oldest.push((k.value().1, v.value().len()));
+                gone.push((k.value().1, v.value().len()));
             }
-            for (n, len) in oldest {
+            if gone.iter().any(|&(n, _)| n == newest) {
+                // The header counts more items than there are: keep the newest `cap` and count them anew.
+                (list.len, list.bytes, gone) = (0, 0, Vec::new());
+                for (i, item) in self.items.range(items_of(key))?.enumerate() {
+                    let (k, v) = item?;
+                    if i < cap {
+                        list.len += 1;
+                        list.bytes += item_size(v.value().len());
+                    } else {
+                        gone.push((k.value().1, v.value().len()));
+                    }
+                }
+            } else {
+                for &(_, len) in &gone {
+                    list.len = list.len.saturating_sub(1);
+                    list.bytes = list.bytes.saturating_sub(item_size(len));
+                }
+            }
+            for (n, _) in gone {
                 self.items.remove((key, n))?;
-                list.len = list.len.saturating_sub(1);
-                list.bytes = list.bytes.saturating_sub(item_size(len));
             }
         }
         let head = Head {
@@ -1451,6 +1473,59 @@ mod tests {
                 8 * 20
             );
         }
+    }
+
+    #[tokio::test]
+    async fn damaged_records_are_errors_not_panics() {
+        let f = Fixture::new();
+        let s = f.open();
+        s.put(&rec("ok"), b("v"), None).await.unwrap();
+        drop(s);
+        {
+            let db = redb::Database::open(f.dir.path().join("state.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(RECORDS).unwrap();
+                t.insert(rec("short").as_str(), &[1u8, 2, 3][..]).unwrap();
+                t.insert(rec("kind").as_str(), &[9u8; 40][..]).unwrap();
+                // A list header claiming u64::MAX items and bytes.
+                let mut huge = vec![super::KIND_LIST];
+                for n in [u64::MAX, 7, u64::MAX, 5, u64::MAX] {
+                    huge.extend_from_slice(&n.to_le_bytes());
+                }
+                t.insert(rec("huge").as_str(), huge.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let s = f.open();
+        let corrupt = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Corrupt(_)));
+        for k in ["short", "kind"] {
+            let k = rec(k);
+            assert!(corrupt(s.get(&k).await.map(drop)));
+            assert!(corrupt(s.list_range(&k, 0, 5).await.map(drop)));
+            assert!(corrupt(s.take(&k).await.map(drop)));
+            assert!(corrupt(s.list_push(&k, b("x"), 5, None).await.map(drop)));
+            assert!(corrupt(s.put_if_absent(&k, b("x"), None).await.map(drop)));
+        }
+        assert!(s.delete(&rec("short")).await.unwrap());
+        assert_eq!(s.get(&rec("short")).await.unwrap(), None);
+        s.put(&rec("kind"), b("fixed"), None).await.unwrap();
+        assert_eq!(s.get(&rec("kind")).await.unwrap(), Some(b("fixed")));
+
+        let huge = rec("huge");
+        assert!(s.list_range(&huge, 0, usize::MAX).await.unwrap().is_empty());
+        assert_eq!(
+            s.list_push(&huge, b("x"), 3, None).await.unwrap(),
+            1,
+            "counted what is there"
+        );
+        assert_eq!(s.list_push(&huge, b("y"), 3, None).await.unwrap(), 2);
+        assert_eq!(
+            s.list_range(&huge, 0, usize::MAX).await.unwrap(),
+            vec![b("y"), b("x")]
+        );
+        s.put(&rec("after"), b("v"), None).await.unwrap();
+        assert_eq!(s.get(&rec("ok")).await.unwrap(), Some(b("v")));
     }
 
     #[tokio::test]
