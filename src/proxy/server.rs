@@ -164,6 +164,16 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         shared: shared.clone(),
         lock: tokio::sync::Mutex::new(()),
     });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    // Before the listeners: once a port accepts connections, a change to the config files is seen.
+    spawn_reload_triggers(
+        &mut tasks,
+        reloader.clone(),
+        cert.clone(),
+        watch_files,
+        stop_rx.clone(),
+    );
 
     let mut http_listeners = Vec::new();
     for addr in &listen.http {
@@ -197,10 +207,8 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     };
     tracing::info!(http = ?bound.http, https = ?bound.https, admin = %bound.admin, "authward listening");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(listen.max_connections));
     let graceful = Arc::new(GracefulShutdown::new());
-    let mut tasks = tokio::task::JoinSet::new();
 
     let tls_acceptor = if https_listeners.is_empty() {
         None
@@ -249,13 +257,6 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         reloader.clone(),
         stop_rx.clone(),
     ));
-    spawn_reload_triggers(
-        &mut tasks,
-        reloader.clone(),
-        cert.clone(),
-        watch_files,
-        stop_rx.clone(),
-    );
     if let Some(f) = on_ready {
         f(&bound);
     }
