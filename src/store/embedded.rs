@@ -96,13 +96,9 @@ pub enum OpenError {
     /// The file is not an authward store, is damaged, or has an unsupported format.
     #[error("store file {}: not a usable authward store: {reason}", .path.display())]
     Invalid { path: PathBuf, reason: String },
-    /// The file cannot be read or written.
-    #[error("store file {}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file cannot be read or written (the reason is in the message, not repeated as a source).
+    #[error("store file {}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
 }
 
 /// A [`Store`] whose records survive restarts and crashes: see the module documentation.
@@ -155,9 +151,9 @@ impl EmbeddedStore {
         let writer = std::thread::Builder::new()
             .name("authward-store".into())
             .spawn(move || writer.run())
-            .map_err(|source| OpenError::Io {
+            .map_err(|error| OpenError::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
         Ok(Self {
             memory: MemoryStore::new(opts.memory, clock.clone()),
@@ -178,7 +174,7 @@ impl EmbeddedStore {
     /// Queues a write for the writer thread and waits until its transaction has committed.
     async fn write<T: Send + 'static>(
         &self,
-        run: impl FnOnce(&mut Tables<'_>) -> Result<Result<T, StoreError>, StorageError> + Send + 'static,
+        run: impl FnOnce(&mut Tables<'_>) -> Outcome<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
@@ -191,8 +187,8 @@ impl EmbeddedStore {
     }
 
     /// Runs a read in its own read transaction on the blocking pool. The hop costs more than a cached read
-    /// itself (`benches/store.rs`: about 15 µs against 1 µs inline; a small reader pool fed by a channel was
-    /// no cheaper), but a read that misses redb's cache waits for the disk, and that wait must not stall
+    /// itself (`benches/store.rs`: 10 to 16 µs against 1 µs inline; a small reader pool fed by a channel
+    /// was no cheaper), but a read that misses redb's cache waits for the disk, and that wait must not stall
     /// the async threads that serve every connection.
     async fn read<T: Send + 'static>(
         &self,
@@ -273,7 +269,7 @@ fn open_error(path: &Path, e: impl Into<redb::Error>) -> OpenError {
             path,
             reason: "not a redb database file".to_owned(),
         },
-        redb::Error::Io(source) => OpenError::Io { path, source },
+        redb::Error::Io(error) => OpenError::Io { path, error },
         e => OpenError::Invalid {
             path,
             reason: e.to_string(),
