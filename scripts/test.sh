@@ -36,7 +36,7 @@ set -o pipefail
 cargo test --lib --bins --tests -- --test-threads="$threads" --skip corpus:: 2>&1 | tee -a "$log"
 cargo test --test integration corpus:: -- --nocapture 2>&1 | tee -a "$log"
 # Each criterion benchmark once, as a smoke test (figures come from `cargo bench`, see BENCHMARKS.md).
-cargo test --bench hot_paths --bench waf --bench injection --bench transform --bench risk --bench breach 2>&1 | tee -a "$log"
+cargo test --bench hot_paths --bench waf --bench injection --bench transform --bench risk --bench breach --bench sms --bench store 2>&1 | tee -a "$log"
 
 # One closing line for the whole suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }

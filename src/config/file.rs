@@ -178,23 +178,33 @@ fn default_pool_max_idle() -> usize {
 }
 
 /// State backend.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileStore {
-    /// Which backend holds the state. This version has `memory`.
+    /// Which backend holds the state: `embedded` (the default: counters in memory, durable records in a
+    /// database file) or `memory` (everything in process, lost on restart).
     pub kind: StoreKind,
-    /// Most keys kept; the least recently used go first beyond it.
+    /// Most keys kept in memory (counters, sets, short-lived values); the least recently used go first
+    /// beyond it.
     pub max_keys: usize,
-    /// Approximate memory cap for stored state.
+    /// Approximate memory cap for the state kept in memory.
     pub max_memory: ByteSize,
+    /// `embedded`: the database file of the durable records, relative to this config file's directory;
+    /// created if missing. One authward process per file.
+    pub path: PathBuf,
+    /// `embedded`: most durable records (user profiles, event histories, MFA enrollments) kept in the
+    /// file; beyond it the least recently written go first.
+    pub max_records: usize,
 }
 
 impl Default for FileStore {
     fn default() -> Self {
         FileStore {
-            kind: StoreKind::Memory,
+            kind: StoreKind::Embedded,
             max_keys: 1_000_000,
             max_memory: ByteSize(256 * 1024 * 1024),
+            path: PathBuf::from("authward.redb"),
+            max_records: 1_000_000,
         }
     }
 }
@@ -203,8 +213,10 @@ impl Default for FileStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
-    /// Everything in process, capped, lost on restart.
+    /// Everything in process, capped, lost on restart: for tests and throw-away runs.
     Memory,
+    /// Counters in memory; durable records in a redb database file that survives restarts and crashes.
+    Embedded,
 }
 
 /// MaxMind database files (relative paths are relative to the config file).

@@ -160,6 +160,7 @@ pub struct Config {
     /// Absent only for rule files checked on their own.
     pub upstream: Option<Upstream>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The store settings; `path` is resolved against the config file's directory.
     pub store: FileStore,
     pub geo: Arc<Geo>,
     pub profiles: Arc<Profiles>,
@@ -437,7 +438,10 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         admin,
         upstream,
         trusted_proxies: main.trusted_proxies.iter().map(|c| c.0).collect(),
-        store: main.store,
+        store: FileStore {
+            path: base.join(&main.store.path),
+            ..main.store
+        },
         geo,
         profiles: Arc::new(profiles),
         web_acl: Arc::new(web_acl),
@@ -733,4 +737,37 @@ fn compile_admin(a: &file::FileAdmin, at: Pos<'_>, sources: &dyn Sources) -> Res
         listen: a.listen,
         token_sha256,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::file::StoreKind;
+    use super::{EmbeddedSources, Mode, load_from};
+
+    fn store_of(yaml: &str) -> super::file::FileStore {
+        let mut s = EmbeddedSources::default();
+        s.files
+            .insert(PathBuf::from("etc/aw/main.yaml"), yaml.as_bytes().to_vec());
+        load_from(Path::new("etc/aw/main.yaml"), Mode::Check, &s)
+            .unwrap()
+            .store
+    }
+
+    #[test]
+    fn the_store_is_embedded_by_default_with_its_file_beside_the_config() {
+        let store = store_of("");
+        assert_eq!(store.kind, StoreKind::Embedded);
+        assert_eq!(store.path, Path::new("etc/aw/authward.redb"));
+        assert_eq!(store.max_records, 1_000_000);
+        let store = store_of("store: {kind: memory, path: ../state/s.redb, max_records: 5}");
+        assert_eq!(store.kind, StoreKind::Memory);
+        assert_eq!(store.path, Path::new("etc/aw/../state/s.redb"));
+        assert_eq!(store.max_records, 5);
+        assert_eq!(
+            store_of("store: {path: /var/lib/aw.redb}").path,
+            Path::new("/var/lib/aw.redb")
+        );
+    }
 }

@@ -18,11 +18,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use super::{Runtime, Shared};
+use crate::clock::SharedClock;
+use crate::config::file::{FileStore, StoreKind};
 use crate::config::{self, ConfigErrors, Mode, Sources};
 use crate::context::Connection;
 use crate::metrics::Metrics;
 use crate::pipeline::Services;
 use crate::store::Store;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::memory::{MemoryLimits, MemoryStore};
 
 /// What `serve` (and the demo) start the proxy with.
 pub struct ServeOptions {
@@ -93,6 +97,9 @@ impl Reloader {
                     tracing::warn!("listener addresses changed: they take effect at the next restart");
                 }
                 self.shared.recorder.check_reload(&runtime.config.events);
+                if old.config.store != runtime.config.store {
+                    tracing::warn!("store settings changed: they take effect at the next restart");
+                }
                 self.shared.runtime.store(Arc::new(runtime));
                 reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(trigger, "config reloaded");
@@ -135,18 +142,11 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         tokio::task::spawn_blocking(move || config::load_from(&p, Mode::Serve, s.as_ref())).await??
     };
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::new(
-        crate::store::memory::MemoryLimits {
-            max_keys: config.store.max_keys,
-            max_bytes: usize::try_from(config.store.max_memory.0).unwrap_or(usize::MAX),
-            ..Default::default()
-        },
-        crate::clock::system(),
-    ));
+    let clock = crate::clock::system();
+    let store = open_store(&config.store, clock.clone()).await?;
     let listen = config.listen.clone();
     let admin_addr = config.admin.listen;
     let cert = Arc::new(ArcSwap::from_pointee(config.tls.clone()));
-    let clock = crate::clock::system();
     let services = Services {
         metrics: metrics.clone(),
         store: store.clone(),
@@ -175,6 +175,16 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         shared: shared.clone(),
         lock: tokio::sync::Mutex::new(()),
     });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    // Before the listeners: once a port accepts connections, a change to the config files is seen.
+    spawn_reload_triggers(
+        &mut tasks,
+        reloader.clone(),
+        cert.clone(),
+        watch_files,
+        stop_rx.clone(),
+    );
 
     let mut http_listeners = Vec::new();
     for addr in &listen.http {
@@ -208,10 +218,8 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     };
     tracing::info!(http = ?bound.http, https = ?bound.https, admin = %bound.admin, "authward listening");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(listen.max_connections));
     let graceful = Arc::new(GracefulShutdown::new());
-    let mut tasks = tokio::task::JoinSet::new();
 
     let tls_acceptor = if https_listeners.is_empty() {
         None
@@ -260,13 +268,6 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         reloader.clone(),
         stop_rx.clone(),
     ));
-    spawn_reload_triggers(
-        &mut tasks,
-        reloader.clone(),
-        cert.clone(),
-        watch_files,
-        stop_rx.clone(),
-    );
     if let Some(f) = on_ready {
         f(&bound);
     }
@@ -290,6 +291,29 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     shared.recorder.shutdown(left).await;
     tracing::info!("events flushed");
     Ok(())
+}
+
+/// Opens the configured store backend. The embedded file is opened on the blocking pool: after an unclean
+/// shutdown redb checks it first.
+async fn open_store(cfg: &FileStore, clock: SharedClock) -> anyhow::Result<Arc<dyn Store>> {
+    let memory = MemoryLimits {
+        max_keys: cfg.max_keys,
+        max_bytes: usize::try_from(cfg.max_memory.0).unwrap_or(usize::MAX),
+        ..MemoryLimits::default()
+    };
+    Ok(match cfg.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new(memory, clock)),
+        StoreKind::Embedded => {
+            let opts = EmbeddedOptions {
+                path: cfg.path.clone(),
+                max_records: cfg.max_records,
+                memory,
+            };
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(opts, clock)).await??;
+            tracing::info!(path = %store.path().display(), "store file open");
+            Arc::new(store)
+        }
+    })
 }
 
 /// Reloads on SIGHUP and, when asked, on changes to any config file; keeps the TLS certificate current.

@@ -266,7 +266,8 @@ fn base_size(key: &str) -> usize {
     key.len() + ENTRY_OVERHEAD
 }
 
-fn expiry(now: u64, ttl: Duration) -> u64 {
+/// The expiry of a key written at `now` with `ttl`: whole milliseconds, rounded up (saturating).
+pub(super) fn expiry(now: u64, ttl: Duration) -> u64 {
     let ms = u64::try_from(ttl.as_nanos().div_ceil(NS_PER_MS)).unwrap_or(u64::MAX);
     now.saturating_add(ms)
 }

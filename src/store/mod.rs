@@ -1,5 +1,6 @@
 //! The state interface for everything that outlives a request or is shared between replicas.
 
+pub mod embedded;
 pub mod memory;
 
 /// Keys under this prefix are durable records (user profiles, event history, feedback, MFA enrollments):
@@ -22,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot serve requests now; callers decide whether to fail open or closed.
     #[error("{backend} store unavailable: {reason}")]

@@ -14,5 +14,6 @@ mod profiles;
 mod risk;
 mod rules;
 mod sms;
+mod store;
 mod tls;
 mod waf;

@@ -767,3 +767,65 @@ async fn a_cognito_custom_auth_flow_is_scored_once_and_acted_on_at_the_token_ste
     assert_eq!(events[1]["client_id"], "app1");
     assert_eq!(events[1]["mode"], "enforce");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_user_taught_survives_kill_9_with_the_embedded_store() {
+    let up = Upstream::start("login").await;
+    let state = tempfile::tempdir().unwrap();
+    let yaml = config(&up.url(), "  mode: enforce").replace(
+        "store: {kind: memory}",
+        &format!(
+            "store: {{kind: embedded, path: {}/state.redb}}",
+            state.path().display()
+        ),
+    );
+    let mut first = Authward::start_with(&yaml, &[("AW_TOKEN", "t")]);
+    let laptop = {
+        let c = Client {
+            aw: &first,
+            http: client(),
+        };
+        let a = c.sign_in("judy", true, BOXFORD, None).await;
+        assert_eq!(risk_level(&a), "level=none");
+        a.cookie.unwrap()
+    };
+    // The sign-in's answer came back after her profile was committed; its event is written just after
+    // the answer (in the background), so wait until the history API shows it. Then kill -9.
+    assert_eq!(history(&first, "judy", 1).await.len(), 1);
+    first.signal("KILL");
+    assert!(first.wait_exit(Duration::from_secs(5)).is_some());
+    let second = Authward::start_with(&yaml, &[("AW_TOKEN", "t")]);
+    let c = Client {
+        aw: &second,
+        http: client(),
+    };
+    // The same cookie from another browser build: known only if the cookie key and the device survived.
+    let r = c
+        .http
+        .post(second.url("/status/200"))
+        .header("x-forwarded-for", BOXFORD)
+        .header("user-agent", "Mozilla/5.0 (Macintosh) Safari/605.1.15")
+        .header("cookie", format!("authward_device={laptop}"))
+        .json(&serde_json::json!({"username": "judy", "password": "s3cret-Pa55word!"}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let risk = echoed_headers(&body, "x-authward-risk");
+    assert_eq!(
+        risk,
+        ["level=none; score=0; signals="],
+        "the device is still known"
+    );
+    // A device she never used is new, and Milton minutes after Boxford is still impossible travel.
+    let other = c.sign_in("kim", true, BOXFORD, None).await.cookie.unwrap();
+    let new = c.sign_in("judy", true, BOXFORD, Some(&other)).await;
+    assert!(
+        new.upstream_header("x-authward-risk")
+            .unwrap()
+            .contains("new_device")
+    );
+    assert_eq!(c.sign_in("judy", true, MILTON, Some(&laptop)).await.status, 403);
+    // And her history is there in the admin API.
+    assert!(history(&second, "judy", 4).await.len() >= 4);
+}
