@@ -829,3 +829,50 @@ async fn what_a_user_taught_survives_kill_9_with_the_embedded_store() {
     // And her history is there in the admin API.
     assert!(history(&second, "judy", 4).await.len() >= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_form_sign_in_gets_the_profile_page_and_no_session_cookie() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        authward::demo::login_service::LoginService::new().serve(listener, async move {
+            let _ = rx.await;
+        }),
+    );
+    let aw = Authward::start_with(
+        &format!(
+            "listen: {{http: [127.0.0.1:{{PORT}}]}}\nadmin: {{listen: 127.0.0.1:{{ADMIN}}}}\nupstream: {{url: http://{addr}}}\nstore: {{kind: memory}}\ninclude: [{{REPO}}/rules/profiles/form-login.yaml]\nrisk:\n  mode: enforce\n  compromised_credentials: {{filter: 'builtin:demo'}}\n"
+        ),
+        &[],
+    );
+    let form = |u: &str, p: &str| format!("username={u}&password={p}");
+    let post = |body: String| {
+        client()
+            .post(aw.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("user-agent", UA)
+            .body(body)
+            .send()
+    };
+    let alice = post(form("alice", "correct-horse-battery")).await.unwrap();
+    assert!(alice.status().is_redirection());
+    assert!(
+        alice
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| !c.to_str().unwrap().starts_with("authward_device"))
+    );
+    // bob's password is right and breached: the login service's redirect and session cookie are withheld.
+    let bob = post(form("bob", "password123")).await.unwrap();
+    assert_eq!(bob.status(), 403);
+    assert!(bob.headers().get_all("set-cookie").iter().next().is_none());
+    assert!(
+        bob.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(bob.text().await.unwrap().contains("Sign-in refused"));
+}
