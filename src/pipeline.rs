@@ -132,6 +132,7 @@ impl Pipeline {
                 store.clone(),
             )), // after 7
             Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
+            Box::new(crate::mfa::stage::Rewrite::new(config.mfa.clone(), services)), // 9
         ];
         Pipeline { stages }
     }

@@ -42,8 +42,8 @@ pub struct FileConfig {
     pub sms: Option<NotYetSms>,
     /// Sign-in risk scoring (not available in this version).
     pub risk: Option<Positioned<crate::risk::file::FileRisk>>,
-    /// MFA step-up (not available in this version).
-    pub mfa: Option<NotYetMfa>,
+    /// MFA step-up: held sign-ins, TOTP verification and enrollment.
+    pub mfa: Option<Positioned<crate::mfa::file::FileMfa>>,
     /// Browser challenge and CAPTCHA (not available in this version).
     pub challenge: Option<NotYetChallenge>,
     /// Auth events: per-user history, sinks, the notification webhook and feedback links.
@@ -286,6 +286,5 @@ macro_rules! not_yet {
 
 not_yet!(
     NotYetSms => "sms",
-    NotYetMfa => "mfa",
     NotYetChallenge => "challenge",
 );

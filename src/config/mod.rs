@@ -166,6 +166,8 @@ pub struct Config {
     pub web_acl: Arc<crate::waf::WebAcl>,
     /// The risk engine's settings; `None` when the config has no `risk` section.
     pub risk: Option<Arc<crate::risk::Risk>>,
+    /// MFA step-up; `None` when the config has no `mfa` section.
+    pub mfa: Option<Arc<crate::mfa::Mfa>>,
     pub events: crate::events::EventsConfig,
 }
 
@@ -350,6 +352,12 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
             .map_err(|e| errors.push(ConfigError::at(path, r.line, r.column, e.to_string()))),
         None => Ok(None),
     };
+    let mfa = match &main.mfa {
+        Some(m) => crate::mfa::Mfa::compile(&m.value, sources)
+            .map(|m| Some(Arc::new(m)))
+            .map_err(|e| errors.push(ConfigError::at(path, m.line, m.column, e.to_string()))),
+        None => Ok(None),
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -385,6 +393,7 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         profiles: Arc::new(profiles),
         web_acl: Arc::new(web_acl),
         risk: risk.unwrap_or_default(),
+        mfa: mfa.unwrap_or_default(),
         events,
     })
 }
