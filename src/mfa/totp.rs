@@ -77,6 +77,27 @@ pub fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes RFC 4648 base32 (case-insensitive; spaces, dashes and `=` padding ignored), as a person or
+/// a script would copy a secret; `None` on any other character.
+pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| !matches!(c, b' ' | b'-' | b'=')) {
+        let v = match c.to_ascii_uppercase() {
+            c @ b'A'..=b'Z' => c - b'A',
+            c @ b'2'..=b'7' => c - b'2' + 26,
+            _ => return None,
+        };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((buffer >> bits) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// The `otpauth://totp/...` URI that authenticator apps read from a QR code.
 pub fn otpauth_uri(issuer: &str, account: &str, secret: &[u8]) -> String {
     let enc = |s: &str| {
@@ -149,7 +170,11 @@ mod tests {
             ("foobar", "MZXW6YTBOI"),
         ] {
             assert_eq!(base32(raw.as_bytes()), want);
+            assert_eq!(base32_decode(want).unwrap(), raw.as_bytes());
+            assert_eq!(base32_decode(&want.to_lowercase()).unwrap(), raw.as_bytes());
         }
+        assert_eq!(base32_decode("MZXW 6YTB-OI======").unwrap(), b"foobar");
+        assert_eq!(base32_decode("MZ1W"), None);
         let uri = otpauth_uri("Acme Login", "alice@example.com", b"12345678901234567890");
         assert_eq!(
             uri,

@@ -279,3 +279,231 @@ pub fn no_store(mut r: Response<Body>) -> Response<Body> {
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::{Config, EmbeddedSources, Mode, load_from};
+    use crate::context::{Connection, Context};
+    use crate::metrics::Metrics;
+    use crate::mfa::hold::{Answer, Binding, Place};
+    use crate::pipeline::{RequestBody, UpstreamReport};
+    use crate::store::memory::{MemoryLimits, MemoryStore};
+
+    const T0: u64 = 1_700_000_000_000;
+    const UA: &str = "Mozilla/5.0 Firefox/130.0";
+
+    struct Setup {
+        services: Services,
+        clock: Arc<ManualClock>,
+        config: Arc<Config>,
+    }
+
+    fn setup() -> Setup {
+        let yaml = "mfa: {key_env: K, challenge_ttl: 2m, attempts: 3}\nrisk: {mode: enforce}\n";
+        let mut s = EmbeddedSources::default();
+        s.files.insert(PathBuf::from("a.yaml"), yaml.as_bytes().to_vec());
+        s.env.insert("K".into(), "00".repeat(32));
+        let config = Arc::new(load_from(&PathBuf::from("a.yaml"), Mode::Check, &s).unwrap());
+        let clock = Arc::new(ManualClock::new(T0));
+        let services = Services {
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::new(MemoryStore::new(MemoryLimits::default(), clock.clone())),
+            clock: clock.clone(),
+        };
+        Setup {
+            services,
+            clock,
+            config,
+        }
+    }
+
+    impl Setup {
+        fn mfa(&self) -> &Mfa {
+            self.config.mfa.as_deref().unwrap()
+        }
+
+        /// A verification request from `ip` with a browser's user agent.
+        fn exchange(&self, ip: &str, ua: &str) -> Exchange {
+            let (parts, ()) = http::Request::post("/.authward/mfa/verify")
+                .header("user-agent", ua)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let conn = Connection {
+                peer: format!("{ip}:4000").parse().unwrap(),
+                tls: false,
+                ja4: None,
+            };
+            Exchange {
+                config: self.config.clone(),
+                ctx: Context::new(&self.config, &conn, &parts),
+                request: parts,
+                body: RequestBody::Buffered(bytes::Bytes::new()),
+                profile: None,
+                labels: Vec::new(),
+                waf: None,
+                outcome: None,
+                rejected: None,
+                upstream: UpstreamReport::default(),
+                risk: None,
+                events: Vec::new(),
+            }
+        }
+
+        /// Enrolls alice; her secret.
+        async fn enroll(&self) -> Vec<u8> {
+            let store = self.services.store.as_ref();
+            enroll::enroll(store, self.mfa(), "alice", "alice", T0)
+                .await
+                .unwrap();
+            enroll::secret(store, self.mfa(), "alice")
+                .await
+                .unwrap()
+                .unwrap()
+                .expose()
+                .to_vec()
+        }
+
+        /// Holds a sign-in of alice's from 198.51.100.7 with the browser's fingerprint.
+        async fn hold(&self) -> String {
+            let ex = self.exchange("198.51.100.7", UA);
+            let fingerprint = device::fingerprint(&ex.request.headers, None);
+            let mut headers = http::HeaderMap::new();
+            headers.append("set-cookie", HeaderValue::from_static("sid=s3ss10n; HttpOnly"));
+            let held = Held {
+                answer: Answer::capture(StatusCode::OK, &headers, br#"{"token":"t0k3n"}"#),
+                binding: Binding {
+                    network: hold::network(ex.ctx.client_ip, 24, 64),
+                    device: hold::device(None, &fingerprint),
+                },
+                user: "alice".into(),
+                username: Some("Alice".into()),
+                client_id: None,
+                device_id: None,
+                fingerprint,
+                place: Place {
+                    country: Some("GB".into()),
+                    ..Place::default()
+                },
+                decision: "require_mfa".into(),
+                created_ms: T0,
+            };
+            hold::put(self.services.store.as_ref(), &held, self.mfa().challenge_ttl)
+                .await
+                .unwrap()
+        }
+
+        async fn check(&self, ip: &str, id: &str, code: &str) -> (Verdict, Vec<Pending>) {
+            let mut ex = self.exchange(ip, UA);
+            let v = check(&self.services, self.mfa(), &mut ex, id, code).await;
+            (v, ex.events)
+        }
+
+        fn now_code(&self, secret: &[u8]) -> String {
+            totp::code(secret, totp::step_at(self.clock.now_ms()), totp::DIGITS)
+        }
+    }
+
+    fn wrong(code: &str) -> String {
+        let n: u32 = code.parse().unwrap();
+        format!("{:06}", (n + 1) % 1_000_000)
+    }
+
+    #[tokio::test]
+    async fn the_right_code_releases_the_answer_once_and_makes_the_device_known() {
+        let s = setup();
+        let secret = s.enroll().await;
+        let id = s.hold().await;
+        let code = s.now_code(&secret);
+        let (v, events) = s.check("198.51.100.200", &id, &code).await;
+        let Verdict::Released(r) = v else { panic!("{v:?}") };
+        assert_eq!(r.headers()["set-cookie"], "sid=s3ss10n; HttpOnly");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), br#"{"token":"t0k3n"}"#);
+        let e = &events[0].event;
+        assert_eq!(
+            (e.kind, e.outcome.as_str(), e.username.as_deref()),
+            (EventType::MfaVerify, "success", Some("Alice"))
+        );
+        assert_eq!(e.mfa.as_ref().unwrap().result, "verified");
+        let text = serde_json::to_string(e).unwrap();
+        assert!(!text.contains(&code) && !text.contains(&id), "{text}");
+        let history = s.services.store.get("rec/user/alice").await.unwrap().unwrap();
+        let h: crate::risk::user::UserHistory = serde_json::from_slice(&history).unwrap();
+        assert!(h.knows_country("GB") && h.devices.len() == 1, "{h:?}");
+
+        // Consumed: the same challenge again is gone, and the same code on a new challenge is a replay.
+        assert!(matches!(
+            s.check("198.51.100.7", &id, &code).await.0,
+            Verdict::Gone
+        ));
+        let id2 = s.hold().await;
+        let (v, events) = s.check("198.51.100.7", &id2, &code).await;
+        assert!(matches!(v, Verdict::WrongCode { attempts_left: 2 }), "{v:?}");
+        assert_eq!(events[0].event.mfa.as_ref().unwrap().result, "replayed");
+        // The next time step's code is a new code.
+        s.clock.advance(Duration::from_secs(totp::STEP_SECS));
+        let (v, _) = s.check("198.51.100.7", &id2, &s.now_code(&secret)).await;
+        assert!(matches!(v, Verdict::Released(_)), "{v:?}");
+        let m = s.services.metrics.render();
+        assert!(
+            m.contains("authward_mfa_verifications_total{result=\"verified\"} 2"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn guessing_locks_the_challenge() {
+        let s = setup();
+        let secret = s.enroll().await;
+        let id = s.hold().await;
+        let code = s.now_code(&secret);
+        for left in [2, 1] {
+            let (v, events) = s.check("198.51.100.7", &id, &wrong(&code)).await;
+            assert!(
+                matches!(v, Verdict::WrongCode { attempts_left } if attempts_left == left),
+                "{v:?}"
+            );
+            assert_eq!(events[0].event.outcome, "failure");
+        }
+        let (v, events) = s.check("198.51.100.7", &id, "not-a-code").await;
+        assert!(matches!(v, Verdict::WrongCode { attempts_left: 0 }), "{v:?}");
+        assert_eq!(events[0].event.mfa.as_ref().unwrap().result, "locked");
+        assert!(
+            matches!(s.check("198.51.100.7", &id, &code).await.0, Verdict::Gone),
+            "the right code comes too late"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_network_or_device_is_refused_and_an_expired_challenge_is_gone() {
+        let s = setup();
+        let secret = s.enroll().await;
+        let id = s.hold().await;
+        let code = s.now_code(&secret);
+        let (v, events) = s.check("198.51.101.7", &id, &code).await;
+        assert!(matches!(v, Verdict::Refused), "{v:?}");
+        assert_eq!(events[0].event.outcome, "blocked");
+        let mut ex = s.exchange("198.51.100.7", "curl/8.5");
+        assert!(matches!(
+            check(&s.services, s.mfa(), &mut ex, &id, &code).await,
+            Verdict::Refused
+        ));
+        // Refusals use up no attempt; the challenge still lives until its TTL.
+        s.clock.advance(s.mfa().challenge_ttl);
+        let (v, events) = s.check("198.51.100.7", &id, &s.now_code(&secret)).await;
+        assert!(matches!(v, Verdict::Gone), "{v:?}");
+        assert_eq!(events[0].event.mfa.as_ref().unwrap().result, "expired");
+        assert!(matches!(
+            s.check("198.51.100.7", "not-an-id", &code).await.0,
+            Verdict::Gone
+        ));
+    }
+}

@@ -9,6 +9,7 @@ mod events;
 mod forwarding;
 mod harness;
 mod lifecycle;
+mod mfa;
 mod profiles;
 mod risk;
 mod rules;
