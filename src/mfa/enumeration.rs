@@ -5,6 +5,7 @@ use http::Response;
 
 use crate::metrics::Metrics;
 use crate::pipeline::Exchange;
+use crate::profile::Outcome;
 use crate::proxy::body::{self, Body, Capped};
 
 /// Replaces a revealing answer with the profile's one answer and pads the time to it; anything else is
@@ -13,7 +14,8 @@ pub async fn apply(ex: &Exchange, response: &mut Response<Body>, metrics: &Metri
     let Some(e) = ex.profile.as_ref().and_then(|m| m.profile.enumeration().cloned()) else {
         return;
     };
-    if ex.upstream.status.is_none() {
+    // Only the upstream's own failures: never an answer that a stage made.
+    if ex.upstream.status.is_none() || ex.rejected.is_some() || ex.outcome != Some(Outcome::Failure) {
         return;
     }
     let taken = std::mem::replace(response.body_mut(), body::empty());

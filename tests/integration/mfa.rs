@@ -466,3 +466,109 @@ async fn mfa_unknown_users_and_wrong_passwords_get_one_answer_in_the_same_time()
         "{m}"
     );
 }
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python_has(modules: &str) -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_cognito_step_up_with_the_real_boto3_client_against_moto() {
+    assert!(
+        python_has("boto3, moto.server"),
+        "python3 with boto3 and moto[server] is needed: run scripts/test.sh, which installs them"
+    );
+    let port = crate::harness::free_port();
+    let moto = Killed(
+        std::process::Command::new("python3")
+            .args(["-m", "moto.server", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto's server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moto_url = format!("http://127.0.0.1:{port}");
+    let aw = Authward::start_with(
+        &format!(
+            r#"listen: {{http: [127.0.0.1:{{PORT}}]}}
+admin: {{listen: 127.0.0.1:{{ADMIN}}, token_env: AW_TOKEN}}
+upstream: {{url: {moto_url}}}
+store: {{kind: memory}}
+include: [{{REPO}}/rules/profiles/cognito.yaml]
+risk:
+  mode: enforce
+  automation_user_agents: ["^Boto3/"]
+  actions: {{low: {{action: require_mfa}}}}
+mfa: {{key_env: AW_MFA}}
+"#
+        ),
+        &[("AW_TOKEN", "t"), ("AW_MFA", KEY)],
+    );
+    let out = tokio::task::spawn_blocking({
+        let (authward, admin) = (aw.url(""), aw.admin_url(""));
+        move || {
+            std::process::Command::new("python3")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/python/cognito_mfa.py"
+                ))
+                .env("COGNITO_URL", &moto_url)
+                .env("AUTHWARD_URL", authward)
+                .env("ADMIN_URL", admin)
+                .env("ADMIN_TOKEN", "t")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    drop(moto);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        aw.logs()
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(r["challenge"], "SOFTWARE_TOKEN_MFA", "{r}");
+    assert_eq!(r["tokens_before_mfa"], false, "{r}");
+    assert_eq!(r["wrong_code"], "CodeMismatchException", "{r}");
+    assert_eq!(r["token_type"], "Bearer", "{r}");
+    assert_eq!(r["issuer_is_pool"], true, "moto issued the tokens: {r}");
+    assert_eq!(r["username"], "alice", "{r}");
+    assert_eq!(r["moto_accepts_the_token"], true, "{r}");
+    assert_eq!(r["replay"], "NotAuthorizedException", "{r}");
+    let same = "NotAuthorizedException: Incorrect username or password.";
+    assert_eq!(
+        (r["unknown_user"].as_str(), r["wrong_password"].as_str()),
+        (Some(same), Some(same)),
+        "{r}"
+    );
+    let m = aw.metrics().await;
+    for line in [
+        "authward_mfa_challenges_total{result=\"held\"} 1",
+        "authward_mfa_verifications_total{result=\"wrong_code\"} 1",
+        "authward_mfa_verifications_total{result=\"verified\"} 1",
+        "authward_enumeration_answers_total{answer=\"unknown_user\"} 1",
+    ] {
+        assert!(m.contains(line), "{line}: {m}");
+    }
+}
