@@ -572,3 +572,215 @@ mfa: {{key_env: AW_MFA}}
         assert!(m.contains(line), "{line}: {m}");
     }
 }
+
+/// A W3C WebDriver session on chromedriver (headless Chromium), driven over its HTTP API.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    _driver: Killed,
+    _profile: tempfile::TempDir,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    async fn start() -> Browser {
+        let found = |p: &str| std::path::Path::new(p).exists();
+        assert!(
+            found("/usr/bin/chromium") && found("/usr/bin/chromedriver"),
+            "Debian's chromium and chromium-driver are needed: run scripts/test.sh, which installs them"
+        );
+        let port = crate::harness::free_port();
+        let driver = Killed(
+            std::process::Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    format!("--user-data-dir={}", profile.path().display())],
+            },
+        }}});
+        let r: serde_json::Value = http
+            .post(format!("http://127.0.0.1:{port}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {r}"));
+        Browser {
+            http,
+            base: format!("http://127.0.0.1:{port}/session/{id}"),
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(r["value"].get("error").is_none(), "{path}: {r}");
+        r["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", serde_json::json!({ "url": url }))
+            .await;
+    }
+
+    async fn url(&self) -> String {
+        let v = self
+            .call(reqwest::Method::GET, "/url", serde_json::Value::Null)
+            .await;
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    async fn source(&self) -> String {
+        let v = self
+            .call(reqwest::Method::GET, "/source", serde_json::Value::Null)
+            .await;
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        let path = format!("/element/{e}/clear");
+        self.call(reqwest::Method::POST, &path, serde_json::json!({}))
+            .await;
+        let path = format!("/element/{e}/value");
+        self.call(reqwest::Method::POST, &path, serde_json::json!({ "text": text }))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        let path = format!("/element/{e}/click");
+        self.call(reqwest::Method::POST, &path, serde_json::json!({}))
+            .await;
+    }
+
+    /// Waits until the page's address contains `part`.
+    async fn wait_for(&self, part: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return url;
+            }
+            assert!(Instant::now() < deadline, "never reached {part}; at {url}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ends the browser; chromedriver itself is killed by its guard.
+        let (http, base) = (self.http.clone(), self.base.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { http.delete(base).send().await.map(|_| ()) })
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_the_form_login_page_works_in_headless_chromium() {
+    // The demo's login service: an HTML form at `/`, a redirect with a session cookie on success.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        authward::demo::login_service::LoginService::new().serve(listener, async move {
+            let _ = stopped.await;
+        }),
+    );
+    // Headless Chromium says so in its user agent: automation, a low level, and low asks for MFA.
+    let aw = Authward::start_with(
+        &format!(
+            r#"listen: {{http: [127.0.0.1:{{PORT}}]}}
+admin: {{listen: 127.0.0.1:{{ADMIN}}, token_env: AW_TOKEN}}
+upstream: {{url: "http://{upstream}"}}
+store: {{kind: memory}}
+include: [{{REPO}}/rules/profiles/form-login.yaml]
+risk: {{mode: enforce, actions: {{low: {{action: require_mfa}}}}}}
+mfa: {{key_env: AW_MFA}}
+"#
+        ),
+        &[("AW_TOKEN", "t"), ("AW_MFA", KEY)],
+    );
+    let secret = enroll(&aw, "alice").await;
+    let b = Browser::start().await;
+    b.open(&aw.url("/")).await;
+    b.type_into("input[name=username]", "alice").await;
+    b.type_into("input[name=password]", "correct-horse-battery").await;
+    b.click("button[type=submit]").await;
+    let page = b.wait_for("/.authward/mfa/?challenge=").await;
+    assert!(b.source().await.contains("authenticator app"), "{page}");
+    // A wrong code: the form again, with the tries left.
+    let code = code_now(&secret);
+    b.type_into("input[name=code]", &other_code(&code)).await;
+    b.click("button[type=submit]").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !b.source().await.contains("4 more tries") {
+        assert!(Instant::now() < deadline, "{}", b.source().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The right code: the login service's redirect and session cookie, released to the browser.
+    b.type_into("input[name=code]", &code).await;
+    b.click("button[type=submit]").await;
+    b.wait_for("/welcome").await;
+    assert!(
+        b.source().await.contains("Welcome, alice!"),
+        "{}",
+        b.source().await
+    );
+    drop(b);
+    let _ = stop.send(());
+    let m = aw.metrics().await;
+    assert!(
+        m.contains("authward_mfa_verifications_total{result=\"verified\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authward_mfa_verifications_total{result=\"wrong_code\"} 1"),
+        "{m}"
+    );
+}
