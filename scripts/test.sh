@@ -7,10 +7,21 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The MFA page is tested in headless Chromium through chromedriver.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+# The Cognito end-to-end test runs boto3 against moto's Cognito server.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need_apt[@]}"
+fi
+if ! python3 -c "import boto3, moto.server" >/dev/null 2>&1; then
+  # Debian's own python3 refuses system-wide installs unless told (PEP 668).
+  python3 -m pip install --quiet "moto[server]" boto3 \
+    || python3 -m pip install --quiet --break-system-packages "moto[server]" boto3
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (https://rustup.rs) first" >&2
