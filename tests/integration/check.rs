@@ -156,6 +156,8 @@ fn shipped_rule_files_check_clean() {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(bin())
         .arg("check")
+        // The demo's `mfa` section reads its key from the environment, as `serve` would.
+        .env("AUTHWARD_MFA_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
         .arg(format!("{root}/rules/demo.yaml"))
         .args(
             ["cognito", "form-login", "json-login", "oauth2-token"]
