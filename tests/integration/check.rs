@@ -67,8 +67,13 @@ fn mistakes_point_at_their_line_and_column() {
         ),
         (
             "section not available",
-            &format!("{GOOD}mfa:\n  issuer: demo\n"),
+            &format!("{GOOD}challenge:\n  issuer: demo\n"),
             "FILE:14:3:|not available",
+        ),
+        (
+            "mfa key variable unset",
+            &format!("{GOOD}mfa:\n  key_env: AUTHWARD_TEST_UNSET_KEY\n"),
+            "FILE:14:3:|mfa.key_env",
         ),
         (
             "risk thresholds out of order",
