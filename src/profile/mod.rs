@@ -1385,6 +1385,70 @@ mod tests {
         m.map(|m| m.profile.name().to_owned())
     }
 
+    // === MFA style, challenge answer and enumeration declarations ===
+
+    #[test]
+    fn mfa_declarations_compile_and_classify() {
+        let ps = profiles(
+            r#"
+profiles:
+  - name: api
+    operation: sign_in
+    match: {path: {exact: /login}}
+    challenge_response: {status: 401, body: '{"c":"{{challenge_id}}"}'}
+    enumeration:
+      unknown_user: {status: [400], json: {pointer: /code, equals: no_user}}
+      wrong_password: [{status: [401]}, {status: [400], json: {pointer: /code, equals: bad_password}}]
+  - name: native
+    operation: sign_in
+    mfa: backend
+    match: {path: {exact: /native}}
+"#,
+        );
+        let api = ps.get("api").unwrap();
+        assert_eq!(api.mfa_style(), MfaStyle::Challenge);
+        assert_eq!(api.challenge_response().unwrap().status, StatusCode::UNAUTHORIZED);
+        assert!(api.outcome_needs_body(), "enumeration rules read the body");
+        assert_eq!(ps.get("native").unwrap().mfa_style(), MfaStyle::Backend);
+        let e = api.enumeration().unwrap();
+        assert_eq!(e.answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.min_duration, std::time::Duration::from_millis(500));
+        let h = HeaderMap::new();
+        let c = |status: u16, body: &str| {
+            e.classify(StatusCode::from_u16(status).unwrap(), &h, Some(body.as_bytes()))
+        };
+        assert_eq!(c(400, r#"{"code":"no_user"}"#), Some(Revealing::UnknownUser));
+        assert_eq!(
+            c(400, r#"{"code":"bad_password"}"#),
+            Some(Revealing::WrongPassword)
+        );
+        assert_eq!(c(401, ""), Some(Revealing::WrongPassword));
+        assert_eq!(c(400, r#"{"code":"locked"}"#), None);
+        assert_eq!(c(200, r#"{"code":"no_user"}"#), None);
+
+        let err = compile(
+            "profiles:\n  - {name: f, operation: sign_in, mfa: page, match: {path: {exact: /l}}, challenge_response: {status: 401}}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.path(), "profiles[0].challenge_response");
+        for (enumeration, path) in [
+            (
+                "{unknown_user: {status: [404]}, wrong_password: []}",
+                "wrong_password",
+            ),
+            (
+                "{unknown_user: {status: [404]}, wrong_password: {status: [401]}, min_duration: 1m}",
+                "min_duration",
+            ),
+        ] {
+            let yaml = format!(
+                "profiles:\n  - {{name: f, operation: sign_in, match: {{path: {{exact: /l}}}}, enumeration: {enumeration}}}\n"
+            );
+            let err = compile(&yaml).unwrap_err();
+            assert_eq!(err.path(), format!("profiles[0].enumeration.{path}"));
+        }
+    }
+
     // === shipped profiles against their samples ===
 
     #[derive(Deserialize)]
