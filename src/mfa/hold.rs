@@ -1,9 +1,13 @@
 //! Held responses: the upstream's whole answer to a sign-in, kept under a challenge id until a second
-//! factor releases it, bound to the client's network and device, consumed once.
+//! factor releases it, bound to the client's network and device, consumed once. The store sees neither
+//! the id (only a hash of it) nor the answer (encrypted with a key derived from the id), so whoever reads
+//! the store cannot take the tokens.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -117,28 +121,49 @@ fn key(kind: &str, id: &str) -> String {
     format!("mfa:{kind}:{}", hex::encode(&d[..16]))
 }
 
+/// The AES-256-GCM cipher of one held answer: its key comes from the challenge id (128 random bits).
+fn cipher(id: &str) -> Aes256Gcm {
+    let k = Sha256::digest([b"authward held answer\n".as_slice(), id.as_bytes()].concat());
+    Aes256Gcm::new(&k)
+}
+
 /// Holds a sign-in under a new challenge id for `ttl`; returns the id.
 pub async fn put(store: &dyn Store, held: &Held, ttl: Duration) -> Result<String, MfaError> {
     let id = super::new_challenge_id();
-    let bytes = serde_json::to_vec(held).map_err(|e| MfaError::Corrupt(e.to_string()))?;
+    let plain = serde_json::to_vec(held).map_err(|e| MfaError::Corrupt(e.to_string()))?;
+    let nonce: [u8; 12] = rand::random();
+    let sealed = cipher(&id)
+        .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+        .map_err(|_| MfaError::Corrupt("encryption failed".into()))?;
+    let bytes = [nonce.as_slice(), &sealed].concat();
     store.put(&key("hold", &id), bytes.into(), Some(ttl)).await?;
     Ok(id)
 }
 
-fn decode(bytes: Option<bytes::Bytes>) -> Result<Option<Held>, MfaError> {
-    bytes
-        .map(|b| serde_json::from_slice(&b).map_err(|e| MfaError::Corrupt(e.to_string())))
-        .transpose()
+fn decode(id: &str, bytes: Option<bytes::Bytes>) -> Result<Option<Held>, MfaError> {
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    if bytes.len() < 12 {
+        return Err(MfaError::Corrupt("a held answer is too short".into()));
+    }
+    let (nonce, sealed) = bytes.split_at(12);
+    let plain = cipher(id)
+        .decrypt(Nonce::from_slice(nonce), sealed)
+        .map_err(|_| MfaError::Corrupt("a held answer does not decrypt".into()))?;
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|e| MfaError::Corrupt(e.to_string()))
 }
 
 /// The held sign-in, if the challenge is live; leaves it held.
 pub async fn get(store: &dyn Store, id: &str) -> Result<Option<Held>, MfaError> {
-    decode(store.get(&key("hold", id)).await?)
+    decode(id, store.get(&key("hold", id)).await?)
 }
 
 /// Takes the held sign-in out: of two concurrent takes, one gets it.
 pub async fn take(store: &dyn Store, id: &str) -> Result<Option<Held>, MfaError> {
-    let held = decode(store.take(&key("hold", id)).await?)?;
+    let held = decode(id, store.take(&key("hold", id)).await?)?;
     store.delete(&key("attempts", id)).await?;
     Ok(held)
 }
@@ -166,7 +191,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::store::memory::{MemoryLimits, MemoryStore};
 
-    pub(super) fn held(answer: Answer) -> Held {
+    fn held(answer: Answer) -> Held {
         Held {
             answer,
             binding: Binding {
@@ -196,6 +221,12 @@ mod tests {
         let answer = Answer::capture(StatusCode::CREATED, &headers, &body);
         let id = put(&store, &held(answer), Duration::from_secs(60)).await.unwrap();
         assert!(crate::mfa::is_challenge_id(&id));
+        // The store holds neither the id nor the answer in the clear.
+        let stored = store.get(&key("hold", &id)).await.unwrap().unwrap();
+        let clear = Answer::capture(StatusCode::CREATED, &headers, &body).body;
+        let text = String::from_utf8_lossy(&stored);
+        assert!(!text.contains(&id) && !text.contains(&clear) && !text.contains("sid=1"));
+        assert!(!key("hold", &id).contains(&id));
         assert!(get(&store, &id).await.unwrap().is_some(), "get leaves it held");
         let back = take(&store, &id).await.unwrap().unwrap();
         let r = back.answer.release().unwrap();
