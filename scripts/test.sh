@@ -7,6 +7,9 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The MFA page is tested in headless Chromium through chromedriver.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 # The policy tests drive real clients: boto3 against moto's Cognito server, and authlib.
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-pip)

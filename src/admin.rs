@@ -9,6 +9,9 @@
 //!   (`{"events": [...], "next_cursor": "..." | null}`; `limit` 20 by default, at most 100; the username
 //!   percent-encoded).
 //! - `POST /admin/v1/events/{event_id}/feedback` with `{"value": "valid" | "invalid"}`: the updated event.
+//! - `PUT /admin/v1/users/{username}/mfa/totp`: enrolls a new TOTP factor, replacing any earlier one;
+//!   `{"secret": "<base32>", "otpauth_uri": "otpauth://totp/..."}`, shown this once (404 without `mfa`).
+//! - `DELETE /admin/v1/users/{username}/mfa/totp`: removes the factor; 204, or 404 when there is none.
 //!
 //! Everything under `/admin/v1/` needs `Authorization: Bearer <token>`, compared in constant time. With no
 //! token configured the admin API answers 404: it is off, never open.
@@ -99,6 +102,9 @@ async fn route(shared: &Shared, reloader: &Reloader, req: Request<hyper::body::I
             if let Some(rest) = p.strip_prefix("/admin/v1/users/") {
                 if let (&Method::GET, Some(user)) = (req.method(), rest.strip_suffix("/events")) {
                     return user_events(shared, user, req.uri().query()).await;
+                }
+                if let Some(user) = rest.strip_suffix("/mfa/totp") {
+                    return totp_factor(shared, req.method(), user).await;
                 }
             }
             if let Some(rest) = p.strip_prefix("/admin/v1/events/") {
@@ -201,6 +207,69 @@ async fn event_feedback(shared: &Shared, event_id: &str, incoming: hyper::body::
             serde_json::json!({"error": "not_found", "message": "no event with this id is kept"}),
         ),
         Err(FeedbackError::History(e)) => store_error(&e),
+    }
+}
+
+/// `PUT` and `DELETE /admin/v1/users/{username}/mfa/totp`.
+async fn totp_factor(shared: &Shared, method: &Method, raw_user: &str) -> Response<Body> {
+    let Some(username) = percent_decode(raw_user).filter(|u| !u.trim().is_empty() && !u.contains('\0'))
+    else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "bad_request", "message": "the username is not valid percent-encoded UTF-8"}),
+        );
+    };
+    let Some(mfa) = shared.runtime.load().config.mfa.clone() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "mfa_disabled", "message": "MFA is off: add an `mfa` section"}),
+        );
+    };
+    let user = crate::risk::stage::user_key(&username);
+    let store = shared.store.as_ref();
+    let (action, result) = match *method {
+        Method::PUT => (
+            "enroll",
+            crate::mfa::enroll::enroll(store, &mfa, &user, &username, shared.clock.now_ms())
+                .await
+                .map(|e| json(StatusCode::OK, serde_json::json!(e))),
+        ),
+        Method::DELETE => (
+            "remove",
+            crate::mfa::enroll::remove(store, &user).await.map(|found| {
+                if found {
+                    text(StatusCode::NO_CONTENT, "", "text/plain")
+                } else {
+                    json(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({"error": "not_found", "message": "the user has no TOTP factor"}),
+                    )
+                }
+            }),
+        ),
+        _ => {
+            let mut r = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "method_not_allowed"}),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("PUT, DELETE"));
+            return r;
+        }
+    };
+    match result {
+        Ok(r) => {
+            shared.metrics.mfa_enrollments.with_label_values(&[action]).inc();
+            tracing::info!(action, "admin API: TOTP factor changed");
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "admin API: the TOTP factor cannot be changed");
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"error": "unavailable", "message": "the store cannot be written now"}),
+            )
+        }
     }
 }
 

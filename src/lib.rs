@@ -11,6 +11,7 @@ pub mod demo;
 pub mod events;
 pub mod geo;
 pub mod metrics;
+pub mod mfa;
 pub mod pipeline;
 pub mod policies;
 pub mod profile;

@@ -54,6 +54,15 @@ pub struct Metrics {
     pub sms_conversion: GaugeVec,
     /// Policy decisions by policy and decision (pass, refuse, would_refuse).
     pub policy_decisions: IntCounterVec,
+    /// Sign-ins that asked for MFA, by result (held, backend, no_factor_blocked, no_factor_allowed, error).
+    pub mfa_challenges: IntCounterVec,
+    /// Second-factor checks by result (verified, wrong_code, replayed, locked, expired, refused, error).
+    pub mfa_verifications: IntCounterVec,
+    /// TOTP enrollments through the admin API, by action (enroll, remove).
+    pub mfa_enrollments: IntCounterVec,
+    /// Answers made identical for user-enumeration protection, by the upstream's answer (unknown_user,
+    /// wrong_password).
+    pub enumeration_answers: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -135,6 +144,26 @@ impl Metrics {
             "authward_feedback_total",
             "Feedback recorded on events by value and source",
             &["value", "source"],
+        );
+        let mfa_challenges = counter(
+            "authward_mfa_challenges_total",
+            "Sign-ins that asked for MFA, by result",
+            &["result"],
+        );
+        let mfa_verifications = counter(
+            "authward_mfa_verifications_total",
+            "Second-factor checks by result",
+            &["result"],
+        );
+        let mfa_enrollments = counter(
+            "authward_mfa_enrollments_total",
+            "TOTP enrollments through the admin API, by action",
+            &["action"],
+        );
+        let enumeration_answers = counter(
+            "authward_enumeration_answers_total",
+            "Answers made identical for user-enumeration protection, by the upstream's answer",
+            &["answer"],
         );
         let event_sink_queue_depth = IntGaugeVec::new(
             Opts::new(
@@ -230,6 +259,10 @@ impl Metrics {
             sms_spend,
             sms_conversion,
             policy_decisions,
+            mfa_challenges,
+            mfa_verifications,
+            mfa_enrollments,
+            enumeration_answers,
         }
     }
 

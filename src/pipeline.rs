@@ -142,6 +142,7 @@ impl Pipeline {
             Box::new(sms::stage::Guard::new(sms(), services)),        // 4
             Box::new(sms::stage::Settle::new(sms(), services)),       // 7c
             Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
+            Box::new(crate::mfa::stage::Rewrite::new(config.mfa.clone(), services)), // 9
         ];
         Pipeline { stages }
     }

@@ -47,8 +47,8 @@ pub struct FileConfig {
     /// Security best practices enforced at the edge, per group of profiles and per app client.
     #[serde(default)]
     pub policies: Vec<Positioned<FilePolicyGroup>>,
-    /// MFA step-up (not available in this version).
-    pub mfa: Option<NotYetMfa>,
+    /// MFA step-up: held sign-ins, TOTP verification and enrollment.
+    pub mfa: Option<Positioned<crate::mfa::file::FileMfa>>,
     /// Browser challenge and CAPTCHA (not available in this version).
     pub challenge: Option<NotYetChallenge>,
     /// Auth events: per-user history, sinks, the notification webhook and feedback links.
@@ -305,6 +305,5 @@ macro_rules! not_yet {
 }
 
 not_yet!(
-    NotYetMfa => "mfa",
     NotYetChallenge => "challenge",
 );

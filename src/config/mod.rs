@@ -167,6 +167,8 @@ pub struct Config {
     pub web_acl: Arc<crate::waf::WebAcl>,
     /// The risk engine's settings; `None` when the config has no `risk` section.
     pub risk: Option<Arc<crate::risk::Risk>>,
+    /// MFA step-up; `None` when the config has no `mfa` section.
+    pub mfa: Option<Arc<crate::mfa::Mfa>>,
     pub events: crate::events::EventsConfig,
     /// The SMS guard (off without an `sms` section).
     pub sms: Arc<crate::sms::SmsGuard>,
@@ -389,6 +391,12 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         .as_ref()
         .is_ok_and(|r| r.as_ref().is_some_and(|r| r.breach.is_some()));
     let policies = compile_policies(policies, mode, has_breach_filter, sources).map_err(|e| errors.push(e));
+    let mfa = match &main.mfa {
+        Some(m) => crate::mfa::Mfa::compile(&m.value, sources)
+            .map(|m| Some(Arc::new(m)))
+            .map_err(|e| errors.push(ConfigError::at(path, m.line, m.column, e.to_string()))),
+        None => Ok(None),
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -446,6 +454,7 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         profiles: Arc::new(profiles),
         web_acl: Arc::new(web_acl),
         risk: risk.unwrap_or_default(),
+        mfa: mfa.unwrap_or_default(),
         events,
         sms: Arc::new(sms),
         policies: Arc::new(policies),

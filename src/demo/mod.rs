@@ -44,14 +44,6 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     ),
     ("rules/common.yaml", include_bytes!("../../rules/common.yaml")),
     (
-        "rules/sms/premium-prefixes.txt",
-        include_bytes!("../../rules/sms/premium-prefixes.txt"),
-    ),
-    (
-        "rules/sms/prices.yaml",
-        include_bytes!("../../rules/sms/prices.yaml"),
-    ),
-    (
         "rules/login-protection.yaml",
         include_bytes!("../../rules/login-protection.yaml"),
     ),
@@ -67,10 +59,19 @@ const EMBEDDED: &[(&str, &[u8])] = &[
         "data/geoip/GeoIP2-Anonymous-IP-Test.mmdb",
         include_bytes!("../../data/geoip/GeoIP2-Anonymous-IP-Test.mmdb"),
     ),
+    (
+        "rules/sms/premium-prefixes.txt",
+        include_bytes!("../../rules/sms/premium-prefixes.txt"),
+    ),
+    (
+        "rules/sms/prices.yaml",
+        include_bytes!("../../rules/sms/prices.yaml"),
+    ),
 ];
 
-/// Builds the demo's sources: the embedded files with the chosen addresses, and the admin token.
-pub fn sources(opts: &DemoOptions, admin_token: &str) -> EmbeddedSources {
+/// Builds the demo's sources: the embedded files with the chosen addresses, the admin token and the key
+/// that encrypts TOTP secrets.
+pub fn sources(opts: &DemoOptions, admin_token: &str, mfa_key: &str) -> EmbeddedSources {
     let mut s = EmbeddedSources::default();
     for (path, bytes) in EMBEDDED {
         let mut bytes = bytes.to_vec();
@@ -84,6 +85,7 @@ pub fn sources(opts: &DemoOptions, admin_token: &str) -> EmbeddedSources {
         s.files.insert(PathBuf::from(path), bytes);
     }
     s.env.insert("AUTHWARD_ADMIN_TOKEN".into(), admin_token.into());
+    s.env.insert("AUTHWARD_MFA_KEY".into(), mfa_key.into());
     s
 }
 
@@ -95,6 +97,11 @@ pub async fn run(
     let (token, generated) = match std::env::var("AUTHWARD_ADMIN_TOKEN") {
         Ok(t) if !t.trim().is_empty() => (t.trim().to_string(), false),
         _ => (format!("{:032x}", rand::random::<u128>()), true),
+    };
+    // TOTP secrets live in the memory store for the demo: a key for this run is enough.
+    let mfa_key = match std::env::var("AUTHWARD_MFA_KEY") {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
+        _ => hex::encode(rand::random::<[u8; 32]>()),
     };
     let service = login_service::LoginService::new();
     let listener = tokio::net::TcpListener::bind(opts.upstream_listen)
@@ -112,7 +119,7 @@ pub async fn run(
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Bound>();
     let serve_opts = ServeOptions {
         config_path: PathBuf::from("rules/demo.yaml"),
-        sources: Arc::new(sources(&opts, &token)),
+        sources: Arc::new(sources(&opts, &token, &mfa_key)),
         watch_files: false,
         on_ready: Some(Box::new(move |b: &Bound| {
             let _ = ready_tx.send(b.clone());
@@ -166,12 +173,38 @@ fn print_welcome(bound: &Bound, upstream: SocketAddr, token: &str, generated: bo
 
 /// One request of the tour.
 struct Step {
-    title: &'static str,
+    title: String,
     curl: String,
+    to: SocketAddr,
     method: &'static str,
     path: &'static str,
     headers: Vec<(&'static str, String)>,
     body: Option<String>,
+}
+
+impl Step {
+    /// Prints the step, sends it, prints the answer; the answer's status and body.
+    async fn play(self) -> Option<(u16, String)> {
+        println!("\n{}\n  $ {}", self.title, self.curl);
+        match send(
+            self.to,
+            self.method,
+            self.path,
+            &self.headers,
+            self.body.as_deref(),
+        )
+        .await
+        {
+            Ok((status, text)) => {
+                println!("  -> {status} {}", truncate(&text, 160));
+                Some((status, text))
+            }
+            Err(e) => {
+                println!("  -> failed: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// Places in MaxMind's test databases: Boxford, GB and Milton, US.
@@ -185,98 +218,98 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str, service: &
         "user-agent",
         "Mozilla/5.0 (authward demo tour) Firefox/130.0".to_string(),
     );
+    let curl_ua = ("user-agent", "curl/8.5.0".to_string());
     let from = |ip: &str| ("x-forwarded-for", ip.to_string());
+    let auth = ("authorization", format!("Bearer {token}"));
     let login = |user: &str, pass: &str| serde_json::json!({"username": user, "password": pass}).to_string();
     let signup = r#"{"username":"O'Brien","password":"a-long-passphrase","phone":"+14155550123"}"#;
-    let steps = vec![
+    let sign_in = |title: &str, user: &str, pass: &str, ip: Option<&str>| {
+        let xff = ip.map_or_else(String::new, |ip| format!(" -H 'X-Forwarded-For: {ip}'"));
+        let mut headers = vec![json.clone(), ua.clone()];
+        headers.extend(ip.map(from));
         Step {
-            title: "1. alice signs in from Boxford, GB (X-Forwarded-For is trusted from 127.0.0.1 in the demo): recognised by the json-login profile, scored, forwarded, a success that starts her history",
+            title: title.to_string(),
             curl: format!(
-                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{}'",
-                login("alice", "correct-horse-battery")
+                "curl -s http://{proxy}/api/login -H 'content-type: application/json'{xff} -d '{}'",
+                login(user, pass)
             ),
+            to: proxy,
             method: "POST",
             path: "/api/login",
-            headers: vec![json.clone(), ua.clone(), from(BOXFORD)],
-            body: Some(login("alice", "correct-horse-battery")),
-        },
-        Step {
-            title: "2. An SQL injection in the username: blocked by the web ACL before the login service sees it",
-            curl: format!(
-                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -d '{}'",
-                login("admin' OR 1=1--", "x")
-            ),
-            method: "POST",
-            path: "/api/login",
-            headers: vec![json.clone(), ua.clone()],
-            body: Some(login("admin' OR 1=1--", "x")),
-        },
-        Step {
-            title: "3. A wrong password from Boxford: a failure, counted for the velocity signals",
-            curl: format!(
-                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{}'",
-                login("alice", "guess")
-            ),
-            method: "POST",
-            path: "/api/login",
-            headers: vec![json.clone(), ua.clone(), from(BOXFORD)],
-            body: Some(login("alice", "guess")),
-        },
-        Step {
-            title: "4. alice's password, minutes later from Milton, US, 7 700 km away: impossible travel, high risk, blocked although the password was right",
-            curl: format!(
-                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {MILTON}' -d '{}'",
-                login("alice", "correct-horse-battery")
-            ),
-            method: "POST",
-            path: "/api/login",
-            headers: vec![json.clone(), ua.clone(), from(MILTON)],
-            body: Some(login("alice", "correct-horse-battery")),
-        },
-        Step {
-            title: "5. bob signs in with password123, a password from breach lists: the login service accepts it, authward does not hand out the token",
-            curl: format!(
-                "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{}'",
-                login("bob", "password123")
-            ),
-            method: "POST",
-            path: "/api/login",
-            headers: vec![json.clone(), ua.clone(), from(BOXFORD)],
-            body: Some(login("bob", "password123")),
-        },
-        Step {
-            title: "6. O'Brien signs up with a phone number (an apostrophe is a name, not an injection)",
-            curl: format!(
-                "curl -s http://{proxy}/api/signup -H 'content-type: application/json' -d '{signup}'"
-            ),
-            method: "POST",
-            path: "/api/signup",
-            headers: vec![json.clone(), ua.clone()],
-            body: Some(signup.to_string()),
-        },
-        Step {
-            title: "7. A spoofed x-authward-decision header: removed before the login service sees it",
-            curl: format!("curl -s http://{proxy}/api/me -H 'x-authward-decision: allow'"),
-            method: "GET",
-            path: "/api/me",
-            headers: vec![("x-authward-decision", "allow".into())],
-            body: None,
-        },
-    ];
-    println!("\nThe tour (each step is a real request through authward; its answer follows):");
-    for step in steps {
-        println!("\n{}\n  $ {}", step.title, step.curl);
-        match send(proxy, step.method, step.path, &step.headers, step.body.as_deref()).await {
-            Ok((status, text)) => println!("  -> {status} {}", truncate(&text, 160)),
-            Err(e) => println!("  -> failed: {e}"),
+            headers,
+            body: Some(login(user, pass)),
         }
+    };
+    println!("\nThe tour (each step is a real request through authward; its answer follows):");
+    sign_in(
+        "1. alice signs in from Boxford, GB (X-Forwarded-For is trusted from 127.0.0.1 in the demo): recognised by the json-login profile, scored, forwarded, a success that starts her history",
+        "alice",
+        "correct-horse-battery",
+        Some(BOXFORD),
+    )
+    .play()
+    .await;
+    sign_in(
+        "2. An SQL injection in the username: blocked by the web ACL before the login service sees it",
+        "admin' OR 1=1--",
+        "x",
+        None,
+    )
+    .play()
+    .await;
+    sign_in(
+        "3. A wrong password from Boxford: a failure, counted for the velocity signals",
+        "alice",
+        "guess",
+        Some(BOXFORD),
+    )
+    .play()
+    .await;
+    sign_in(
+        "4. alice's password, minutes later from Milton, US, 7 700 km away: impossible travel, high risk, blocked although the password was right",
+        "alice",
+        "correct-horse-battery",
+        Some(MILTON),
+    )
+    .play()
+    .await;
+    mfa_steps(proxy, admin, &auth, &curl_ua).await;
+    sign_in(
+        "8. bob signs in with password123, a password from breach lists: the login service accepts it, authward does not hand out the token",
+        "bob",
+        "password123",
+        Some(BOXFORD),
+    )
+    .play()
+    .await;
+    Step {
+        title: "9. O'Brien signs up with a phone number (an apostrophe is a name, not an injection)".into(),
+        curl: format!("curl -s http://{proxy}/api/signup -H 'content-type: application/json' -d '{signup}'"),
+        to: proxy,
+        method: "POST",
+        path: "/api/signup",
+        headers: vec![json.clone(), ua.clone()],
+        body: Some(signup.to_string()),
     }
+    .play()
+    .await;
+    Step {
+        title: "10. A spoofed x-authward-decision header: removed before the login service sees it".into(),
+        curl: format!("curl -s http://{proxy}/api/me -H 'x-authward-decision: allow'"),
+        to: proxy,
+        method: "GET",
+        path: "/api/me",
+        headers: vec![("x-authward-decision", "allow".into())],
+        body: None,
+    }
+    .play()
+    .await;
     pumping_burst(proxy, service).await;
     println!(
-        "\n9. What authward counted (outcomes of profiled operations, web-ACL matches, risk and SMS decisions):"
+        "\n12. What authward counted (outcomes of profiled operations, web-ACL matches, risk, SMS and MFA decisions):"
     );
     println!(
-        "  $ curl -s http://{admin}/metrics | grep -E 'authward_(profile_outcomes|rule_matches|risk_decisions|sms_decisions)_total'"
+        "  $ curl -s http://{admin}/metrics | grep -E 'authward_(profile_outcomes|rule_matches|risk_decisions|sms_decisions|mfa_[a-z]+)_total'"
     );
     if let Ok((_, text)) = send(admin, "GET", "/metrics", &[], None).await {
         let counted = |l: &&str| {
@@ -284,14 +317,14 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str, service: &
                 || l.starts_with("authward_rule_matches_total")
                 || l.starts_with("authward_risk_decisions_total")
                 || l.starts_with("authward_sms_decisions_total")
+                || l.starts_with("authward_mfa_")
         };
         for line in text.lines().filter(counted) {
             println!("  {line}");
         }
     }
-    let auth = [("authorization", format!("Bearer {token}"))];
     println!(
-        "\n10. alice's event history, newest first: each sign-in with its place, risk, decision and outcome"
+        "\n13. alice's event history, newest first: each sign-in with its place, risk, decision and outcome"
     );
     println!(
         "  $ curl -s 'http://{admin}/admin/v1/users/alice/events?limit=3' -H 'Authorization: Bearer {token}'"
@@ -299,7 +332,14 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str, service: &
     // History writes run in the background: give them a moment.
     let mut history = Vec::new();
     for _ in 0..50 {
-        if let Ok((200, text)) = send(admin, "GET", "/admin/v1/users/alice/events?limit=3", &auth, None).await
+        if let Ok((200, text)) = send(
+            admin,
+            "GET",
+            "/admin/v1/users/alice/events?limit=3",
+            std::slice::from_ref(&auth),
+            None,
+        )
+        .await
         {
             let page: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             history = page["events"].as_array().cloned().unwrap_or_default();
@@ -325,21 +365,97 @@ async fn play_tour(proxy: SocketAddr, admin: SocketAddr, token: &str, service: &
             e["decision"].as_str().unwrap_or(""),
         );
     }
-    println!("\n11. The admin API needs the token: reload the config");
-    println!("  $ curl -s -X POST http://{admin}/admin/v1/reload -H 'Authorization: Bearer {token}'");
-    match send(admin, "POST", "/admin/v1/reload", &auth, None).await {
-        Ok((status, text)) => println!("  -> {status} {}", truncate(&text, 160)),
-        Err(e) => println!("  -> failed: {e}"),
+    Step {
+        title: "14. The admin API needs the token: reload the config".into(),
+        curl: format!("curl -s -X POST http://{admin}/admin/v1/reload -H 'Authorization: Bearer {token}'"),
+        to: admin,
+        method: "POST",
+        path: "/admin/v1/reload",
+        headers: vec![auth.clone()],
+        body: None,
     }
+    .play()
+    .await;
 }
 
-/// Step 6: a burst of code requests to consecutive numbers of a UK premium-rate range, each from
+/// Steps 5 to 7: alice enrolls a TOTP factor, a risky sign-in of hers is held, and her code releases it.
+async fn mfa_steps(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    auth: &(&'static str, String),
+    curl_ua: &(&'static str, String),
+) {
+    let enrolled = Step {
+        title: "5. The admin enrolls a TOTP factor for alice (in an app, the otpauth:// URI is a QR code)"
+            .into(),
+        curl: format!(
+            "curl -s -X PUT http://{admin}/admin/v1/users/alice/mfa/totp -H '{}: {}'",
+            auth.0, auth.1
+        ),
+        to: admin,
+        method: "PUT",
+        path: "/admin/v1/users/alice/mfa/totp",
+        headers: vec![auth.clone()],
+        body: None,
+    }
+    .play()
+    .await;
+    let secret = enrolled
+        .and_then(|(_, text)| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| crate::mfa::totp::base32_decode(v["secret"].as_str()?));
+    let login = r#"{"username":"alice","password":"correct-horse-battery"}"#;
+    let headers = vec![
+        ("content-type", "application/json".to_string()),
+        curl_ua.clone(),
+        ("x-forwarded-for", BOXFORD.to_string()),
+    ];
+    let challenged = Step {
+        title: "6. alice's password from Boxford, but from a script on a device she never used (curl): new device and automation add up to medium, which asks for MFA; the login service's token is held, and a challenge is the answer".into(),
+        curl: format!(
+            "curl -s http://{proxy}/api/login -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{login}'"
+        ),
+        to: proxy,
+        method: "POST",
+        path: "/api/login",
+        headers: headers.clone(),
+        body: Some(login.to_string()),
+    }
+    .play()
+    .await;
+    let challenge = challenged
+        .and_then(|(_, text)| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["challenge_id"].as_str().map(str::to_string));
+    let (Some(secret), Some(challenge)) = (secret, challenge) else {
+        println!("\n7. (skipped: no challenge to answer)");
+        return;
+    };
+    let now = crate::clock::system().now_ms();
+    let code = crate::mfa::totp::code(&secret, crate::mfa::totp::step_at(now), crate::mfa::totp::DIGITS);
+    let verify = serde_json::json!({"challenge_id": challenge, "code": code}).to_string();
+    Step {
+        title: format!(
+            "7. alice types the code her authenticator shows ({code}, computed here from the secret), from the same device and network: the held answer, the token, exactly as the login service sent it"
+        ),
+        curl: format!(
+            "curl -s http://{proxy}/.authward/mfa/verify -H 'content-type: application/json' -H 'X-Forwarded-For: {BOXFORD}' -d '{verify}'"
+        ),
+        to: proxy,
+        method: "POST",
+        path: "/.authward/mfa/verify",
+        headers,
+        body: Some(verify),
+    }
+    .play()
+    .await;
+}
+
+/// Step 11: a burst of code requests to consecutive numbers of a UK premium-rate range, each from
 /// another address, as a pumper's script sends them.
 async fn pumping_burst(proxy: SocketAddr, service: &login_service::LoginService) {
     const BURST: u32 = 10;
     let json = ("content-type", "application/json".to_string());
     println!(
-        "\n8. SMS pumping: {BURST} codes asked for consecutive numbers of a UK premium-rate range (+44 909 879 00xx),\n   each from another address: stopped before the login service sends (and pays for) any"
+        "\n11. SMS pumping: {BURST} codes asked for consecutive numbers of a UK premium-rate range (+44 909 879 00xx),\n   each from another address: stopped before the login service sends (and pays for) any"
     );
     println!(
         "  $ curl -s http://{proxy}/api/sms/send -H 'content-type: application/json' -H 'X-Forwarded-For: 203.0.113.1' -d '{{\"phone\":\"+449098790001\"}}'"

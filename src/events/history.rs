@@ -271,6 +271,7 @@ pub(crate) mod tests {
             shadow: Vec::new(),
             challenges: Vec::new(),
             sms: None,
+            mfa: None,
             feedback: None,
             request_id: "r".into(),
         }

@@ -164,6 +164,18 @@ pub struct EventSms {
     pub reason: Option<String>,
 }
 
+/// The MFA part of an event: what happened to the step-up (never the code or the challenge id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMfa {
+    /// `challenged` (the answer is held), `no_factor` (nothing to step up with), `backend` (left to the
+    /// backend), `verified`, `wrong_code`, `replayed`, `locked`, `expired`, `refused` (another network or
+    /// device) or `error`.
+    pub result: String,
+    /// Codes still allowed for the challenge, after a wrong one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_left: Option<u32>,
+}
+
 /// One auth event, the same in the history API and in the sinks. Never holds passwords, codes or tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -202,6 +214,9 @@ pub struct Event {
     pub challenges: Vec<ChallengeStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sms: Option<EventSms>,
+    /// The MFA step-up, for sign-ins that asked for one and for `mfa_verify` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<EventMfa>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Feedback>,
     /// The request id, to join with the access log.
@@ -258,6 +273,7 @@ impl Event {
             shadow,
             challenges: Vec::new(),
             sms: None,
+            mfa: None,
             feedback: None,
             request_id: ex.ctx.request_id.clone(),
         }

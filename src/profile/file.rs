@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
 
 use super::Operation;
-use crate::config::types::{ByteSize, Pattern};
+use crate::config::types::{ByteSize, Duration, Pattern};
 
 /// One route profile: which requests it takes, what it extracts and how it reads the answer.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -36,6 +36,59 @@ pub struct FileProfile {
     /// Whether the operation sends or verifies an SMS code, how to read its numbers, and the answer
     /// for `fake_success` (see the `sms` section).
     pub sms: Option<crate::sms::file::FileProfileSms>,
+    /// How a sign-in this profile takes is stepped up when the risk decision asks for MFA and the `mfa`
+    /// section is set: `challenge` (the default) holds the upstream's answer and sends
+    /// `challenge_response`; `page` holds it and redirects to the built-in MFA page (HTML form logins);
+    /// `cognito` holds it and answers with a Cognito `SOFTWARE_TOKEN_MFA` challenge, and on a
+    /// `RespondToAuthChallenge` route takes the answers to those challenges; `backend` holds nothing and
+    /// forwards `x-authward-decision` to a backend that steps up by itself (an OIDC server with
+    /// `acr_values`).
+    #[serde(default)]
+    pub mfa: MfaStyle,
+    /// The answer that stands in for a held sign-in (styles `challenge` and `cognito`): status, headers
+    /// and a body where `{{challenge_id}}`, `{{methods}}` (a JSON list such as `["totp"]`) and
+    /// `{{expires_in}}` (seconds) are filled in. A JSON 401 (`challenge`) or Cognito's challenge answer
+    /// (`cognito`) when omitted.
+    pub challenge_response: Option<FileResponse>,
+    /// No user enumeration (Cognito's PreventUserExistenceErrors): how the upstream answers an unknown
+    /// user and a wrong password. authward sends one identical answer for both, no sooner than
+    /// `min_duration` after the request arrived, so neither the answer nor its timing tells them apart.
+    pub enumeration: Option<FileEnumeration>,
+}
+
+/// How a profile's sign-ins are stepped up to MFA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaStyle {
+    /// Hold the answer; send `challenge_response` (APIs).
+    #[default]
+    Challenge,
+    /// Hold the answer; redirect to the built-in MFA page under `/.authward/mfa/` (HTML forms).
+    Page,
+    /// Hold the answer; answer as Cognito does (`SOFTWARE_TOKEN_MFA`, the challenge id as `Session`).
+    Cognito,
+    /// Hold nothing: the backend steps up itself, told by `x-authward-decision`.
+    Backend,
+}
+
+/// The upstream's answers that would tell whether an account exists, and the one answer sent instead.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FileEnumeration {
+    /// The upstream's answer for a username it does not know (any of the rules).
+    pub unknown_user: OneOrMany<FileOutcomeRule>,
+    /// The upstream's answer for a known user with a wrong password (any of the rules).
+    pub wrong_password: OneOrMany<FileOutcomeRule>,
+    /// The one answer sent for both; a JSON 401 `invalid_credentials` when omitted.
+    pub answer: Option<FileResponse>,
+    /// Both answers leave no sooner than this after the request arrived; set it above the upstream's
+    /// slowest wrong-password answer (password hashing takes time, an unknown user often none).
+    #[serde(default = "default_min_duration")]
+    pub min_duration: Duration,
+}
+
+fn default_min_duration() -> Duration {
+    Duration::from_millis(500)
 }
 
 /// A step of a multi-step sign-in: the flow is followed by its session value, scored once, and acted on

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use file::{
-    FileCookieName, FileOutcomeRule, FilePath, FileProfile, FileScalar, FileSource, FlowStep, OneOrMany,
+    FileCookieName, FileOutcomeRule, FilePath, FileProfile, FileScalar, FileSource, FlowStep, MfaStyle,
+    OneOrMany,
 };
 
 /// Longest extracted value in bytes; longer values are truncated (at a character boundary).
@@ -412,7 +413,8 @@ pub struct FixedResponse {
 }
 
 impl FixedResponse {
-    fn compile(r: &file::FileResponse, path: &str) -> Result<Self, ProfileError> {
+    /// Compiles a profile's answer template; `path` names it in errors.
+    pub fn compile(r: &file::FileResponse, path: &str) -> Result<Self, ProfileError> {
         let status = StatusCode::from_u16(r.status)
             .ok()
             .filter(|s| !s.is_informational())
@@ -460,7 +462,101 @@ pub struct Profile {
     outcome: Option<Verdicts>,
     flow: Option<Flow>,
     block_response: Option<Arc<FixedResponse>>,
+    mfa: MfaStyle,
+    challenge_response: Option<Arc<FixedResponse>>,
+    enumeration: Option<Arc<Enumeration>>,
     needs_body: bool,
+}
+
+/// A profile's user-enumeration protection: the upstream's two revealing answers and the one sent instead.
+#[derive(Debug)]
+pub struct Enumeration {
+    unknown_user: Vec<Rule>,
+    wrong_password: Vec<Rule>,
+    /// The answer sent for both.
+    pub answer: FixedResponse,
+    /// Neither answer leaves sooner than this after the request arrived.
+    pub min_duration: std::time::Duration,
+}
+
+/// Which revealing answer the upstream gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revealing {
+    UnknownUser,
+    WrongPassword,
+}
+
+impl Revealing {
+    /// The snake_case name, for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revealing::UnknownUser => "unknown_user",
+            Revealing::WrongPassword => "wrong_password",
+        }
+    }
+}
+
+impl Enumeration {
+    /// Whether the answer is one of the two declared ones (a rule that needs an unreadable body holds not).
+    pub fn classify(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Option<&[u8]>,
+    ) -> Option<Revealing> {
+        let resp = Response {
+            status,
+            headers,
+            body,
+            json: OnceCell::new(),
+        };
+        if any_holds(&self.unknown_user, &resp) == Some(true) {
+            Some(Revealing::UnknownUser)
+        } else if any_holds(&self.wrong_password, &resp) == Some(true) {
+            Some(Revealing::WrongPassword)
+        } else {
+            None
+        }
+    }
+
+    fn reads_body(&self) -> bool {
+        self.unknown_user
+            .iter()
+            .chain(&self.wrong_password)
+            .any(|r| !r.json.is_empty())
+    }
+
+    fn compile(f: &file::FileEnumeration, base: &str) -> Result<Enumeration, ProfileError> {
+        let rules = |rs: &OneOrMany<FileOutcomeRule>, key: &str| {
+            let path = format!("{base}.{key}");
+            (nonempty(rs, &path, "rule")?.iter().enumerate())
+                .map(|(i, r)| Rule::compile(r, &rs.path(&path, i)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let answer = match &f.answer {
+            Some(a) => FixedResponse::compile(a, &format!("{base}.answer"))?,
+            None => FixedResponse {
+                status: StatusCode::UNAUTHORIZED,
+                headers: vec![(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                )],
+                body: bytes::Bytes::from_static(
+                    br#"{"error":"invalid_credentials","message":"Incorrect username or password."}"#,
+                ),
+            },
+        };
+        let min_duration = f.min_duration.get();
+        if min_duration > std::time::Duration::from_secs(10) {
+            return Err(invalid(format!("{base}.min_duration"), "at most 10s"));
+        }
+        Ok(Enumeration {
+            unknown_user: rules(&f.unknown_user, "unknown_user")?,
+            wrong_password: rules(&f.wrong_password, "wrong_password")?,
+            answer,
+            min_duration,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -540,6 +636,21 @@ impl Profile {
         self.block_response.as_ref()
     }
 
+    /// How its sign-ins are stepped up to MFA.
+    pub fn mfa_style(&self) -> MfaStyle {
+        self.mfa
+    }
+
+    /// The answer template that stands in for a held sign-in, if the profile sets one.
+    pub fn challenge_response(&self) -> Option<&Arc<FixedResponse>> {
+        self.challenge_response.as_ref()
+    }
+
+    /// The user-enumeration protection, if the profile declares it.
+    pub fn enumeration(&self) -> Option<&Arc<Enumeration>> {
+        self.enumeration.as_ref()
+    }
+
     /// Whether matching or extraction reads the request body.
     pub fn needs_body(&self) -> bool {
         self.needs_body
@@ -555,7 +666,7 @@ impl Profile {
                 .chain(failure)
                 .any(|r| !r.json.is_empty())
         };
-        self.outcome.as_ref().is_some_and(rules)
+        self.outcome.as_ref().is_some_and(rules) || self.enumeration.as_ref().is_some_and(|e| e.reads_body())
     }
 
     /// Reads the upstream's answer. Verdicts are tried from the most specific: failure, challenge,
@@ -715,10 +826,29 @@ impl Profile {
             .as_ref()
             .map(|r| FixedResponse::compile(r, &format!("{base}.block_response")).map(Arc::new))
             .transpose()?;
+        let challenge_response = f
+            .challenge_response
+            .as_ref()
+            .map(|r| FixedResponse::compile(r, &format!("{base}.challenge_response")).map(Arc::new))
+            .transpose()?;
+        if challenge_response.is_some() && !matches!(f.mfa, MfaStyle::Challenge | MfaStyle::Cognito) {
+            return Err(invalid(
+                format!("{base}.challenge_response"),
+                "only styles `challenge` and `cognito` send a challenge answer",
+            ));
+        }
+        let enumeration = f
+            .enumeration
+            .as_ref()
+            .map(|e| Enumeration::compile(e, &format!("{base}.enumeration")).map(Arc::new))
+            .transpose()?;
         let (name, operation) = (f.name.clone(), f.operation);
         Ok(Profile {
             flow,
             block_response,
+            mfa: f.mfa,
+            challenge_response,
+            enumeration,
             name,
             operation,
             methods,
@@ -1253,6 +1383,70 @@ mod tests {
 
     fn name(m: Option<Matched>) -> Option<String> {
         m.map(|m| m.profile.name().to_owned())
+    }
+
+    // === MFA style, challenge answer and enumeration declarations ===
+
+    #[test]
+    fn mfa_declarations_compile_and_classify() {
+        let ps = profiles(
+            r#"
+profiles:
+  - name: api
+    operation: sign_in
+    match: {path: {exact: /login}}
+    challenge_response: {status: 401, body: '{"c":"{{challenge_id}}"}'}
+    enumeration:
+      unknown_user: {status: [400], json: {pointer: /code, equals: no_user}}
+      wrong_password: [{status: [401]}, {status: [400], json: {pointer: /code, equals: bad_password}}]
+  - name: native
+    operation: sign_in
+    mfa: backend
+    match: {path: {exact: /native}}
+"#,
+        );
+        let api = ps.get("api").unwrap();
+        assert_eq!(api.mfa_style(), MfaStyle::Challenge);
+        assert_eq!(api.challenge_response().unwrap().status, StatusCode::UNAUTHORIZED);
+        assert!(api.outcome_needs_body(), "enumeration rules read the body");
+        assert_eq!(ps.get("native").unwrap().mfa_style(), MfaStyle::Backend);
+        let e = api.enumeration().unwrap();
+        assert_eq!(e.answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.min_duration, std::time::Duration::from_millis(500));
+        let h = HeaderMap::new();
+        let c = |status: u16, body: &str| {
+            e.classify(StatusCode::from_u16(status).unwrap(), &h, Some(body.as_bytes()))
+        };
+        assert_eq!(c(400, r#"{"code":"no_user"}"#), Some(Revealing::UnknownUser));
+        assert_eq!(
+            c(400, r#"{"code":"bad_password"}"#),
+            Some(Revealing::WrongPassword)
+        );
+        assert_eq!(c(401, ""), Some(Revealing::WrongPassword));
+        assert_eq!(c(400, r#"{"code":"locked"}"#), None);
+        assert_eq!(c(200, r#"{"code":"no_user"}"#), None);
+
+        let err = compile(
+            "profiles:\n  - {name: f, operation: sign_in, mfa: page, match: {path: {exact: /l}}, challenge_response: {status: 401}}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.path(), "profiles[0].challenge_response");
+        for (enumeration, path) in [
+            (
+                "{unknown_user: {status: [404]}, wrong_password: []}",
+                "wrong_password",
+            ),
+            (
+                "{unknown_user: {status: [404]}, wrong_password: {status: [401]}, min_duration: 1m}",
+                "min_duration",
+            ),
+        ] {
+            let yaml = format!(
+                "profiles:\n  - {{name: f, operation: sign_in, match: {{path: {{exact: /l}}}}, enumeration: {enumeration}}}\n"
+            );
+            let err = compile(&yaml).unwrap_err();
+            assert_eq!(err.path(), format!("profiles[0].enumeration.{path}"));
+        }
     }
 
     // === shipped profiles against their samples ===

@@ -66,8 +66,8 @@ impl Shared {
 }
 
 /// Serves one client request: context, pipeline (with forwarding), then the access log, metrics and auth
-/// events. Feedback links (`/.authward/feedback/`) are answered here and never reach the pipeline or the
-/// upstream.
+/// events. Feedback links (`/.authward/feedback/`) and the MFA endpoints (`/.authward/mfa/`) are answered
+/// here and never reach the pipeline or the upstream.
 pub async fn handle(
     shared: &Shared,
     request: Request<hyper::body::Incoming>,
@@ -103,6 +103,8 @@ pub async fn handle(
             ex.request.uri.path(),
         )
         .await
+    } else if ex.request.uri.path().starts_with(crate::mfa::PATH_PREFIX) {
+        crate::mfa::serve(&shared.services(), &mut ex).await
     } else {
         runtime.pipeline.run(&mut ex, &runtime.upstream).await
     };

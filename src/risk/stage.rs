@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::device::{self, DeviceKey};
-use super::file::{CookieSecure, RiskAction, RiskMode};
+use super::file::{CookieSecure, FileHistory, RiskAction, RiskMode};
 use super::flow::{self, FlowState};
 use super::user::{Place, UserHistory};
 use super::{Assessment, Facts, Level, Policy, Risk};
@@ -221,17 +221,6 @@ impl RiskStage {
             ]);
         }
         self.store.batch(ops).await.map(|_| ())
-    }
-
-    async fn save_history(&self, risk: &Risk, user: &str, history: &UserHistory) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.store
-            .put(
-                &record_key("user", user),
-                bytes.into(),
-                Some(risk.history.ttl.get()),
-            )
-            .await
     }
 }
 
@@ -689,15 +678,6 @@ impl RiskStage {
         let Some(user) = a.user.clone() else {
             return;
         };
-        // Read again: another sign-in may have changed the record since the request hook.
-        let mut history = match self.store.get(&record_key("user", &user)).await {
-            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
-            Ok(None) => UserHistory::default(),
-            Err(e) => {
-                tracing::warn!(error = %e, "risk: history not updated");
-                return;
-            }
-        };
         let geo = ex.ctx.geo();
         let place = Place {
             country: geo.country.as_deref(),
@@ -710,12 +690,33 @@ impl RiskStage {
         if let Some(d) = &a.device_id {
             devices.push(d);
         }
-        history.record_success(&devices, &place, now, risk.history.max_items);
-        if let Err(e) = self.save_history(risk, &user, &history).await {
-            tracing::warn!(error = %e, "risk: history not saved");
+        match remember(self.store.as_ref(), &risk.history, &user, &devices, &place, now).await {
+            Ok(history) => a.history = Some(history),
+            Err(e) => tracing::warn!(error = %e, "risk: history not updated"),
         }
-        a.history = Some(history);
     }
+}
+
+/// Records a successful sign-in that was let through as it is, or stepped up with a second factor, in the
+/// user's history (`user` is the user key): its devices become known and its place the last one. The
+/// record is read again, since another sign-in may have changed it since this one was scored.
+pub async fn remember(
+    store: &dyn Store,
+    settings: &FileHistory,
+    user: &str,
+    devices: &[&str],
+    place: &Place<'_>,
+    now: u64,
+) -> Result<UserHistory, StoreError> {
+    let key = record_key("user", user);
+    let mut history = match store.get(&key).await? {
+        Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        None => UserHistory::default(),
+    };
+    history.record_success(devices, place, now, settings.max_items);
+    let bytes = serde_json::to_vec(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    store.put(&key, bytes.into(), Some(settings.ttl.get())).await?;
+    Ok(history)
 }
 
 fn forwarded_https(ex: &Exchange) -> bool {

@@ -67,8 +67,13 @@ fn mistakes_point_at_their_line_and_column() {
         ),
         (
             "section not available",
-            &format!("{GOOD}mfa:\n  mode: enforce\n"),
+            &format!("{GOOD}challenge:\n  issuer: demo\n"),
             "FILE:14:3:|not available",
+        ),
+        (
+            "mfa key variable unset",
+            &format!("{GOOD}mfa:\n  key_env: AUTHWARD_TEST_UNSET_KEY\n"),
+            "FILE:14:3:|mfa.key_env",
         ),
         (
             "risk thresholds out of order",
@@ -156,6 +161,8 @@ fn shipped_rule_files_check_clean() {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(bin())
         .arg("check")
+        // The demo's `mfa` section reads its key from the environment, as `serve` would.
+        .env("AUTHWARD_MFA_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
         .arg(format!("{root}/rules/demo.yaml"))
         .args(
             ["cognito", "form-login", "json-login", "oauth2-token"]

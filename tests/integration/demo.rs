@@ -41,7 +41,7 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         .lines()
         .filter(|l| l.trim_start().starts_with("-> "))
         .collect();
-    assert_eq!(answers.len(), 12, "{tour}");
+    assert_eq!(answers.len(), 15, "{tour}");
     assert!(
         answers[0].contains("-> 200") && answers[0].contains("token"),
         "sign-in: {tour}"
@@ -55,38 +55,62 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         "impossible travel: {tour}"
     );
     assert!(
-        answers[4].contains("-> 403")
-            && answers[4].contains("sign_in_blocked")
-            && !answers[4].contains("token"),
+        answers[4].contains("-> 200") && answers[4].contains("otpauth://totp/authward-demo:alice?secret="),
+        "alice's TOTP enrollment: {tour}"
+    );
+    assert!(
+        answers[5].contains("-> 401") && answers[5].contains("mfa_required") && !answers[5].contains("token"),
+        "the step-up holds the token: {tour}"
+    );
+    assert!(
+        answers[6].contains("-> 200") && answers[6].contains("\"token\""),
+        "the right code releases it: {tour}"
+    );
+    assert!(
+        answers[7].contains("-> 403")
+            && answers[7].contains("sign_in_blocked")
+            && !answers[7].contains("token"),
         "bob's breached password: {tour}"
     );
     assert!(
-        answers[5].contains("-> 201") && answers[5].contains("O'Brien"),
+        answers[8].contains("-> 201") && answers[8].contains("O'Brien"),
         "O'Brien's sign-up: {tour}"
     );
-    assert!(answers[6].contains("-> 401"), "spoofed header: {tour}");
+    assert!(answers[9].contains("-> 401"), "spoofed header: {tour}");
     assert!(
-        answers[7].contains("10 × 429 sms_blocked (number_type)")
-            && answers[7].contains("the login service sent 0 SMS"),
+        answers[10].contains("10 × 429 sms_blocked (number_type)")
+            && answers[10].contains("the login service sent 0 SMS"),
         "pumping burst: {tour}"
     );
+    let history = &answers[11..14];
     assert!(
-        answers[8].contains("sign_in blocked from Milton (US): risk high")
-            && answers[8].contains("impossible_travel")
-            && answers[8].contains("decision block"),
-        "history, newest first: {tour}"
+        history
+            .iter()
+            .any(|l| l.contains("sign_in blocked from Milton (US): risk high")
+                && l.contains("impossible_travel")
+                && l.contains("decision block")),
+        "alice's history shows the blocked trip: {tour}"
     );
     assert!(
-        answers[9].contains("sign_in failure from Boxford (GB)"),
-        "history: {tour}"
+        history
+            .iter()
+            .any(|l| l.contains("mfa_verify success") || l.contains("sign_in challenged")),
+        "alice's history shows the step-up: {tour}"
     );
     assert!(
-        answers[10].contains("sign_in success from Boxford (GB): risk none"),
-        "history: {tour}"
-    );
-    assert!(
-        answers[11].contains("-> 200") && answers[11].contains("ok"),
+        answers[14].contains("-> 200") && answers[14].contains("ok"),
         "reload: {tour}"
+    );
+    assert!(
+        tour.contains(
+            "authward_risk_decisions_total{decision=\"require_mfa\",level=\"medium\",mode=\"enforce\"} 1"
+        ),
+        "the script on a new device is medium: {tour}"
+    );
+    assert!(
+        tour.contains("authward_mfa_challenges_total{result=\"held\"} 1")
+            && tour.contains("authward_mfa_verifications_total{result=\"verified\"} 1"),
+        "{tour}"
     );
     assert!(
         tour.contains("authward_risk_decisions_total{decision=\"block\",level=\"high\",mode=\"enforce\"} 1"),
@@ -113,7 +137,7 @@ async fn the_demo_runs_its_tour_from_the_binary_alone() {
         "{tour}"
     );
     assert!(
-        tour.contains("{operation=\"sign_in\",outcome=\"success\",profile=\"json-login\"} 3"),
+        tour.contains("{operation=\"sign_in\",outcome=\"success\",profile=\"json-login\"} 4"),
         "{tour}"
     );
     assert!(

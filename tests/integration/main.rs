@@ -9,6 +9,7 @@ mod events;
 mod forwarding;
 mod harness;
 mod lifecycle;
+mod mfa;
 mod policies;
 mod profiles;
 mod risk;
