@@ -93,6 +93,9 @@ enum BreachCommand {
         /// The filter file to write (replaced atomically).
         #[arg(long)]
         output: PathBuf,
+        /// Keep only hashes seen at least this many times (the list's COUNT), for a smaller filter.
+        #[arg(long, default_value_t = 1)]
+        min_count: u64,
     },
 }
 
@@ -169,35 +172,46 @@ fn main() -> ExitCode {
         }),
         Command::Demo(opts) => run_async(async move { authward::demo::run(opts, shutdown_signal()).await }),
         Command::Breach {
-            command: BreachCommand::Build { input, output },
-        } => breach_build(&input, &output),
+            command:
+                BreachCommand::Build {
+                    input,
+                    output,
+                    min_count,
+                },
+        } => breach_build(&input, &output, min_count),
     }
 }
 
 /// `authward breach build`: progress on stderr every million lines, one summary line on stdout.
-fn breach_build(input: &Path, output: &Path) -> ExitCode {
+fn breach_build(input: &Path, output: &Path, min_count: u64) -> ExitCode {
     let started = Instant::now();
     let progress = |lines: u64| {
         eprintln!("{lines} lines read ({:.1} s)", started.elapsed().as_secs_f64());
     };
     let result = if input == Path::new("-") {
-        BreachFilter::build(io::stdin().lock(), output, progress)
+        BreachFilter::build_min_count(io::stdin().lock(), output, min_count, progress)
     } else {
         match File::open(input) {
-            Ok(file) => BreachFilter::build(BufReader::with_capacity(1 << 20, file), output, progress),
+            Ok(file) => BreachFilter::build_min_count(
+                BufReader::with_capacity(1 << 20, file),
+                output,
+                min_count,
+                progress,
+            ),
             Err(e) => return fail(&format!("{}: {e}", input.display())),
         }
     };
     match result {
         Ok(stats) => {
             println!(
-                "{}: {} keys, {} bytes, {:.1} s ({} lines, {} hashes)",
+                "{}: {} keys, {} bytes, {:.1} s ({} lines, {} hashes, {} under --min-count)",
                 output.display(),
                 stats.keys,
                 stats.bytes,
                 started.elapsed().as_secs_f64(),
                 stats.lines,
                 stats.hashes,
+                stats.below_min_count,
             );
             ExitCode::SUCCESS
         }

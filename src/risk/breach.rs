@@ -89,8 +89,10 @@ impl fmt::Debug for BreachFilter {
 pub struct BuildStats {
     /// Lines read, blank ones included.
     pub lines: u64,
-    /// Hash lines read.
+    /// Hash lines read and kept.
     pub hashes: u64,
+    /// Hash lines left out because their count was under the minimum.
+    pub below_min_count: u64,
     /// Distinct 64-bit keys in the filter (hash lines less repeated hashes and shared prefixes).
     pub keys: u64,
     /// Size of the written file.
@@ -150,7 +152,19 @@ impl BreachFilter {
         output: &Path,
         progress: impl FnMut(u64),
     ) -> Result<BuildStats, BreachError> {
-        let (mut keys, lines) = read_keys(input, PROGRESS_EVERY, progress)?;
+        Self::build_min_count(input, output, 1, progress)
+    }
+
+    /// [`BreachFilter::build`], keeping only the hashes seen at least `min_count` times (the `COUNT` of
+    /// `SHA1HEX:COUNT`; a line without a count is kept). The full Pwned Passwords list makes a filter near
+    /// 1 GB; the often-seen passwords, the ones attackers try, make a much smaller one.
+    pub fn build_min_count(
+        input: impl BufRead,
+        output: &Path,
+        min_count: u64,
+        progress: impl FnMut(u64),
+    ) -> Result<BuildStats, BreachError> {
+        let (mut keys, lines, below_min_count) = read_keys(input, PROGRESS_EVERY, min_count, progress)?;
         let hashes = keys.len() as u64;
         keys.sort_unstable();
         keys.dedup();
@@ -159,6 +173,7 @@ impl BreachFilter {
         Ok(BuildStats {
             lines,
             hashes,
+            below_min_count,
             keys: keys.len() as u64,
             bytes,
         })
@@ -236,9 +251,11 @@ fn key_of(sha1: &[u8; 20]) -> u64 {
 fn read_keys(
     mut input: impl BufRead,
     every: u64,
+    min_count: u64,
     mut progress: impl FnMut(u64),
-) -> Result<(Vec<u64>, u64), BreachError> {
+) -> Result<(Vec<u64>, u64, u64), BreachError> {
     let mut keys = Vec::new();
+    let mut below = 0u64;
     let mut line = Vec::with_capacity(64);
     let mut number = 0u64;
     loop {
@@ -262,18 +279,20 @@ fn read_keys(
             _ => &line,
         };
         let key = parse_line(text).map_err(|reason| BreachError::Malformed { line: number, reason })?;
-        if let Some(key) = key {
-            keys.push(key);
+        match key {
+            Some((_, Some(count))) if count < min_count => below += 1,
+            Some((key, _)) => keys.push(key),
+            None => {}
         }
         if number % every == 0 {
             progress(number);
         }
     }
-    Ok((keys, number))
+    Ok((keys, number, below))
 }
 
-/// The key of one line, `None` for a blank line.
-fn parse_line(line: &[u8]) -> Result<Option<u64>, &'static str> {
+/// The key and count of one line, `None` for a blank line.
+fn parse_line(line: &[u8]) -> Result<Option<(u64, Option<u64>)>, &'static str> {
     let line = line.trim_ascii();
     if line.is_empty() {
         return Ok(None);
@@ -281,12 +300,20 @@ fn parse_line(line: &[u8]) -> Result<Option<u64>, &'static str> {
     let (hash, rest) = line.split_at_checked(40).ok_or(MALFORMED_HASH)?;
     let mut digest = [0u8; 20];
     hex::decode_to_slice(hash, &mut digest).map_err(|_| MALFORMED_HASH)?;
-    match rest {
-        [] => {}
-        [b':', count @ ..] if !count.is_empty() && count.iter().all(u8::is_ascii_digit) => {}
+    let count = match rest {
+        [] => None,
+        [b':', count @ ..] if !count.is_empty() && count.iter().all(u8::is_ascii_digit) => {
+            // All digits: only an overflow can fail, and a count that large passes any minimum.
+            Some(
+                std::str::from_utf8(count)
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(u64::MAX),
+            )
+        }
         _ => return Err(MALFORMED_HASH),
-    }
-    Ok(Some(key_of(&digest)))
+    };
+    Ok(Some((key_of(&digest), count)))
 }
 
 /// The filter of distinct keys.
@@ -558,7 +585,8 @@ mod tests {
     fn progress_is_reported_every_so_many_lines() {
         let line = "5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8:3\n";
         let mut seen = Vec::new();
-        let (keys, lines) = read_keys(Cursor::new(line.repeat(25)), 10, |n| seen.push(n)).unwrap();
+        let (keys, lines, below) = read_keys(Cursor::new(line.repeat(25)), 10, 1, |n| seen.push(n)).unwrap();
+        assert_eq!(below, 0);
         assert_eq!((keys.len(), lines, seen), (25, 25, vec![10, 20]));
     }
 
@@ -691,5 +719,28 @@ mod tests {
             );
             assert!(rebuilt.contains_password(password));
         }
+    }
+
+    #[test]
+    fn a_minimum_count_keeps_only_often_seen_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let sha = |p: &str| hex::encode_upper(Sha1::digest(p.as_bytes()));
+        let text = format!(
+            "{}:250\n{}:3\n{}\n{}:10\n",
+            sha("password123"),
+            sha("rarely-seen-7"),
+            sha("no-count-given"),
+            sha("qwerty")
+        );
+        let stats = BreachFilter::build_min_count(Cursor::new(text), &path, 10, |_| {}).unwrap();
+        assert_eq!((stats.hashes, stats.below_min_count), (3, 1));
+        let f = BreachFilter::open(&path).unwrap();
+        assert!(f.contains_password("password123") && f.contains_password("qwerty"));
+        assert!(
+            f.contains_password("no-count-given"),
+            "a line without a count is kept"
+        );
+        assert!(!f.contains_password("rarely-seen-7"));
     }
 }
