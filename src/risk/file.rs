@@ -41,6 +41,10 @@ pub struct FileRisk {
     /// Addresses whose sign-ins get the `deny_list` signal.
     #[serde(default)]
     pub deny_list: Vec<Cidr>,
+    /// Files of addresses for the `deny_list` signal (threat-intelligence feeds): one address or CIDR per
+    /// line, `#` starts a comment; relative to the config file. Read again on reload.
+    #[serde(default)]
+    pub deny_list_files: Vec<PathBuf>,
     /// Web-ACL labels (exact names) that add points, each with its weight.
     #[serde(default)]
     pub labels: BTreeMap<String, u32>,

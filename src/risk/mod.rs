@@ -319,6 +319,17 @@ impl Risk {
             }
         };
         let set = |v: &[crate::config::types::Cidr]| IpSet::new(v.iter().map(|c| c.0));
+        let mut deny: Vec<ipnet::IpNet> = f.deny_list.iter().map(|c| c.0).collect();
+        for file in &f.deny_list_files {
+            let full = base.join(file);
+            let bytes = sources
+                .read(&full)
+                .map_err(|e| invalid("deny_list_files", format!("cannot read {}: {e}", full.display())))?;
+            let text = String::from_utf8_lossy(&bytes);
+            let nets = crate::waf::ipset::parse_list(&text)
+                .map_err(|(line, e)| invalid("deny_list_files", format!("{}:{line}: {e}", full.display())))?;
+            deny.extend(nets);
+        }
         Ok(Risk {
             global: Arc::new(global),
             clients,
@@ -327,7 +338,7 @@ impl Risk {
             velocity: f.velocity.clone(),
             always_block: set(&f.exceptions.always_block),
             never_score: set(&f.exceptions.never_score),
-            deny_list: set(&f.deny_list),
+            deny_list: IpSet::new(deny),
             labels: f.labels.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             automation,
             device_cookie: f.device_cookie.clone(),
@@ -737,6 +748,44 @@ mod tests {
         assert_eq!(m.action(Level::High), (RiskAction::RequireMfa, true));
         assert_eq!(r.global.action(Level::High).0, RiskAction::Block);
         assert!(r.global.blocks_compromised(Operation::SignUp));
+    }
+
+    #[test]
+    fn deny_list_files_add_to_the_inline_list() {
+        let mut sources = EmbeddedSources::default();
+        sources.files.insert(
+            std::path::PathBuf::from("feeds/bad.txt"),
+            b"# a feed\n198.51.100.0/24\n2001:db8::1 # one host\n".to_vec(),
+        );
+        let f: FileRisk = crate::config::parse_str(
+            Path::new("r.yaml"),
+            "deny_list: [203.0.113.9]\ndeny_list_files: [feeds/bad.txt]",
+        )
+        .unwrap();
+        let r = Risk::compile(&f, Path::new(""), &sources).unwrap();
+        let hits = |ip: &str| {
+            r.assess(
+                &r.global,
+                &Facts {
+                    ip: Some(ip.parse().unwrap()),
+                    user_agent: Some(UA),
+                    ..Default::default()
+                },
+            )
+            .has(file::Signal::DenyList)
+        };
+        assert!(hits("203.0.113.9") && hits("198.51.100.77") && hits("2001:db8::1"));
+        assert!(!hits("192.0.2.1"));
+        sources.files.insert(
+            std::path::PathBuf::from("feeds/bad.txt"),
+            b"198.51.100.0/33\n".to_vec(),
+        );
+        let e = Risk::compile(&f, Path::new(""), &sources).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("risk.deny_list_files: feeds/bad.txt:1: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ fn build_writes_a_filter_that_open_reads() {
         "{stdout}"
     );
     assert!(
-        stdout.trim_end().ends_with("(1001 lines, 1000 hashes, 0 under --min-count)"),
+        stdout
+            .trim_end()
+            .ends_with("(1001 lines, 1000 hashes, 0 under --min-count)"),
         "{stdout}"
     );
 
