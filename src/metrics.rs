@@ -302,4 +302,33 @@ mod tests {
         );
         assert!(text.contains("authward_config_reloads_total{result=\"error\"} 1"));
     }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+        let dashboard = include_str!("../deploy/grafana/authward.json");
+        let defined = include_str!("metrics.rs");
+        let mut names: Vec<&str> = dashboard
+            .match_indices("authward_")
+            .map(|(i, _)| {
+                let rest = &dashboard[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > 10, "{names:?}");
+        for name in names {
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                defined.contains(&format!("\"{base}\"")),
+                "the dashboard queries {name}, which is not defined"
+            );
+        }
+    }
 }
