@@ -206,6 +206,7 @@ async fn learn(services: &Services, ex: &Exchange, held: &Held, now: u64) {
         &risk.history,
         &held.user,
         &devices,
+        None,
         &place,
         now,
     )

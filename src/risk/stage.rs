@@ -655,6 +655,7 @@ impl RiskStage {
         response: &mut Response<Body>,
         now: u64,
     ) {
+        let mut issued = None;
         if a.device_id.is_none() {
             if let Ok(k) = self.device_key(risk).await {
                 let (id, value) = k.issue();
@@ -672,6 +673,7 @@ impl RiskStage {
                 if let Some(v) = header(&cookie) {
                     response.headers_mut().append(SET_COOKIE, v);
                 }
+                issued = Some(id.clone());
                 a.device_id = Some(id);
             }
         }
@@ -686,11 +688,21 @@ impl RiskStage {
             latitude: geo.latitude,
             longitude: geo.longitude,
         };
+        // A cookie the client presented is a device; one given out just now waits until it comes back.
         let mut devices = vec![a.fingerprint.as_str()];
-        if let Some(d) = &a.device_id {
+        if let (Some(d), None) = (&a.device_id, &issued) {
             devices.push(d);
         }
-        match remember(self.store.as_ref(), &risk.history, &user, &devices, &place, now).await {
+        let remembered = remember(
+            self.store.as_ref(),
+            &risk.history,
+            &user,
+            &devices,
+            issued.as_deref(),
+            &place,
+            now,
+        );
+        match remembered.await {
             Ok(history) => a.history = Some(history),
             Err(e) => tracing::warn!(error = %e, "risk: history not updated"),
         }
@@ -698,13 +710,15 @@ impl RiskStage {
 }
 
 /// Records a successful sign-in that was let through as it is, or stepped up with a second factor, in the
-/// user's history (`user` is the user key): its devices become known and its place the last one. The
+/// user's history (`user` is the user key): its devices become known (a device cookie `issued` with this
+/// answer waits among the issued ones until it comes back) and its place the last one. The
 /// record is read again, since another sign-in may have changed it since this one was scored.
 pub async fn remember(
     store: &dyn Store,
     settings: &FileHistory,
     user: &str,
     devices: &[&str],
+    issued: Option<&str>,
     place: &Place<'_>,
     now: u64,
 ) -> Result<UserHistory, StoreError> {
@@ -714,6 +728,9 @@ pub async fn remember(
         None => UserHistory::default(),
     };
     history.record_success(devices, place, now, settings.max_items);
+    if let Some(id) = issued {
+        history.note_issued(id);
+    }
     let bytes = serde_json::to_vec(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     store.put(&key, bytes.into(), Some(settings.ttl.get())).await?;
     Ok(history)

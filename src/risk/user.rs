@@ -36,7 +36,15 @@ pub struct UserHistory {
     pub last: Option<LastSignIn>,
     #[serde(default)]
     pub successes: u64,
+    /// Device cookies given out after a successful sign-in and not yet seen back, newest last. Kept apart
+    /// from `devices` so that clients that never keep cookies (scripts, SDKs) cannot push the user's real
+    /// devices out: a cookie joins `devices` when it comes back with a successful sign-in.
+    #[serde(default)]
+    pub issued: Vec<String>,
 }
+
+/// Issued cookies kept per user until they come back.
+pub const MAX_ISSUED: usize = 5;
 
 /// A place a sign-in came from.
 #[derive(Debug, Clone, Default)]
@@ -54,9 +62,20 @@ impl UserHistory {
         self.successes > 0 || !self.devices.is_empty()
     }
 
-    /// Whether the device id is known and not reported compromised.
+    /// Whether the device id is known (or its cookie was given out after a successful sign-in) and not
+    /// reported compromised.
     pub fn knows_device(&self, id: &str) -> bool {
-        self.devices.iter().any(|d| d.id == id && !d.compromised)
+        self.devices.iter().any(|d| d.id == id && !d.compromised) || self.issued.iter().any(|i| i == id)
+    }
+
+    /// Notes a device cookie given out after a successful sign-in, keeping the [`MAX_ISSUED`] newest.
+    pub fn note_issued(&mut self, id: &str) {
+        self.issued.retain(|i| i != id);
+        self.issued.push(id.to_string());
+        if self.issued.len() > MAX_ISSUED {
+            let extra = self.issued.len() - MAX_ISSUED;
+            self.issued.drain(..extra);
+        }
     }
 
     /// Whether the device was reported as not the user's.
@@ -78,6 +97,7 @@ impl UserHistory {
 
     /// Records a device as known (and not compromised), keeping at most `cap` devices.
     pub fn trust_device(&mut self, id: &str, now_ms: u64, cap: usize) {
+        self.issued.retain(|i| i != id);
         match self.devices.iter_mut().find(|d| d.id == id) {
             Some(d) => {
                 d.last_seen_ms = now_ms;
@@ -184,5 +204,21 @@ mod tests {
             h.trust_place(&p(c), 3);
         }
         assert_eq!(h.countries, ["FR", "GB", "DE"]);
+    }
+
+    #[test]
+    fn cookies_that_never_come_back_do_not_push_real_devices_out() {
+        let mut h = UserHistory::default();
+        h.trust_device("laptop", 1, 3);
+        for i in 0..50 {
+            h.note_issued(&format!("script-{i}"));
+        }
+        assert!(h.knows_device("laptop"));
+        assert_eq!(h.issued.len(), MAX_ISSUED);
+        assert!(h.knows_device("script-49") && !h.knows_device("script-0"));
+        // A cookie that comes back with a success becomes a device.
+        h.trust_device("script-49", 2, 3);
+        assert!(!h.issued.contains(&"script-49".to_string()));
+        assert!(h.devices.iter().any(|d| d.id == "script-49"));
     }
 }
