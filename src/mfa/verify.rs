@@ -93,10 +93,9 @@ pub async fn check(services: &Services, mfa: &Mfa, ex: &mut Exchange, id: &str, 
         result: checked.result.into(),
         attempts_left,
     });
-    ex.events.push(Pending {
-        event: e,
-        notify: false,
-    });
+    // A new authenticator bound to the account is worth telling its owner about.
+    let notify = checked.result == "enrolled";
+    ex.events.push(Pending { event: e, notify });
     checked.verdict
 }
 
@@ -125,12 +124,17 @@ async fn run(
         return Ok(Checked::new(Verdict::Gone, "locked", Some(held)));
     }
     let attempts_left = u32::try_from(allowed - n).unwrap_or(0);
-    let Some(secret) = enroll::secret(store, mfa, &held.user).await? else {
-        // The factor was removed while the sign-in was held.
-        hold::drop_challenge(store, id).await?;
-        return Ok(Checked::new(Verdict::Refused, "refused", Some(held)));
+    let enrolled = enroll::secret(store, mfa, &held.user).await?;
+    let secret = match (&held.enrollment, &enrolled) {
+        (None, Some(s)) => s.expose(),
+        (Some(pending), None) => pending.expose(),
+        // The factor was removed while a step-up was held, or one was enrolled while an enrollment was.
+        (None, None) | (Some(_), Some(_)) => {
+            hold::drop_challenge(store, id).await?;
+            return Ok(Checked::new(Verdict::Refused, "refused", Some(held)));
+        }
     };
-    let fresh = match totp::check(secret.expose(), code, now) {
+    let fresh = match totp::check(secret, code, now) {
         Some(step) => Some(
             store
                 .put_if_absent(&used_key(&held.user, step), "1".into(), Some(USED_TTL))
@@ -158,12 +162,25 @@ async fn run(
         return Ok(Checked::new(Verdict::Gone, "expired", None));
     };
     let released = held.answer.release()?;
+    let mut result = "verified";
+    if let Some(pending) = &held.enrollment {
+        // Only now, proved, does the new secret become the user's factor; never over one enrolled since.
+        if !enroll::enroll_proved(store, mfa, &held.user, pending, now).await? {
+            return Ok(Checked::new(Verdict::Refused, "refused", Some(held)));
+        }
+        services
+            .metrics
+            .mfa_enrollments
+            .with_label_values(&["self_enroll"])
+            .inc();
+        result = "enrolled";
+    }
     learn(services, ex, &held, now).await;
-    Ok(Checked::new(Verdict::Released(released), "verified", Some(held)))
+    Ok(Checked::new(Verdict::Released(released), result, Some(held)))
 }
 
 /// Whether the request comes from the network and the device the challenge is bound to.
-fn bound_here(ex: &Exchange, held: &Held) -> bool {
+pub(super) fn bound_here(ex: &Exchange, held: &Held) -> bool {
     if !held
         .binding
         .network
@@ -396,6 +413,7 @@ mod tests {
                 },
                 decision: "require_mfa".into(),
                 created_ms: T0,
+                enrollment: None,
             };
             hold::put(self.services.store.as_ref(), &held, self.mfa().challenge_ttl)
                 .await
