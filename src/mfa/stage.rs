@@ -386,3 +386,101 @@ fn blocked(ex: &Exchange) -> Response<Body> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::{EmbeddedSources, Mode, load_from};
+    use crate::risk::Assessment;
+
+    fn assessed(decision: RiskAction, level: Level, familiarity: Familiarity) -> Assessed {
+        let mut s = EmbeddedSources::default();
+        s.files
+            .insert(PathBuf::from("a.yaml"), b"risk: {mode: enforce}\n".to_vec());
+        let config = load_from(&PathBuf::from("a.yaml"), Mode::Check, &s).unwrap();
+        Assessed {
+            kind: EventType::SignIn,
+            policy: config.risk.as_ref().unwrap().global.clone(),
+            mode: RiskMode::Enforce,
+            assessment: Assessment {
+                level,
+                score: 0,
+                signals: Vec::new(),
+                compromised: false,
+            },
+            decision,
+            notify: false,
+            user: Some("alice".into()),
+            username: Some("alice".into()),
+            client_id: None,
+            history: None,
+            familiarity,
+            device_id: None,
+            fingerprint: "fp:x".into(),
+            flow: None,
+            session: None,
+            answered: false,
+            shadow: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn enrollment_is_offered_only_when_enabled_to_trusted_sign_ins_from_the_place_asked_for() {
+        use Familiarity::{FirstSignIn, KnownDevice, Other};
+        use MfaEnrollment::{FirstSignIn as First, KnownDevice as Known, Off};
+        let ok = Some(Outcome::Success);
+        let trusted = |f| assessed(RiskAction::Allow, Level::None, f);
+        assert!(offers_enrollment(Known, &trusted(KnownDevice), ok));
+        assert!(offers_enrollment(First, &trusted(FirstSignIn), ok));
+        // Off, or not the place the setting asks for.
+        for f in [KnownDevice, FirstSignIn, Other] {
+            assert!(!offers_enrollment(Off, &trusted(f), ok));
+        }
+        assert!(!offers_enrollment(Known, &trusted(FirstSignIn), ok));
+        assert!(!offers_enrollment(Known, &trusted(Other), ok));
+        assert!(!offers_enrollment(First, &trusted(KnownDevice), ok));
+        // Never for a sign-in that asks for a step-up or is blocked, or scores above none.
+        for setting in [Known, First] {
+            let f = if setting == Known {
+                KnownDevice
+            } else {
+                FirstSignIn
+            };
+            for decision in [RiskAction::OptionalMfa, RiskAction::RequireMfa, RiskAction::Block] {
+                assert!(!offers_enrollment(
+                    setting,
+                    &assessed(decision, Level::None, f),
+                    ok
+                ));
+                assert!(!offers_enrollment(
+                    setting,
+                    &assessed(decision, Level::High, f),
+                    ok
+                ));
+            }
+            assert!(!offers_enrollment(
+                setting,
+                &assessed(RiskAction::Allow, Level::Low, f),
+                ok
+            ));
+            // Only a success, in enforce mode, without a compromised password, of a known user.
+            for outcome in [None, Some(Outcome::Failure), Some(Outcome::Challenge)] {
+                assert!(!offers_enrollment(setting, &trusted(f), outcome));
+            }
+            let mut a = trusted(f);
+            a.mode = RiskMode::Audit;
+            assert!(!offers_enrollment(setting, &a, ok));
+            let mut a = trusted(f);
+            a.assessment.compromised = true;
+            assert!(!offers_enrollment(setting, &a, ok));
+            let mut a = trusted(f);
+            a.user = None;
+            assert!(!offers_enrollment(setting, &a, ok));
+            let mut a = trusted(f);
+            a.answered = true;
+            assert!(!offers_enrollment(setting, &a, ok));
+        }
+    }
+}

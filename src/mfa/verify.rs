@@ -392,6 +392,11 @@ mod tests {
 
         /// Holds a sign-in of alice's from 198.51.100.7 with the browser's fingerprint.
         async fn hold(&self) -> String {
+            self.hold_enrolling(None).await
+        }
+
+        /// The same, enrolling `pending` when given.
+        async fn hold_enrolling(&self, pending: Option<enroll::PendingSecret>) -> String {
             let ex = self.exchange("198.51.100.7", UA);
             let fingerprint = device::fingerprint(&ex.request.headers, None);
             let mut headers = http::HeaderMap::new();
@@ -413,7 +418,7 @@ mod tests {
                 },
                 decision: "require_mfa".into(),
                 created_ms: T0,
-                enrollment: None,
+                enrollment: pending,
             };
             hold::put(self.services.store.as_ref(), &held, self.mfa().challenge_ttl)
                 .await
@@ -434,6 +439,50 @@ mod tests {
     fn wrong(code: &str) -> String {
         let n: u32 = code.parse().unwrap();
         format!("{:06}", (n + 1) % 1_000_000)
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_stores_the_factor_only_once_a_code_proves_it() {
+        let s = setup();
+        let store = s.services.store.as_ref();
+        let pending = enroll::PendingSecret::new();
+        let id = s.hold_enrolling(Some(pending.clone())).await;
+        let code = s.now_code(pending.expose());
+        // From another network: refused, nothing stored.
+        assert!(matches!(
+            s.check("203.0.113.9", &id, &code).await.0,
+            Verdict::Refused
+        ));
+        let (v, _) = s.check("198.51.100.7", &id, &wrong(&code)).await;
+        assert!(matches!(v, Verdict::WrongCode { attempts_left: 2 }), "{v:?}");
+        assert!(enroll::secret(store, s.mfa(), "alice").await.unwrap().is_none());
+        let (v, events) = s.check("198.51.100.7", &id, &code).await;
+        let Verdict::Released(r) = v else { panic!("{v:?}") };
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), br#"{"token":"t0k3n"}"#);
+        let stored = enroll::secret(store, s.mfa(), "alice").await.unwrap().unwrap();
+        assert_eq!(stored.expose(), pending.expose());
+        let e = &events[0];
+        assert_eq!(e.event.mfa.as_ref().unwrap().result, "enrolled");
+        assert!(e.notify, "the owner is told of a new authenticator");
+        let text = serde_json::to_string(&e.event).unwrap();
+        let b32 = totp::base32(pending.expose());
+        assert!(!text.contains(&code) && !text.contains(&b32), "{text}");
+        assert!(!format!("{pending:?}").contains(&b32));
+        let m = &s.services.metrics;
+        assert_eq!(m.mfa_enrollments.with_label_values(&["self_enroll"]).get(), 1);
+
+        // An enrollment held while another factor was enrolled cannot replace it.
+        let other = enroll::PendingSecret::new();
+        let id = s.hold_enrolling(Some(other.clone())).await;
+        s.clock.advance(Duration::from_secs(90));
+        let code = s.now_code(other.expose());
+        assert!(matches!(
+            s.check("198.51.100.7", &id, &code).await.0,
+            Verdict::Refused
+        ));
+        let still = enroll::secret(store, s.mfa(), "alice").await.unwrap().unwrap();
+        assert_eq!(still.expose(), pending.expose());
     }
 
     #[tokio::test]

@@ -1456,6 +1456,25 @@ profiles:
         )
         .unwrap_err();
         assert_eq!(err.path(), "profiles[0].challenge_response");
+        for (extra, path) in [
+            ("mfa: cognito, mfa_enrollment: known_device", "mfa_enrollment"),
+            ("mfa: backend, mfa_enrollment: first_sign_in", "mfa_enrollment"),
+            (
+                "mfa_enrollment: known_device, challenge_response: {status: 401, body: '{{challenge_id}}'}",
+                "challenge_response",
+            ),
+        ] {
+            let yaml = format!(
+                "profiles:\n  - {{name: f, operation: sign_in, match: {{path: {{exact: /l}}}}, {extra}}}\n"
+            );
+            assert_eq!(compile(&yaml).unwrap_err().path(), format!("profiles[0].{path}"));
+        }
+        let ok = compile(
+            "profiles:\n  - {name: f, operation: sign_in, mfa: page, mfa_enrollment: first_sign_in, match: {path: {exact: /l}}}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.get("f").unwrap().mfa_enrollment(), MfaEnrollment::FirstSignIn);
+        assert_eq!(ps.get("native").unwrap().mfa_enrollment(), MfaEnrollment::Off);
         for (enumeration, path) in [
             (
                 "{unknown_user: {status: [404]}, wrong_password: []}",

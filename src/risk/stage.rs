@@ -853,6 +853,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn familiarity_is_read_from_the_history_before_the_sign_in() {
+        let none = Familiarity::of(None, None, "fp:a");
+        assert_eq!(none, Familiarity::FirstSignIn);
+        let mut h = UserHistory::default();
+        assert_eq!(Familiarity::of(Some(&h), None, "fp:a"), Familiarity::FirstSignIn);
+        h.record_success(&["fp:a", "dev1"], &Place::default(), 1, 10);
+        assert_eq!(Familiarity::of(Some(&h), None, "fp:a"), Familiarity::KnownDevice);
+        assert_eq!(
+            Familiarity::of(Some(&h), Some("dev1"), "fp:z"),
+            Familiarity::KnownDevice
+        );
+        // A valid cookie names the device: a known fingerprint does not stand in for an unknown cookie.
+        assert_eq!(
+            Familiarity::of(Some(&h), Some("dev2"), "fp:a"),
+            Familiarity::Other
+        );
+        assert_eq!(Familiarity::of(Some(&h), None, "fp:b"), Familiarity::Other);
+    }
+
     #[tokio::test]
     async fn failures_count_per_user_address_and_pair_and_expire_with_their_window() {
         let (stage, risk, clock) =
