@@ -58,7 +58,7 @@ pub struct Metrics {
     pub mfa_challenges: IntCounterVec,
     /// Second-factor checks by result (verified, wrong_code, replayed, locked, expired, refused, error).
     pub mfa_verifications: IntCounterVec,
-    /// TOTP enrollments through the admin API, by action (enroll, remove).
+    /// TOTP enrollments by action (enroll and remove through the admin API, self_enroll by a signing-in user).
     pub mfa_enrollments: IntCounterVec,
     /// Answers made identical for user-enumeration protection, by the upstream's answer (unknown_user,
     /// wrong_password).
@@ -157,7 +157,7 @@ impl Metrics {
         );
         let mfa_enrollments = counter(
             "authward_mfa_enrollments_total",
-            "TOTP enrollments through the admin API, by action",
+            "TOTP enrollments, by action",
             &["action"],
         );
         let enumeration_answers = counter(

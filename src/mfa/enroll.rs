@@ -69,13 +69,35 @@ pub async fn enroll(
     account: &str,
     now_ms: u64,
 ) -> Result<Enrolled, MfaError> {
-    let secret: [u8; totp::SECRET_LEN] = rand::random();
+    let secret = PendingSecret::new();
+    let bytes = sealed_record(mfa, user, &secret.0, now_ms)?;
+    store.put(&record_key(RECORD, user), bytes.into(), None).await?;
+    Ok(secret.shown(mfa, account))
+}
+
+/// Stores a self-enrolled secret that the user has just proved, unless `user` has a factor by now (an
+/// admin enrolled one, or another sign-in's enrollment got there first): true when stored.
+pub async fn enroll_proved(
+    store: &dyn Store,
+    mfa: &Mfa,
+    user: &str,
+    secret: &PendingSecret,
+    now_ms: u64,
+) -> Result<bool, MfaError> {
+    let bytes = sealed_record(mfa, user, &secret.0, now_ms)?;
+    Ok(store
+        .put_if_absent(&record_key(RECORD, user), bytes.into(), None)
+        .await?)
+}
+
+/// The stored record of `secret` for `user`: encrypted, bound to the user.
+fn sealed_record(mfa: &Mfa, user: &str, secret: &[u8], now_ms: u64) -> Result<Vec<u8>, MfaError> {
     let nonce: [u8; 12] = rand::random();
     let sealed = cipher(mfa)
         .encrypt(
             Nonce::from_slice(&nonce),
             Payload {
-                msg: &secret,
+                msg: secret,
                 aad: &aad(user),
             },
         )
@@ -86,12 +108,60 @@ pub async fn enroll(
         secret: STANDARD.encode(sealed),
         created_ms: now_ms,
     };
-    let bytes = serde_json::to_vec(&record).map_err(|e| MfaError::Corrupt(e.to_string()))?;
-    store.put(&record_key(RECORD, user), bytes.into(), None).await?;
-    Ok(Enrolled {
-        secret: totp::base32(&secret),
-        otpauth_uri: totp::otpauth_uri(&mfa.issuer, account, &secret),
-    })
+    serde_json::to_vec(&record).map_err(|e| MfaError::Corrupt(e.to_string()))
+}
+
+/// A new secret that a signing-in user is enrolling: held (encrypted) with the held sign-in until the
+/// user proves it with a code; `Debug` never shows it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingSecret(#[serde(with = "base64_bytes")] Vec<u8>);
+
+impl PendingSecret {
+    /// 160 random bits.
+    pub fn new() -> PendingSecret {
+        PendingSecret(rand::random::<[u8; totp::SECRET_LEN]>().to_vec())
+    }
+
+    /// The secret bytes, for checking codes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The secret as an authenticator app takes it; `account` is the name the app shows.
+    pub fn shown(&self, mfa: &Mfa, account: &str) -> Enrolled {
+        Enrolled {
+            secret: totp::base32(&self.0),
+            otpauth_uri: totp::otpauth_uri(&mfa.issuer, account, &self.0),
+        }
+    }
+}
+
+impl Default for PendingSecret {
+    fn default() -> Self {
+        PendingSecret::new()
+    }
+}
+
+impl std::fmt::Debug for PendingSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingSecret([redacted])")
+    }
+}
+
+/// Serde of bytes as base64.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Removes `user`'s factor; true when there was one.

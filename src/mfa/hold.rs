@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::MfaError;
+use super::enroll::PendingSecret;
 use crate::proxy::body::{self, Body};
 use crate::store::Store;
 
@@ -93,6 +94,9 @@ pub struct Held {
     /// The risk decision that asked for the step-up.
     pub decision: String,
     pub created_ms: u64,
+    /// A self-enrollment: the new secret, stored as the user's factor once a code proves it.
+    #[serde(default)]
+    pub enrollment: Option<PendingSecret>,
 }
 
 /// The network `ip` belongs to, with the configured prefix lengths.
@@ -206,6 +210,7 @@ mod tests {
             place: Place::default(),
             decision: "require_mfa".into(),
             created_ms: 0,
+            enrollment: None,
         }
     }
 

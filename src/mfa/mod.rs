@@ -163,7 +163,7 @@ pub async fn serve(services: &Services, ex: &mut Exchange) -> Response<Body> {
         return json_error(StatusCode::NOT_FOUND, "not_found", "no such MFA endpoint", &rid);
     }
     if page && ex.request.method == Method::GET {
-        return page::show(services, ex).await;
+        return page::show(services, &mfa, ex).await;
     }
     if ex.request.method != Method::POST {
         let mut r = json_error(

@@ -4,6 +4,8 @@
 use http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use http::{Response, StatusCode};
 
+use super::enroll::Enrolled;
+use super::hold::Held;
 use super::verify::{self, Verdict, no_store};
 use super::{Mfa, PATH_PREFIX, hold};
 use crate::pipeline::{Exchange, Services};
@@ -20,16 +22,26 @@ pub fn redirect(challenge_id: &str) -> Response<Body> {
 }
 
 /// `GET /.authward/mfa/?challenge=<id>`: the form, or a page saying the sign-in is gone. Showing the page
-/// uses up no attempt.
-pub async fn show(services: &Services, ex: &Exchange) -> Response<Body> {
+/// uses up no attempt. For an enrollment the form shows the new secret, but only to the device and
+/// network that signed in.
+pub async fn show(services: &Services, mfa: &Mfa, ex: &Exchange) -> Response<Body> {
     let id = query_value(ex.request.uri.query(), "challenge").unwrap_or_default();
-    let live =
-        super::is_challenge_id(&id) && matches!(hold::get(services.store.as_ref(), &id).await, Ok(Some(_)));
-    if live {
-        html(StatusCode::OK, &form(&id, None))
+    let held = if super::is_challenge_id(&id) {
+        hold::get(services.store.as_ref(), &id).await.ok().flatten()
     } else {
-        gone()
+        None
+    };
+    match held {
+        None => gone(),
+        Some(h) if h.enrollment.is_some() && !verify::bound_here(ex, &h) => refused(),
+        Some(h) => html(StatusCode::OK, &form(&id, None, enrolling(mfa, &h).as_ref())),
     }
+}
+
+/// The new secret of a held enrollment, as the app takes it.
+fn enrolling(mfa: &Mfa, held: &Held) -> Option<Enrolled> {
+    let account = held.username.as_deref().unwrap_or(&held.user).trim();
+    held.enrollment.as_ref().map(|p| p.shown(mfa, account))
 }
 
 /// `POST /.authward/mfa/` with the form's `challenge_id` and `code`: the held sign-in's answer (the
@@ -44,21 +56,32 @@ pub async fn submit(services: &Services, mfa: &Mfa, ex: &mut Exchange, body: &[u
         Verdict::WrongCode { attempts_left } => {
             let tries = if attempts_left == 1 { "try" } else { "tries" };
             let error = format!("That code is not right. {attempts_left} more {tries}.");
-            html(StatusCode::UNAUTHORIZED, &form(&id, Some(&error)))
+            // A wrong code was checked, so the request is bound to the challenge.
+            let held = hold::get(services.store.as_ref(), &id).await.ok().flatten();
+            let shown = held.as_ref().and_then(|h| enrolling(mfa, h));
+            html(StatusCode::UNAUTHORIZED, &form(&id, Some(&error), shown.as_ref()))
         }
         Verdict::Gone => gone(),
-        Verdict::Refused => html(
-            StatusCode::FORBIDDEN,
-            &page(
-                "<p>Enter the code on the device and network you signed in from.</p>\
-                 <p><a href=\"/\">Sign in again</a></p>",
-            ),
-        ),
+        Verdict::Refused => refused(),
         Verdict::Unavailable => html(
             StatusCode::SERVICE_UNAVAILABLE,
-            &form(&id, Some("The code cannot be checked right now. Try again.")),
+            &form(
+                &id,
+                Some("The code cannot be checked right now. Try again."),
+                None,
+            ),
         ),
     }
+}
+
+fn refused() -> Response<Body> {
+    html(
+        StatusCode::FORBIDDEN,
+        &page(
+            "<p>Enter the code on the device and network you signed in from.</p>\
+             <p><a href=\"/\">Sign in again</a></p>",
+        ),
+    )
 }
 
 fn gone() -> Response<Body> {
@@ -68,14 +91,25 @@ fn gone() -> Response<Body> {
     )
 }
 
-/// The code form; `id` is a checked challenge id (hex) or empty, so it needs no escaping.
-fn form(id: &str, error: Option<&str>) -> String {
+/// The code form; `id` is a checked challenge id (hex) or empty, so it needs no escaping. An enrollment
+/// shows its new secret and `otpauth://` URI first.
+fn form(id: &str, error: Option<&str>, enrolling: Option<&Enrolled>) -> String {
     let id = if super::is_challenge_id(id) { id } else { "" };
     let error = error.map_or_else(String::new, |e| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
     });
+    let intro = match enrolling {
+        None => "<p>Enter the 6-digit code from your authenticator app.</p>".to_string(),
+        Some(e) => format!(
+            "<p>Protect your account with an authenticator app: add this key to it, then enter the \
+             6-digit code it shows.</p><p>Key: <code id=\"secret\">{}</code></p>\
+             <p><a id=\"otpauth\" href=\"{}\">Open in an authenticator app</a></p>",
+            escape(&e.secret),
+            escape(&e.otpauth_uri)
+        ),
+    };
     page(&format!(
-        "<p>Enter the 6-digit code from your authenticator app.</p>{error}\
+        "{intro}{error}\
          <form method=\"post\" action=\"{PATH_PREFIX}\">\
          <input type=\"hidden\" name=\"challenge_id\" value=\"{id}\">\
          <label for=\"code\">Code</label>\
@@ -134,11 +168,11 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained_and_escapes_what_it_shows() {
-        let f = form("0123456789abcdef0123456789abcdef", Some("<b>&"));
+        let f = form("0123456789abcdef0123456789abcdef", Some("<b>&"), None);
         assert!(f.contains("value=\"0123456789abcdef0123456789abcdef\""));
         assert!(f.contains("&lt;b&gt;&amp;") && !f.contains("<b>&"));
         assert!(!f.contains("http://") && !f.contains("https://") && !f.contains("<script"));
-        assert!(form("\"><script>", None).contains("value=\"\""));
+        assert!(form("\"><script>", None, None).contains("value=\"\""));
         let r = redirect("0123456789abcdef0123456789abcdef");
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         assert_eq!(

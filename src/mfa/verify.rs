@@ -93,10 +93,9 @@ pub async fn check(services: &Services, mfa: &Mfa, ex: &mut Exchange, id: &str, 
         result: checked.result.into(),
         attempts_left,
     });
-    ex.events.push(Pending {
-        event: e,
-        notify: false,
-    });
+    // A new authenticator bound to the account is worth telling its owner about.
+    let notify = checked.result == "enrolled";
+    ex.events.push(Pending { event: e, notify });
     checked.verdict
 }
 
@@ -125,12 +124,17 @@ async fn run(
         return Ok(Checked::new(Verdict::Gone, "locked", Some(held)));
     }
     let attempts_left = u32::try_from(allowed - n).unwrap_or(0);
-    let Some(secret) = enroll::secret(store, mfa, &held.user).await? else {
-        // The factor was removed while the sign-in was held.
-        hold::drop_challenge(store, id).await?;
-        return Ok(Checked::new(Verdict::Refused, "refused", Some(held)));
+    let enrolled = enroll::secret(store, mfa, &held.user).await?;
+    let secret = match (&held.enrollment, &enrolled) {
+        (None, Some(s)) => s.expose(),
+        (Some(pending), None) => pending.expose(),
+        // The factor was removed while a step-up was held, or one was enrolled while an enrollment was.
+        (None, None) | (Some(_), Some(_)) => {
+            hold::drop_challenge(store, id).await?;
+            return Ok(Checked::new(Verdict::Refused, "refused", Some(held)));
+        }
     };
-    let fresh = match totp::check(secret.expose(), code, now) {
+    let fresh = match totp::check(secret, code, now) {
         Some(step) => Some(
             store
                 .put_if_absent(&used_key(&held.user, step), "1".into(), Some(USED_TTL))
@@ -158,12 +162,25 @@ async fn run(
         return Ok(Checked::new(Verdict::Gone, "expired", None));
     };
     let released = held.answer.release()?;
+    let mut result = "verified";
+    if let Some(pending) = &held.enrollment {
+        // Only now, proved, does the new secret become the user's factor; never over one enrolled since.
+        if !enroll::enroll_proved(store, mfa, &held.user, pending, now).await? {
+            return Ok(Checked::new(Verdict::Refused, "refused", Some(held)));
+        }
+        services
+            .metrics
+            .mfa_enrollments
+            .with_label_values(&["self_enroll"])
+            .inc();
+        result = "enrolled";
+    }
     learn(services, ex, &held, now).await;
-    Ok(Checked::new(Verdict::Released(released), "verified", Some(held)))
+    Ok(Checked::new(Verdict::Released(released), result, Some(held)))
 }
 
 /// Whether the request comes from the network and the device the challenge is bound to.
-fn bound_here(ex: &Exchange, held: &Held) -> bool {
+pub(super) fn bound_here(ex: &Exchange, held: &Held) -> bool {
     if !held
         .binding
         .network
@@ -376,6 +393,11 @@ mod tests {
 
         /// Holds a sign-in of alice's from 198.51.100.7 with the browser's fingerprint.
         async fn hold(&self) -> String {
+            self.hold_enrolling(None).await
+        }
+
+        /// The same, enrolling `pending` when given.
+        async fn hold_enrolling(&self, pending: Option<enroll::PendingSecret>) -> String {
             let ex = self.exchange("198.51.100.7", UA);
             let fingerprint = device::fingerprint(&ex.request.headers, None);
             let mut headers = http::HeaderMap::new();
@@ -397,6 +419,7 @@ mod tests {
                 },
                 decision: "require_mfa".into(),
                 created_ms: T0,
+                enrollment: pending,
             };
             hold::put(self.services.store.as_ref(), &held, self.mfa().challenge_ttl)
                 .await
@@ -417,6 +440,50 @@ mod tests {
     fn wrong(code: &str) -> String {
         let n: u32 = code.parse().unwrap();
         format!("{:06}", (n + 1) % 1_000_000)
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_stores_the_factor_only_once_a_code_proves_it() {
+        let s = setup();
+        let store = s.services.store.as_ref();
+        let pending = enroll::PendingSecret::new();
+        let id = s.hold_enrolling(Some(pending.clone())).await;
+        let code = s.now_code(pending.expose());
+        // From another network: refused, nothing stored.
+        assert!(matches!(
+            s.check("203.0.113.9", &id, &code).await.0,
+            Verdict::Refused
+        ));
+        let (v, _) = s.check("198.51.100.7", &id, &wrong(&code)).await;
+        assert!(matches!(v, Verdict::WrongCode { attempts_left: 2 }), "{v:?}");
+        assert!(enroll::secret(store, s.mfa(), "alice").await.unwrap().is_none());
+        let (v, events) = s.check("198.51.100.7", &id, &code).await;
+        let Verdict::Released(r) = v else { panic!("{v:?}") };
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), br#"{"token":"t0k3n"}"#);
+        let stored = enroll::secret(store, s.mfa(), "alice").await.unwrap().unwrap();
+        assert_eq!(stored.expose(), pending.expose());
+        let e = &events[0];
+        assert_eq!(e.event.mfa.as_ref().unwrap().result, "enrolled");
+        assert!(e.notify, "the owner is told of a new authenticator");
+        let text = serde_json::to_string(&e.event).unwrap();
+        let b32 = totp::base32(pending.expose());
+        assert!(!text.contains(&code) && !text.contains(&b32), "{text}");
+        assert!(!format!("{pending:?}").contains(&b32));
+        let m = &s.services.metrics;
+        assert_eq!(m.mfa_enrollments.with_label_values(&["self_enroll"]).get(), 1);
+
+        // An enrollment held while another factor was enrolled cannot replace it.
+        let other = enroll::PendingSecret::new();
+        let id = s.hold_enrolling(Some(other.clone())).await;
+        s.clock.advance(Duration::from_secs(90));
+        let code = s.now_code(other.expose());
+        assert!(matches!(
+            s.check("198.51.100.7", &id, &code).await.0,
+            Verdict::Refused
+        ));
+        let still = enroll::secret(store, s.mfa(), "alice").await.unwrap().unwrap();
+        assert_eq!(still.expose(), pending.expose());
     }
 
     #[tokio::test]

@@ -45,10 +45,18 @@ pub struct FileProfile {
     /// `acr_values`).
     #[serde(default)]
     pub mfa: MfaStyle,
+    /// Self-enrollment of a TOTP factor (styles `challenge` and `page`): `off` (the default) leaves
+    /// enrollment to the admin API; otherwise a sign-in of a user with no factor that the risk engine
+    /// lets through as it is (decision `allow` at level `none`, in enforce mode) is held until the user
+    /// proves a new authenticator, when the place it comes from qualifies: `known_device` (the sign-in's
+    /// device had signed in as the user before) or `first_sign_in` (the user has no history yet).
+    #[serde(default)]
+    pub mfa_enrollment: MfaEnrollment,
     /// The answer that stands in for a held sign-in (styles `challenge` and `cognito`): status, headers
     /// and a body where `{{challenge_id}}`, `{{methods}}` (a JSON list such as `["totp"]`) and
     /// `{{expires_in}}` (seconds) are filled in. A JSON 401 (`challenge`) or Cognito's challenge answer
-    /// (`cognito`) when omitted.
+    /// (`cognito`) when omitted. With `mfa_enrollment`, it also stands in for a held enrollment and must
+    /// show `{{secret}}` (base32) and `{{otpauth_uri}}`, which are empty in a step-up.
     pub challenge_response: Option<FileResponse>,
     /// No user enumeration (Cognito's PreventUserExistenceErrors): how the upstream answers an unknown
     /// user and a wrong password. authward sends one identical answer for both, no sooner than
@@ -69,6 +77,23 @@ pub enum MfaStyle {
     Cognito,
     /// Hold nothing: the backend steps up itself, told by `x-authward-decision`.
     Backend,
+}
+
+/// When a user with no factor is asked to enroll one while signing in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaEnrollment {
+    /// Never: factors are enrolled through the admin API only.
+    #[default]
+    Off,
+    /// When the sign-in comes from a device that had already signed in as the user (the device cookie
+    /// or fingerprint is in the user's history), so a password alone, from a new device, never binds an
+    /// authenticator. The safe choice.
+    KnownDevice,
+    /// When the user has no sign-in history at all: the account's very first sign-in binds the
+    /// authenticator (onboarding). Whoever signs in first with the password enrolls, so use it only where
+    /// the account's owner signs in right after creating it.
+    FirstSignIn,
 }
 
 /// The upstream's answers that would tell whether an account exists, and the one answer sent instead.

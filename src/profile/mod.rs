@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use file::{
-    FileCookieName, FileOutcomeRule, FilePath, FileProfile, FileScalar, FileSource, FlowStep, MfaStyle,
-    OneOrMany,
+    FileCookieName, FileOutcomeRule, FilePath, FileProfile, FileScalar, FileSource, FlowStep, MfaEnrollment,
+    MfaStyle, OneOrMany,
 };
 
 /// Longest extracted value in bytes; longer values are truncated (at a character boundary).
@@ -463,6 +463,7 @@ pub struct Profile {
     flow: Option<Flow>,
     block_response: Option<Arc<FixedResponse>>,
     mfa: MfaStyle,
+    mfa_enrollment: MfaEnrollment,
     challenge_response: Option<Arc<FixedResponse>>,
     enumeration: Option<Arc<Enumeration>>,
     needs_body: bool,
@@ -639,6 +640,11 @@ impl Profile {
     /// How its sign-ins are stepped up to MFA.
     pub fn mfa_style(&self) -> MfaStyle {
         self.mfa
+    }
+
+    /// When its sign-ins offer a user with no factor to enroll one.
+    pub fn mfa_enrollment(&self) -> MfaEnrollment {
+        self.mfa_enrollment
     }
 
     /// The answer template that stands in for a held sign-in, if the profile sets one.
@@ -837,6 +843,24 @@ impl Profile {
                 "only styles `challenge` and `cognito` send a challenge answer",
             ));
         }
+        if f.mfa_enrollment != MfaEnrollment::Off {
+            if !matches!(f.mfa, MfaStyle::Challenge | MfaStyle::Page) || f.operation != Operation::SignIn {
+                return Err(invalid(
+                    format!("{base}.mfa_enrollment"),
+                    "only sign-in profiles of styles `challenge` and `page` enroll factors",
+                ));
+            }
+            let shows_secret = |t: &FixedResponse| {
+                let body = String::from_utf8_lossy(&t.body);
+                body.contains("{{secret}}") && body.contains("{{otpauth_uri}}")
+            };
+            if challenge_response.as_deref().is_some_and(|t| !shows_secret(t)) {
+                return Err(invalid(
+                    format!("{base}.challenge_response"),
+                    "with `mfa_enrollment`, the body must show `{{secret}}` and `{{otpauth_uri}}`",
+                ));
+            }
+        }
         let enumeration = f
             .enumeration
             .as_ref()
@@ -847,6 +871,7 @@ impl Profile {
             flow,
             block_response,
             mfa: f.mfa,
+            mfa_enrollment: f.mfa_enrollment,
             challenge_response,
             enumeration,
             name,
@@ -1431,6 +1456,25 @@ profiles:
         )
         .unwrap_err();
         assert_eq!(err.path(), "profiles[0].challenge_response");
+        for (extra, path) in [
+            ("mfa: cognito, mfa_enrollment: known_device", "mfa_enrollment"),
+            ("mfa: backend, mfa_enrollment: first_sign_in", "mfa_enrollment"),
+            (
+                "mfa_enrollment: known_device, challenge_response: {status: 401, body: '{{challenge_id}}'}",
+                "challenge_response",
+            ),
+        ] {
+            let yaml = format!(
+                "profiles:\n  - {{name: f, operation: sign_in, match: {{path: {{exact: /l}}}}, {extra}}}\n"
+            );
+            assert_eq!(compile(&yaml).unwrap_err().path(), format!("profiles[0].{path}"));
+        }
+        let ok = compile(
+            "profiles:\n  - {name: f, operation: sign_in, mfa: page, mfa_enrollment: first_sign_in, match: {path: {exact: /l}}}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.get("f").unwrap().mfa_enrollment(), MfaEnrollment::FirstSignIn);
+        assert_eq!(ps.get("native").unwrap().mfa_enrollment(), MfaEnrollment::Off);
         for (enumeration, path) in [
             (
                 "{unknown_user: {status: [404]}, wrong_password: []}",

@@ -42,6 +42,8 @@ pub struct Assessed {
     pub username: Option<String>,
     pub client_id: Option<String>,
     pub history: Option<UserHistory>,
+    /// What the history, as read before this sign-in, said of its device (MFA self-enrollment).
+    pub familiarity: Familiarity,
     pub device_id: Option<String>,
     pub fingerprint: String,
     /// This attempt belongs to a multi-step flow: its state so far (a continue step's, or a start's).
@@ -52,6 +54,28 @@ pub struct Assessed {
     pub answered: bool,
     /// Audit mode: what enforce would have done.
     pub shadow: Vec<ShadowDecision>,
+}
+
+/// What a user's history, as read before a sign-in, says of the sign-in's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Familiarity {
+    /// The user has no history: a first sign-in (or one after the history expired).
+    FirstSignIn,
+    /// The device (its cookie, or the fingerprint for a client without one) had signed in as the user.
+    KnownDevice,
+    /// Anything else: a new device, no username, a history that could not be read, a sign-in not scored.
+    Other,
+}
+
+impl Familiarity {
+    /// Familiarity from a history that was read (`None`: the user has none).
+    pub fn of(history: Option<&UserHistory>, device_id: Option<&str>, fingerprint: &str) -> Familiarity {
+        match history.filter(|h| h.has_succeeded()) {
+            None => Familiarity::FirstSignIn,
+            Some(h) if h.knows_device(device_id.unwrap_or(fingerprint)) => Familiarity::KnownDevice,
+            Some(_) => Familiarity::Other,
+        }
+    }
 }
 
 /// Stages 5 and 8: one stage placed after the outcome stage, so that its request hook runs before the
@@ -367,6 +391,7 @@ impl Stage for RiskStage {
                 username: state.username.clone(),
                 client_id: state.client_id.clone(),
                 history: None,
+                familiarity: Familiarity::Other,
                 device_id: state.device_id.clone(),
                 fingerprint: state.fingerprint.clone(),
                 assessment,
@@ -417,6 +442,7 @@ impl Stage for RiskStage {
             username,
             client_id,
             history: None,
+            familiarity: Familiarity::Other,
             device_id,
             fingerprint,
             flow: None,
@@ -433,14 +459,15 @@ impl Stage for RiskStage {
         if risk.always_blocked(ip) {
             block = Some("always_block");
         }
-        let (history, counts) = match load_facts(self.store.as_ref(), a.user.as_deref(), &ip_text).await {
-            Ok(f) => f,
+        let (history, counts, read) = match load_facts(self.store.as_ref(), a.user.as_deref(), &ip_text).await
+        {
+            Ok((h, c)) => (h, c, true),
             Err(e) => {
                 tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "risk: store unavailable");
                 if risk.store_failure_closed() {
                     block = block.or(Some("store_unavailable"));
                 }
-                (None, [0; 5])
+                (None, [0; 5], false)
             }
         };
         if kind == EventType::SignIn {
@@ -482,6 +509,9 @@ impl Stage for RiskStage {
             compromised_password: compromised,
         };
         a.assessment = risk.assess(&policy, &facts);
+        if read && a.user.is_some() && kind == EventType::SignIn {
+            a.familiarity = Familiarity::of(history.as_ref(), a.device_id.as_deref(), &a.fingerprint);
+        }
         a.history = history;
         let (decision, notify) = if kind == EventType::SignIn {
             policy.action(a.assessment.level)
@@ -830,6 +860,7 @@ mod tests {
             username: Some(user.into()),
             client_id: None,
             history: None,
+            familiarity: Familiarity::Other,
             device_id: None,
             fingerprint: "fp:x".into(),
             flow: None,
@@ -837,6 +868,26 @@ mod tests {
             answered: false,
             shadow: Vec::new(),
         }
+    }
+
+    #[test]
+    fn familiarity_is_read_from_the_history_before_the_sign_in() {
+        let none = Familiarity::of(None, None, "fp:a");
+        assert_eq!(none, Familiarity::FirstSignIn);
+        let mut h = UserHistory::default();
+        assert_eq!(Familiarity::of(Some(&h), None, "fp:a"), Familiarity::FirstSignIn);
+        h.record_success(&["fp:a", "dev1"], &Place::default(), 1, 10);
+        assert_eq!(Familiarity::of(Some(&h), None, "fp:a"), Familiarity::KnownDevice);
+        assert_eq!(
+            Familiarity::of(Some(&h), Some("dev1"), "fp:z"),
+            Familiarity::KnownDevice
+        );
+        // A valid cookie names the device: a known fingerprint does not stand in for an unknown cookie.
+        assert_eq!(
+            Familiarity::of(Some(&h), Some("dev2"), "fp:a"),
+            Familiarity::Other
+        );
+        assert_eq!(Familiarity::of(Some(&h), None, "fp:b"), Familiarity::Other);
     }
 
     #[tokio::test]

@@ -69,6 +69,12 @@ profiles:
       unknown_user: {{status: [404]}}
       wrong_password: {{status: [401]}}
       min_duration: 300ms
+  - name: first-login
+    operation: sign_in
+    mfa_enrollment: first_sign_in
+    match: {{methods: [POST], path: {{exact: /first}}}}
+    fields: {{username: {{json: /username}}, password: {{json: /password}}}}
+    outcome: {{success: {{status: [200]}}, failure: {{status: [401, 404]}}}}
   - name: native-login
     operation: sign_in
     mfa: backend
@@ -315,6 +321,120 @@ async fn mfa_a_held_sign_in_is_released_byte_for_byte_by_the_right_code_once() {
         assert!(m.contains(line), "{line}: {m}");
     }
     assert!(!aw.logs().contains(&code), "no code in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_a_first_sign_in_enrolls_a_factor_that_later_step_ups_use() {
+    const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0";
+    let up = login_api().await;
+    let aw = start(&up, "");
+    let direct = got(client()
+        .post(format!("{}/first", up.url()))
+        .header("x-authward-decision", "allow")
+        .json(&login("dave")))
+    .await;
+    // A first sign-in that asks for a step-up is never offered enrollment: no factor, so a block.
+    let risky = sign_in(&aw, "/first", login("erin"), HOME, RISKY).await;
+    assert_eq!(risky.status, 403, "{:?}", risky.json());
+
+    // A trusted first sign-in: held, and answered with a new secret to enroll.
+    let offer = sign_in(&aw, "/first", login("dave"), HOME, BROWSER).await;
+    assert_eq!(offer.status, 401, "{:?}", offer.json());
+    let o = offer.json();
+    assert_eq!(o["error"], "mfa_enrollment_required", "{o}");
+    assert_eq!(o["expires_in"], 300);
+    assert!(
+        offer.header("set-cookie").is_empty(),
+        "no session before the factor is proved"
+    );
+    assert!(!String::from_utf8_lossy(&offer.body).contains("tok-"));
+    let id = o["challenge_id"].as_str().unwrap().to_string();
+    let b32 = o["secret"].as_str().unwrap();
+    assert!(
+        o["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("otpauth://totp/authward:dave?secret={b32}&")),
+        "{o}"
+    );
+    let secret = totp::base32_decode(b32).unwrap();
+    let code = code_now(&secret);
+
+    // Another network cannot complete it; a wrong code is refused with the attempts left.
+    let away = verify(&aw, &id, &code, "203.0.113.9", BROWSER).await;
+    assert_eq!(
+        (away.status, away.json()["error"].as_str()),
+        (403, Some("challenge_refused"))
+    );
+    let wrong = verify(&aw, &id, &other_code(&code), HOME, BROWSER).await;
+    assert_eq!(
+        (wrong.status, wrong.json()["attempts_left"].as_u64()),
+        (401, Some(4))
+    );
+    // The right code stores the factor and releases the upstream's answer, byte for byte.
+    let released = verify(&aw, &id, &code, HOME, BROWSER).await;
+    assert_eq!(released.status, direct.status, "{:?}", released.json());
+    assert_eq!(released.body, direct.body, "the body byte for byte");
+    let upstream_headers = |g: &Got| -> Vec<(String, String)> {
+        g.stable_headers()
+            .into_iter()
+            .filter(|(k, v)| !(k == "set-cookie" && v.starts_with("authward_device=")))
+            .collect()
+    };
+    assert_eq!(upstream_headers(&released), upstream_headers(&direct));
+    assert_eq!(
+        verify(&aw, &id, &code, HOME, BROWSER).await.status,
+        410,
+        "consumed once"
+    );
+
+    // From then on the factor is dave's: a risky sign-in is stepped up with it, not blocked.
+    let stepped = sign_in(&aw, "/first", login("dave"), HOME, RISKY).await;
+    assert_eq!(stepped.status, 401, "{:?}", stepped.json());
+    let s = stepped.json();
+    assert_eq!(s["error"], "mfa_required", "{s}");
+    assert!(s.get("secret").is_none_or(|v| v == ""), "no new secret: {s}");
+    let id2 = s["challenge_id"].as_str().unwrap();
+    let now = totp::step_at(authward::clock::system().now_ms());
+    let next = totp::code(&secret, now + 1, totp::DIGITS);
+    let r = verify(&aw, id2, &next, HOME, RISKY).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("tok-dave"));
+    // A trusted sign-in with a factor enrolled is not offered enrollment again.
+    let again = sign_in(&aw, "/first", login("dave"), HOME, BROWSER).await;
+    assert_eq!(again.status, 200);
+
+    let ev = events(&aw, "dave", 5).await;
+    let enrolled = ev
+        .iter()
+        .find(|e| e["type"] == "mfa_verify" && e["outcome"] == "success")
+        .cloned()
+        .unwrap_or_default();
+    assert!(ev.iter().any(|e| e["mfa"]["result"] == "enrolled"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e["type"] == "sign_in" && e["mfa"]["result"] == "enrollment"),
+        "{ev:?}"
+    );
+    assert_ne!(enrolled, serde_json::Value::Null);
+    let text = serde_json::to_string(&ev).unwrap();
+    assert!(
+        !text.contains(b32) && !text.contains(&code) && !text.contains(&id),
+        "{text}"
+    );
+    let m = aw.metrics().await;
+    for line in [
+        "authward_mfa_challenges_total{result=\"enrollment\"} 1",
+        "authward_mfa_verifications_total{result=\"enrolled\"} 1",
+        "authward_mfa_enrollments_total{action=\"self_enroll\"} 1",
+    ] {
+        assert!(m.contains(line), "{line}: {m}");
+    }
+    let logs = aw.logs();
+    assert!(
+        !logs.contains(b32) && !logs.contains(&code),
+        "no secret or code in the logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
