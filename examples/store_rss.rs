@@ -37,7 +37,9 @@ fn main() -> anyhow::Result<()> {
         max_bytes: arg(3, defaults.max_bytes),
         ..defaults
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let before = status_kib("VmRSS:");
     let store = MemoryStore::new(limits, clock::system());
     rt.block_on(async {
@@ -46,13 +48,19 @@ fn main() -> anyhow::Result<()> {
             // The shapes the web ACL and the risk engine write: one key each, 20-40 bytes of name.
             match i % 3 {
                 0 => {
-                    store.rate_take(&format!("waf:rate:sign-in-rate-per-ip:198.{i}"), 30, hour, 1).await?;
+                    store
+                        .rate_take(&format!("waf:rate:sign-in-rate-per-ip:198.{i}"), 30, hour, 1)
+                        .await?;
                 }
                 1 => {
-                    store.set_add(&format!("waf:distinct:ip:198.{i}"), "user-name@example.com", hour).await?;
+                    store
+                        .set_add(&format!("waf:distinct:ip:198.{i}"), "user-name@example.com", hour)
+                        .await?;
                 }
                 _ => {
-                    store.incr(&format!("risk:fail:user:user{i}@example.com"), 1, hour).await?;
+                    store
+                        .incr(&format!("risk:fail:user:user{i}@example.com"), 1, hour)
+                        .await?;
                 }
             }
         }

@@ -155,7 +155,7 @@ full_include="include: [$root/rules/profiles/json-login.yaml, $root/rules/common
 
 start_authward() { # front-name port admin-port
   local name="$1"
-  taskset -c 1 env TOKIO_WORKER_THREADS=1 "$bin" --log warn serve --no-watch --config "$work/$name.yaml" \
+  taskset -c 1 "$bin" --log warn serve --no-watch --worker-threads 1 --config "$work/$name.yaml" \
     >"$work/$name.out" 2>"$work/$name.log" &
   pidof[$name]=$!
   pids+=($!)
