@@ -64,7 +64,7 @@ done
 
 echo "building release" >&2
 cargo build --release -q --bin authward
-[ "$scaling" = 1 ] && cargo build --release -q --example store_rss
+[ "$scaling" = 1 ] && cargo build --release -q --bin store-rss
 bin="$root/target/release/authward"
 
 work="$(mktemp -d)"
@@ -385,7 +385,7 @@ store_csv="$out/store.csv"
 if [ "$scaling" = 1 ]; then
   echo "keys_requested,keys_held,store_bytes,max_keys,max_bytes,rss_before_kib,rss_after_kib,hwm_kib" > "$store_csv"
   for k in 10000 100000 1000000; do
-    "$root/target/release/examples/store_rss" "$k" 1000000 268435456 >> "$store_csv"
+    "$root/target/release/store-rss" "$k" 1000000 268435456 >> "$store_csv"
   done
 fi
 

@@ -3,7 +3,7 @@
 //! leaves behind (rate counters, distinct-count sets, fixed-window counters), then prints one CSV line:
 //! `keys_requested,keys_held,store_bytes,max_keys,max_bytes,rss_before_kib,rss_after_kib,hwm_kib`.
 //!
-//! `cargo run --release --example store_rss -- 1000000 [max_keys] [max_bytes]`
+//! `cargo run --release --bin store-rss -- 1000000 [max_keys] [max_bytes]`
 
 use std::time::Duration;
 
