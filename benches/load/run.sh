@@ -144,12 +144,12 @@ YAML
 }
 full_yaml=(
   "geoip: {city: $geo/GeoIP2-City-Test.mmdb, asn: $geo/GeoLite2-ASN-Test.mmdb, anonymous_ip: $geo/GeoIP2-Anonymous-IP-Test.mmdb}"
+  "risk: {mode: enforce, compromised_credentials: {filter: 'builtin:demo'}}"
+  "sms: {mode: enforce, blocked_prefixes: {lists: [$root/rules/sms/premium-prefixes.txt]}}"
   "web_acl:"
   "  rules:"
   "    - {name: common, priority: 10, group: common}"
   "    - {name: login, priority: 20, group: login-protection}"
-  "risk: {mode: enforce, compromised_credentials: {filter: 'builtin:demo'}}"
-  "sms: {mode: enforce, blocked_prefixes: {lists: [$root/rules/sms/premium-prefixes.txt]}}"
 )
 full_include="include: [$root/rules/profiles/json-login.yaml, $root/rules/common.yaml, $root/rules/login-protection.yaml]"
 
@@ -290,10 +290,10 @@ gen_rules() { # n file: a group of n rules of mixed kinds, none matching the loa
       echo "          action: block"
       echo "          statement:"
       case $((i % 5)) in
-        0) echo "            byte_match: {field: {json: /username}, position: contains, values: [\"evil-$i-x\"], transforms: [lowercase]}" ;;
+        0) echo "            byte_match: {field: username, position: contains, values: [\"evil-$i-x\"], transforms: [lowercase]}" ;;
         1) echo "            regex: {field: {single_header: user-agent}, pattern: 'scanner-$i/[0-9]+'}" ;;
-        2) echo "            size_constraint: {field: body, comparison: gt, size: $((8192 + i))}" ;;
-        3) echo "            ip_set: {addresses: [\"192.0.2.$((i % 256))/32\", \"2001:db8::$i/128\"]}" ;;
+        2) echo "            size_constraint: {field: {body: {oversize: match}}, comparison: gt, size: $((8192 + i))}" ;;
+        3) echo "            ip_set: {cidrs: [\"192.0.2.$((i % 256))/32\", \"2001:db8::$i/128\"]}" ;;
         4) echo "            byte_match: {field: uri_path, position: starts_with, values: [\"/admin-$i\"]}" ;;
       esac
     done
@@ -304,7 +304,7 @@ scale_conns=(16 64 256)
 if [ "$scaling" = 1 ]; then
   for n in "${scale_rules[@]}"; do
     gen_rules "$n" "$work/rules-$n.yaml"
-    "$bin" check "$work/rules-$n.yaml" >/dev/null
+    "$bin" check "$work/rules-$n.yaml" >&2
     alloc p; alloc a
     authward_conf "authward-rules-$n" "$p" "$a" \
       "include: [$root/rules/profiles/json-login.yaml, $root/rules/common.yaml, $root/rules/login-protection.yaml, $work/rules-$n.yaml]" \
