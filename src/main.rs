@@ -46,7 +46,7 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
         /// Async worker threads. 1 runs everything on a current-thread runtime (no work stealing: on
-        /// one core it measured 15-28% more requests/s than a one-worker multi-thread runtime, see
+        /// one core it measured 14-28% more requests/s than a one-worker multi-thread runtime, see
         /// BENCHMARKS.md); more runs tokio's multi-thread runtime. Default: one worker per CPU.
         #[arg(long, env = "AUTHWARD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
         worker_threads: Option<u16>,

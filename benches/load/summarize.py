@@ -121,9 +121,10 @@ if os.path.exists(store_path):
     for r in store:
         grow = (int(r["rss_after_kib"]) - int(r["rss_before_kib"])) * 1024
         cap = int(r["max_bytes"])
-        md.append(f"| {int(r['keys_requested']):,} | {int(r['keys_held']):,} | {int(r['store_bytes']) / 2**20:.1f} MiB | "
-                  f"{grow / 2**20:.1f} MiB | {int(r['max_keys']):,} keys, {cap / 2**20:.0f} MiB | "
-                  f"{'yes' if grow <= cap and int(r['keys_held']) <= int(r['max_keys']) else 'NO'} |".replace(",", " "))
+        n = lambda x: f"{int(x):,}".replace(",", " ")
+        md.append(f"| {n(r['keys_requested'])} | {n(r['keys_held'])} | {int(r['store_bytes']) / 2**20:.1f} MiB | "
+                  f"{grow / 2**20:.1f} MiB | {n(r['max_keys'])} keys; {cap / 2**20:.0f} MiB | "
+                  f"{'yes' if grow <= cap and int(r['keys_held']) <= int(r['max_keys']) else 'NO'} |")
 
 machine = os.path.join(d, "machine.txt")
 head = open(machine).read().strip() + "\n\n" if os.path.exists(machine) else ""
