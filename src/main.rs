@@ -45,6 +45,11 @@ enum Command {
         /// Do not reload when config files change (SIGHUP and the admin API still reload).
         #[arg(long)]
         no_watch: bool,
+        /// Async worker threads. 1 runs everything on a current-thread runtime (no work stealing: on
+        /// one core it measured 14-28% more requests/s than a one-worker multi-thread runtime, see
+        /// BENCHMARKS.md); more runs tokio's multi-thread runtime. Default: one worker per CPU.
+        #[arg(long, env = "AUTHWARD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        worker_threads: Option<u16>,
     },
     /// Start a built-in login service with authward in front of it, and print a tour.
     Demo(authward::demo::DemoOptions),
@@ -126,14 +131,31 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
-        Command::Serve { config, no_watch } => {
+        Command::Serve {
+            config,
+            no_watch,
+            worker_threads,
+        } => {
             let opts = authward::proxy::server::ServeOptions {
                 config_path: config,
                 sources: Arc::new(config::FsSources),
                 watch_files: !no_watch,
                 on_ready: None,
             };
-            run_async(async move { authward::proxy::server::run(opts, shutdown_signal()).await })
+            let rt = match worker_threads {
+                Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                Some(n) => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n.into())
+                    .enable_all()
+                    .build(),
+                None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+            };
+            match rt {
+                Ok(rt) => run_on(rt, async move {
+                    authward::proxy::server::run(opts, shutdown_signal()).await
+                }),
+                Err(e) => fail(&e.to_string()),
+            }
         }
         Command::Import {
             from: ImportFrom::AwsWaf { file, groups },
@@ -237,10 +259,16 @@ fn check(files: &[PathBuf]) -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&e.to_string()),
-    };
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => run_on(rt, fut),
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn run_on(
+    rt: tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
     match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("{e:#}")),

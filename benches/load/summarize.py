@@ -1,0 +1,163 @@
+"""Medians and ratios of the load harness's results (benches/load/run.sh), as Markdown, CSV and a plot.
+
+    python3 benches/load/summarize.py DIR     # reads DIR/results.csv, rss.csv, store.csv, machine.txt
+
+Ratios are computed within each round (front's requests/s over direct's, over nginx's, in the same
+round and workload) and their median is reported, so slow drifts of a shared machine cancel out.
+"""
+
+import csv
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+d = sys.argv[1]
+rows = list(csv.DictReader(open(os.path.join(d, "results.csv"))))
+by = defaultdict(dict)  # (front, workload, conns) -> round -> row
+for r in rows:
+    by[(r["front"], r["workload"], int(r["connections"]))][r["round"]] = r
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ratio(front, wl, base, conns=64):
+    out = []
+    for rnd, r in by.get((front, wl, conns), {}).items():
+        b = by.get((base, wl, 64), {}).get(rnd)
+        if b and float(b["rps"]) > 0:
+            out.append(float(r["rps"]) / float(b["rps"]))
+    return med(out)
+
+
+def stat(front, wl, key, conns=64):
+    return med([float(r[key]) for r in by.get((front, wl, conns), {}).values()])
+
+
+def added_p99(front, wl):
+    out = []
+    for rnd, r in by.get((front, wl, 64), {}).items():
+        b = by.get(("direct", wl, 64), {}).get(rnd)
+        if b:
+            out.append(float(r["p99_ms"]) - float(b["p99_ms"]))
+    return med(out)
+
+
+def fmt(x, spec):
+    return "" if x is None else format(x, spec).replace(",", " ")
+
+
+names = {
+    "direct": "direct to upstream (nginx, fixed bodies)",
+    "authward-pass": "authward pass-through",
+    "authward-full": "authward full protection",
+    "nginx": "nginx proxy_pass + keepalive",
+    "haproxy": "HAProxy",
+    "nginx-modsec": "nginx + ModSecurity v3 + CRS (PL1)",
+}
+order = [f for f in names if any(k[0] == f for k in by)]
+rounds = sorted({r["round"] for r in rows}, key=int)
+loads = [float(r["load1"]) for r in rows]
+md = []
+md.append(f"Rounds: {len(rounds)}; load average (1 min) during the measurements: "
+          f"{min(loads):.2f}–{max(loads):.2f}.\n")
+md.append("| front | workload | req/s | p50 ms | p99 ms | p99 added over direct, ms | × direct | × nginx | non-2xx + errors |")
+md.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+summary_rows = []
+for wl in ("get", "signin"):
+    for f in order:
+        if (f, wl, 64) not in by:
+            continue
+        rps, p50, p99 = stat(f, wl, "rps"), stat(f, wl, "p50_ms"), stat(f, wl, "p99_ms")
+        rd, rn, add = ratio(f, wl, "direct"), ratio(f, wl, "nginx"), added_p99(f, wl)
+        bad = sum(int(r["non2xx"]) + int(r["errors"]) for r in by[(f, wl, 64)].values())
+        label = "GET /" if wl == "get" else "POST /api/login"
+        md.append(f"| {names[f]} | {label} | {fmt(rps, ',.0f')} | {fmt(p50, '.2f')} | {fmt(p99, '.2f')} | "
+                  f"{'' if f == 'direct' else fmt(add, '+.2f')} | {fmt(rd, '.2f')} | {fmt(rn, '.2f')} | {bad} |")
+        summary_rows.append([f, wl, rps, p50, p99, add, rd, rn, bad])
+with open(os.path.join(d, "summary.csv"), "w", newline="") as fh:
+    w = csv.writer(fh)
+    w.writerow(["front", "workload", "rps", "p50_ms", "p99_ms", "p99_added_ms", "ratio_direct", "ratio_nginx", "non2xx_errors"])
+    w.writerows(summary_rows)
+
+rss_path = os.path.join(d, "rss.csv")
+if os.path.exists(rss_path):
+    md.append("\nPeak resident memory (VmHWM) over the whole run:\n")
+    md.append("| authward front | VmHWM | VmRSS at the end |")
+    md.append("| --- | ---: | ---: |")
+    for r in sorted(csv.DictReader(open(rss_path)), key=lambda r: r["front"]):
+        md.append(f"| {r['front']} | {int(r['vmhwm_kib']) / 1024:.1f} MiB | {int(r['vmrss_kib']) / 1024:.1f} MiB |")
+
+conns = sorted({k[2] for k in by if k[0] == "authward-full" and k[1] == "signin"})
+rule_fronts = sorted((k[0] for k in by if k[0].startswith("authward-rules-")), key=lambda f: int(f.rsplit("-", 1)[1]))
+if len(conns) > 1:
+    md.append("\nauthward full protection, sign-ins, by connections:\n")
+    md.append("| connections | req/s | p50 ms | p99 ms | × nginx (64 conns) |")
+    md.append("| ---: | ---: | ---: | ---: | ---: |")
+    for c in conns:
+        md.append(f"| {c} | {fmt(stat('authward-full', 'signin', 'rps', c), ',.0f')} | "
+                  f"{fmt(stat('authward-full', 'signin', 'p50_ms', c), '.2f')} | "
+                  f"{fmt(stat('authward-full', 'signin', 'p99_ms', c), '.2f')} | "
+                  f"{fmt(ratio('authward-full', 'signin', 'nginx', c), '.2f')} |")
+if rule_fronts:
+    md.append("\nauthward full protection plus N generated web-ACL rules (none matching), sign-ins, 64 connections:\n")
+    md.append("| extra rules | req/s | p50 ms | p99 ms | × full protection | × nginx |")
+    md.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for f in rule_fronts:
+        md.append(f"| {f.rsplit('-', 1)[1]} | {fmt(stat(f, 'signin', 'rps'), ',.0f')} | {fmt(stat(f, 'signin', 'p50_ms'), '.2f')} | "
+                  f"{fmt(stat(f, 'signin', 'p99_ms'), '.2f')} | {fmt(ratio(f, 'signin', 'authward-full'), '.2f')} | "
+                  f"{fmt(ratio(f, 'signin', 'nginx'), '.2f')} |")
+
+store = []
+store_path = os.path.join(d, "store.csv")
+if os.path.exists(store_path):
+    store = list(csv.DictReader(open(store_path)))
+    md.append("\nMemory store filled with N keys (fresh process each; caps max_keys and max_memory):\n")
+    md.append("| keys written | keys held | store's own count | RSS growth | cap | within cap |")
+    md.append("| ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in store:
+        grow = (int(r["rss_after_kib"]) - int(r["rss_before_kib"])) * 1024
+        cap = int(r["max_bytes"])
+        n = lambda x: f"{int(x):,}".replace(",", " ")
+        md.append(f"| {n(r['keys_requested'])} | {n(r['keys_held'])} | {int(r['store_bytes']) / 2**20:.1f} MiB | "
+                  f"{grow / 2**20:.1f} MiB | {n(r['max_keys'])} keys; {cap / 2**20:.0f} MiB | "
+                  f"{'yes' if grow <= cap and int(r['keys_held']) <= int(r['max_keys']) else 'NO'} |")
+
+machine = os.path.join(d, "machine.txt")
+head = open(machine).read().strip() + "\n\n" if os.path.exists(machine) else ""
+open(os.path.join(d, "summary.md"), "w").write(head + "\n".join(md) + "\n")
+
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("matplotlib not available: no plot", file=sys.stderr)
+    sys.exit(0)
+panels = [p for p in ("conns", "rules", "store") if (p == "conns" and len(conns) > 1) or (p == "rules" and rule_fronts) or (p == "store" and store)]
+if not panels:
+    sys.exit(0)
+fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+axes = axes if len(panels) > 1 else [axes]
+for ax, p in zip(axes, panels):
+    if p == "conns":
+        ax.plot(conns, [stat("authward-full", "signin", "rps", c) for c in conns], "o-")
+        ax.set_xscale("log"); ax.set_xlabel("connections"); ax.set_ylabel("sign-ins/s")
+        ax.set_title("full protection: connections")
+    elif p == "rules":
+        xs = [int(f.rsplit("-", 1)[1]) for f in rule_fronts]
+        ax.plot(xs, [stat(f, "signin", "rps") for f in rule_fronts], "o-")
+        ax.set_xscale("log"); ax.set_xlabel("extra web-ACL rules"); ax.set_ylabel("sign-ins/s")
+        ax.set_title("full protection: rule count")
+    else:
+        xs = [int(r["keys_requested"]) for r in store]
+        ax.plot(xs, [(int(r["rss_after_kib"]) - int(r["rss_before_kib"])) / 1024 for r in store], "o-", label="RSS growth")
+        ax.plot(xs, [int(r["store_bytes"]) / 2**20 for r in store], "s--", label="store's count")
+        ax.set_xscale("log"); ax.set_xlabel("keys"); ax.set_ylabel("MiB"); ax.legend()
+        ax.set_title("memory store size")
+    ax.set_ylim(bottom=0)
+fig.tight_layout()
+fig.savefig(os.path.join(d, "scaling.png"), dpi=100)
