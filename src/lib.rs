@@ -18,6 +18,7 @@ pub mod profile;
 pub mod proxy;
 pub mod risk;
 pub mod ruletest;
+pub mod signing;
 pub mod sms;
 pub mod store;
 pub mod waf;

@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::recorder::{FeedbackError, FeedbackSource, Recorder};
@@ -100,11 +98,7 @@ impl LinkSigner {
     }
 
     fn mac(&self, payload: &[u8]) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose()).expect("HMAC takes keys of any length");
-        mac.update(CONTEXT);
-        mac.update(payload);
-        mac.finalize().into_bytes().into()
+        crate::signing::hmac_sha256(self.key.expose(), &[CONTEXT, payload])
     }
 
     /// The token for one verdict on one event.

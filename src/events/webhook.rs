@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http::header::{self, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::Full;
@@ -18,7 +17,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
 use serde::Serialize;
-use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use super::Event;
@@ -75,11 +73,8 @@ pub fn payload(event: &Event, links: Option<&Links>) -> Result<Bytes, serde_json
 
 /// `sha256=<hex>` of HMAC-SHA256 over `"<timestamp>.<body>"`.
 pub fn signature(key: &SecretKey, timestamp: u64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("HMAC takes keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    let mac = crate::signing::hmac_sha256(key.expose(), &[timestamp.to_string().as_bytes(), b".", body]);
+    format!("sha256={}", hex::encode(mac))
 }
 
 /// The wait before retry `n` (0-based): 200ms·2^n, at most 30 s.

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 
 use super::file::{FileClient, Mode, Policy};
 use super::{Invalid, Strictness, invalid};
@@ -63,21 +61,19 @@ impl Client {
 
 /// Cognito's SECRET_HASH: Base64(HMAC-SHA256(key = client secret, message = username + client id)).
 pub fn secret_hash(secret: &str, username: &str, client_id: &str) -> String {
-    STANDARD.encode(mac(secret, username, client_id).finalize().into_bytes())
+    STANDARD.encode(mac(secret, username, client_id))
 }
 
-fn mac(secret: &str, username: &str, client_id: &str) -> Hmac<Sha256> {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(username.as_bytes());
-    mac.update(client_id.as_bytes());
-    mac
+fn mac(secret: &str, username: &str, client_id: &str) -> [u8; 32] {
+    crate::signing::hmac_sha256(secret.as_bytes(), &[username.as_bytes(), client_id.as_bytes()])
 }
 
 /// Whether `presented` is the SECRET_HASH of `username` for the client; the digests compare in constant time.
 pub fn verify_secret_hash(secret: &str, username: &str, client_id: &str, presented: &str) -> bool {
     match STANDARD.decode(presented.trim()) {
-        Ok(tag) => mac(secret, username, client_id).verify_slice(&tag).is_ok(),
+        Ok(tag) => {
+            subtle::ConstantTimeEq::ct_eq(tag.as_slice(), mac(secret, username, client_id).as_slice()).into()
+        }
         Err(_) => false,
     }
 }

@@ -2,11 +2,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The bytes of signature kept in a cookie.
 const TAG_LEN: usize = 16;
@@ -27,10 +24,7 @@ impl DeviceKey {
     }
 
     fn tag(&self, id: &str) -> [u8; TAG_LEN] {
-        // HMAC accepts keys of any length.
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(id.as_bytes());
-        let full = mac.finalize().into_bytes();
+        let full = crate::signing::hmac_sha256(&self.0, &[id.as_bytes()]);
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(&full[..TAG_LEN]);
         out
