@@ -876,3 +876,31 @@ async fn a_refused_form_sign_in_gets_the_profile_page_and_no_session_cookie() {
     );
     assert!(bob.text().await.unwrap().contains("Sign-in refused"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_on_a_current_thread_runtime_serves_scored_sign_ins_and_drains_on_sigterm() {
+    let up = Upstream::start("login").await;
+    let state = tempfile::tempdir().unwrap();
+    // `--worker-threads 1` (here by its environment variable) runs the whole proxy on one current-thread
+    // runtime; the embedded store's blocking reads and its writer must still make progress on it.
+    let yaml = config(&up.url(), "  mode: enforce").replace(
+        "store: {kind: memory}",
+        &format!(
+            "store: {{kind: embedded, path: {}/state.redb}}",
+            state.path().display()
+        ),
+    );
+    let mut aw = Authward::start_with(&yaml, &[("AW_TOKEN", "t"), ("AUTHWARD_WORKER_THREADS", "1")]);
+    let c = Client {
+        aw: &aw,
+        http: client(),
+    };
+    let home = c.sign_in("lena", true, BOXFORD, None).await;
+    assert_eq!(risk_level(&home), "level=none");
+    let away = c.sign_in("lena", true, MILTON, home.cookie.as_deref()).await;
+    assert_eq!(away.status, 403, "history written and read back on one thread");
+    assert_eq!(history(&aw, "lena", 2).await.len(), 2);
+    aw.signal("TERM");
+    let status = aw.wait_exit(Duration::from_secs(10)).expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
