@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod ja4;
+pub mod pool;
 pub mod server;
 pub mod upstream;
 

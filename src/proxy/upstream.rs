@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -12,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{self, Body};
+use super::pool::{H1Pool, PoolError};
 use crate::config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Exchange, RequestBody};
@@ -70,13 +72,35 @@ impl ForwardError {
 /// The upstream of one compiled config: where it is and a pooled client to it.
 pub struct Upstream {
     target: config::Upstream,
-    client: Client<Connector, Body>,
+    transport: Transport,
     metrics: Arc<Metrics>,
 }
 
+/// How requests reach the upstream.
+enum Transport {
+    /// Plain HTTP: HTTP/1.1 keep-alive connections from our own pool.
+    Plain(Arc<H1Pool>),
+    /// HTTPS (HTTP/2 or HTTP/1.1 by ALPN): hyper-util's pooled client.
+    Tls(Box<Client<Connector, Body>>),
+}
+
 impl Upstream {
-    /// Builds the client: system roots plus the configured CA for https, HTTP/2 through ALPN.
+    /// Builds the client: our HTTP/1.1 pool for http; for https, system roots plus the configured CA,
+    /// HTTP/2 through ALPN.
     pub fn new(target: config::Upstream, metrics: Arc<Metrics>) -> Result<Self, ForwardError> {
+        if target.scheme == http::uri::Scheme::HTTP {
+            let pool = H1Pool::new(
+                &target.authority,
+                target.connect_timeout,
+                target.pool_idle_timeout,
+                target.pool_max_idle,
+            );
+            return Ok(Upstream {
+                target,
+                transport: Transport::Plain(pool),
+                metrics,
+            });
+        }
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
@@ -109,7 +133,7 @@ impl Upstream {
             .build(connector);
         Ok(Upstream {
             target,
-            client,
+            transport: Transport::Tls(Box::new(client)),
             metrics,
         })
     }
@@ -144,9 +168,36 @@ impl Upstream {
 
     async fn send(&self, ex: &mut Exchange) -> Result<Response<Body>, ForwardError> {
         let client_body_failed = Arc::new(AtomicBool::new(false));
-        let request = self.build_request(ex, &client_body_failed)?;
-        let call = self.client.request(request);
-        let result = tokio::time::timeout(self.target.timeout, call).await;
+        let mut request = self.build_request(ex, &client_body_failed)?;
+        let client = match &self.transport {
+            Transport::Plain(pool) => {
+                // HTTP/1.1 on our own connection: the request line carries the origin form.
+                let origin = request.uri().path_and_query().cloned();
+                *request.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
+                pool
+            }
+            Transport::Tls(client) => return self.send_tls(client, request, &client_body_failed).await,
+        };
+        let result = tokio::time::timeout(self.target.timeout, client.send(request)).await;
+        if result.as_ref().is_ok_and(Result::is_err) && client_body_failed.load(Ordering::Relaxed) {
+            return Err(ForwardError::ClientBody);
+        }
+        match result {
+            Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
+            Ok(Err(PoolError::ConnectTimeout(_))) => Err(ForwardError::Timeout(self.target.connect_timeout)),
+            Ok(Err(PoolError::Connect(e))) => Err(ForwardError::Connect(e.to_string())),
+            Ok(Err(PoolError::Http(e))) => Err(ForwardError::Protocol(error_chain(&e))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    async fn send_tls(
+        &self,
+        client: &Client<Connector, Body>,
+        request: Request<Body>,
+        client_body_failed: &AtomicBool,
+    ) -> Result<Response<Body>, ForwardError> {
+        let result = tokio::time::timeout(self.target.timeout, client.request(request)).await;
         if result.as_ref().is_ok_and(Result::is_err) && client_body_failed.load(Ordering::Relaxed) {
             // The client, not the upstream, broke the exchange: a 4xx, not a 502.
             return Err(ForwardError::ClientBody);
@@ -171,11 +222,19 @@ impl Upstream {
         body_failed: &Arc<AtomicBool>,
     ) -> Result<Request<Body>, ForwardError> {
         let parts = &ex.request;
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path_and_query = match parts.uri.path_and_query() {
+            // The common case (no prefix): the client's path and query as they are, without a copy.
+            Some(p) if self.target.path_prefix.is_empty() => p.clone(),
+            p => {
+                let p = p.map_or("/", |p| p.as_str());
+                PathAndQuery::try_from(format!("{}{}", self.target.path_prefix, p))
+                    .map_err(|e| ForwardError::Request(e.to_string()))?
+            }
+        };
         let uri = Uri::builder()
             .scheme(self.target.scheme.clone())
             .authority(self.target.authority.clone())
-            .path_and_query(format!("{}{}", self.target.path_prefix, path_and_query))
+            .path_and_query(path_and_query)
             .build()
             .map_err(|e| ForwardError::Request(e.to_string()))?;
 
@@ -270,31 +329,41 @@ fn forwarded_headers(headers: &mut HeaderMap, ex: &Exchange, trusted_peer: bool,
     }
 }
 
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and every header that `Connection` names.
+/// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Proxy-Connection`), plus the proxy
+/// authentication headers, which belong to one hop as well.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TRAILER,
+];
+
+/// Removes the hop-by-hop headers, and every header that `Connection` names. Most requests carry none
+/// and most answers only `Connection: keep-alive`; both cost one pass over the names and no allocation.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::TRAILER);
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {

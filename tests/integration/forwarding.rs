@@ -324,3 +324,91 @@ async fn upstream_connect_timeout_is_a_504() {
     );
     drop((fillers, listener));
 }
+
+/// A raw HTTP/1.1 upstream on loopback that counts the connections it accepts and the requests it answers;
+/// with `close_after_each`, it closes every connection after its first answer without saying so.
+async fn counting_upstream(
+    close_after_each: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (conns, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, a) = (conns.clone(), answered.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    // GET requests without bodies: one answer per blank line that ends a head.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+                        let body = format!("answer {n}");
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                        if s.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if close_after_each {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    use std::sync::atomic::Ordering;
+    let (addr, conns, answered) = counting_upstream(false).await;
+    let aw = Authward::start(&config(&format!("http://{addr}"), ""));
+    let c = client();
+    for i in 1..=20 {
+        let r = c.get(aw.url("/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), format!("answer {i}"));
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "twenty requests in a row share one upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_closing_idle_connections_loses_no_request() {
+    use std::sync::atomic::Ordering;
+    let (addr, conns, answered) = counting_upstream(true).await;
+    let aw = Authward::start(&config(&format!("http://{addr}"), ""));
+    let c = client();
+    for i in 1..=20 {
+        let r = c.get(aw.url("/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), format!("answer {i}"));
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        20,
+        "a closed connection is never used again"
+    );
+    let metrics = aw.metrics().await;
+    assert!(!metrics.contains("authward_upstream_errors_total{"), "{metrics}");
+}
