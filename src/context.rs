@@ -67,6 +67,10 @@ pub struct Connection {
 /// (§5.2.4). Other escapes stay as they are (`%2F` is not a separator).
 pub fn normalize_path(raw: &str) -> String {
     let bytes = raw.as_bytes();
+    // Most paths are already normal: nothing escaped, no empty or dot segments.
+    if bytes.first() == Some(&b'/') && !bytes.contains(&b'%') && !raw.contains("//") && !raw.contains("/.") {
+        return raw.to_owned();
+    }
     let mut decoded = String::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -105,7 +109,7 @@ pub fn normalize_path(raw: &str) -> String {
 }
 
 fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// The client address: `X-Forwarded-For` is read only when the TCP peer is a trusted proxy, right to left,

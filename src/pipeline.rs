@@ -106,6 +106,11 @@ impl Exchange {
 pub trait Stage: Send + Sync {
     /// A short name for logs.
     fn name(&self) -> &'static str;
+    /// Whether the stage acts only on requests that matched a profile; the pipeline then skips both its
+    /// hooks for the others (an unprofiled request pays for no boxed hook futures).
+    fn profiled_only(&self) -> bool {
+        false
+    }
     /// Runs before the upstream sees the request.
     async fn on_request(&self, _ex: &mut Exchange) -> Flow {
         Flow::Continue
@@ -156,6 +161,9 @@ impl Pipeline {
     pub async fn run(&self, ex: &mut Exchange, upstream: &Upstream) -> Response<Body> {
         let mut response = None;
         for stage in &self.stages {
+            if stage.profiled_only() && ex.profile.is_none() {
+                continue;
+            }
             if let Flow::Respond(r) = stage.on_request(ex).await {
                 response = Some(r);
                 break;
@@ -166,6 +174,9 @@ impl Pipeline {
             None => upstream.forward(ex).await,
         };
         for stage in &self.stages {
+            if stage.profiled_only() && ex.profile.is_none() {
+                continue;
+            }
             stage.on_response(ex, &mut response).await;
         }
         response

@@ -9,7 +9,8 @@
 # Options: --duration S (default 10), --warmup S (2), --rounds N (3), --out DIR (target/load),
 # --no-scaling (skip the rule-count, connection-count and store-size curves), --no-install (never call
 # apt-get: fronts whose packages are missing are skipped), --smoke (= --duration 1 --warmup 1 --rounds 1
-# --no-scaling --no-install).
+# --no-scaling --no-install), --fronts "F ..." (measure only these of the main fronts: direct
+# authward-pass authward-full nginx haproxy nginx-modsec; for quick A/B runs while working).
 #
 # Layout: wrk (one thread) is pinned to core 0; the front under test and the upstream nginx to core 1,
 # for every front alike. Every front runs for the whole harness; a round measures each (front, workload)
@@ -27,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
 
-duration=10 warmup=2 rounds=3 out="$root/target/load" scaling=1 install=1 smoke=0
+duration=10 warmup=2 rounds=3 out="$root/target/load" scaling=1 install=1 smoke=0 only=
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -36,8 +37,9 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --no-scaling) scaling=0; shift ;;
     --no-install) install=0; shift ;;
+    --fronts) only="$2"; shift 2 ;;
     --smoke) smoke=1 duration=1 warmup=1 rounds=1 scaling=0 install=0; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -360,6 +362,11 @@ measure() { # round front workload connections
 main_fronts=(direct authward-pass authward-full nginx)
 [ -n "${url[haproxy]:-}" ] && main_fronts+=(haproxy)
 [ -n "${url[nginx-modsec]:-}" ] && main_fronts+=(nginx-modsec)
+if [ -n "$only" ]; then
+  picked=()
+  for f in "${main_fronts[@]}"; do [[ " $only " == *" $f "* ]] && picked+=("$f"); done
+  main_fronts=("${picked[@]}")
+fi
 echo "fronts: ${main_fronts[*]}; $rounds round(s) of ${duration}s after ${warmup}s warm-up" >&2
 for r in $(seq 1 "$rounds"); do
   for w in get signin; do

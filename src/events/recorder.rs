@@ -219,9 +219,13 @@ impl Recorder {
                 .events
                 .with_label_values(&[e.kind.as_str(), e.outcome.as_str()])
                 .inc();
-            match serde_json::to_string(e) {
-                Ok(line) => self.sinks.send(&Arc::from(line)),
-                Err(err) => tracing::error!(event_id = %e.event_id, error = %err, "cannot encode an event"),
+            if !self.sinks.is_empty() {
+                match serde_json::to_string(e) {
+                    Ok(line) => self.sinks.send(&Arc::from(line)),
+                    Err(err) => {
+                        tracing::error!(event_id = %e.event_id, error = %err, "cannot encode an event")
+                    }
+                }
             }
             let notifies = pending.notify
                 || ex

@@ -118,6 +118,11 @@ impl Sinks {
         Ok(Sinks { queues })
     }
 
+    /// Whether no sink is configured (then events need not be encoded for them).
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
     /// Queues one JSON line (without its newline) for every sink; never waits.
     pub fn send(&self, line: &Arc<str>) {
         for q in &self.queues {

@@ -41,6 +41,10 @@ impl Stage for Rewrite {
         "rewrite"
     }
 
+    fn profiled_only(&self) -> bool {
+        true
+    }
+
     async fn on_request(&self, ex: &mut Exchange) -> Flow {
         let Some(mfa) = &self.mfa else {
             return Flow::Continue;

@@ -199,6 +199,10 @@ impl Stage for Enforce {
         "policies"
     }
 
+    fn profiled_only(&self) -> bool {
+        true
+    }
+
     async fn on_request(&self, ex: &mut Exchange) -> Flow {
         let Some(matched) = ex.profile.as_ref() else {
             return Flow::Continue;

@@ -111,6 +111,10 @@ impl Stage for Classify {
         "outcome"
     }
 
+    fn profiled_only(&self) -> bool {
+        true
+    }
+
     async fn on_response(&self, ex: &mut Exchange, response: &mut Response<Body>) {
         let Some(matched) = ex.profile.as_ref() else {
             return;

@@ -144,12 +144,13 @@ struct Keys {
 
 fn keys(user: Option<&str>, ip: &str) -> Keys {
     let u = user.unwrap_or("");
+    let (hu, hi) = (h(&[u]), h(&[ip]));
     Keys {
-        failures_user: format!("risk:fu:{}", h(&[u])),
-        failures_ip: format!("risk:fi:{}", h(&[ip])),
+        failures_user: format!("risk:fu:{hu}"),
+        failures_ip: format!("risk:fi:{hi}"),
         failures_user_ip: format!("risk:fui:{}", h(&[u, ip])),
-        users_per_ip: format!("risk:dui:{}", h(&[ip])),
-        ips_per_user: format!("risk:diu:{}", h(&[u])),
+        users_per_ip: format!("risk:dui:{hi}"),
+        ips_per_user: format!("risk:diu:{hu}"),
     }
 }
 
@@ -319,6 +320,10 @@ fn velocity_block(risk: &Risk, counts: &[u64; 5]) -> Option<&'static str> {
 impl Stage for RiskStage {
     fn name(&self) -> &'static str {
         "risk"
+    }
+
+    fn profiled_only(&self) -> bool {
+        true
     }
 
     async fn on_request(&self, ex: &mut Exchange) -> Flow {

@@ -58,6 +58,10 @@ impl Stage for Guard {
         "sms_guard"
     }
 
+    fn profiled_only(&self) -> bool {
+        true
+    }
+
     async fn on_request(&self, ex: &mut Exchange) -> Flow {
         let Some(matched) = &ex.profile else {
             return Flow::Continue;
@@ -189,6 +193,10 @@ impl Settle {
 impl Stage for Settle {
     fn name(&self) -> &'static str {
         "sms_settle"
+    }
+
+    fn profiled_only(&self) -> bool {
+        true
     }
 
     async fn on_response(&self, ex: &mut Exchange, _response: &mut Response<Body>) {

@@ -175,6 +175,10 @@ impl Stage for CountFailures {
         "web_acl_failures"
     }
 
+    fn profiled_only(&self) -> bool {
+        true
+    }
+
     async fn on_response(&self, ex: &mut Exchange, _response: &mut Response<Body>) {
         if ex.outcome != Some(Outcome::Failure) {
             return;
