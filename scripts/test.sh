@@ -16,6 +16,12 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -m pip --version >/dev/null 2>&1; then
   need_apt+=(python3-pip)
 fi
+# A one-second smoke run of the load harness (benches/load/run.sh) needs wrk and nginx; HAProxy is one of
+# its fronts. (ModSecurity and the CRS are only installed by a real benchmark run.)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update
@@ -40,6 +46,9 @@ cargo test --lib --bins --tests -- --test-threads="$threads" --skip corpus:: 2>&
 cargo test --test integration corpus:: -- --nocapture 2>&1 | tee -a "$log"
 # Each criterion benchmark once, as a smoke test (figures come from `cargo bench`, see BENCHMARKS.md).
 cargo test --bench hot_paths --bench waf --bench injection --bench transform --bench risk --bench breach --bench sms --bench store 2>&1 | tee -a "$log"
+# The load harness end to end on the debug build, one second per measurement: every front starts, authward
+# and ModSecurity (when installed) block an SQL injection, every front serves both workloads.
+bash benches/load/run.sh --smoke --debug --out target/load-smoke 2>&1 | tail -n 25 | tee -a "$log"
 
 # One closing line for the whole suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }

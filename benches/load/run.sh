@@ -5,12 +5,14 @@
 #   bash benches/load/run.sh                      # 3 interleaved rounds, 10 s per measurement
 #   bash benches/load/run.sh --duration 5 --rounds 5
 #   bash benches/load/run.sh --smoke              # 1 s, one round, no scaling, skips missing fronts
+#   bash benches/load/run.sh --smoke --debug      # the same on the debug build (the test suite runs this)
 #
 # Options: --duration S (default 10), --warmup S (2), --rounds N (3), --out DIR (target/load),
 # --no-scaling (skip the rule-count, connection-count and store-size curves), --no-install (never call
 # apt-get: fronts whose packages are missing are skipped), --smoke (= --duration 1 --warmup 1 --rounds 1
 # --no-scaling --no-install), --fronts "F ..." (measure only these of the main fronts: direct
-# authward-pass authward-full nginx haproxy nginx-modsec; for quick A/B runs while working).
+# authward-pass authward-full nginx haproxy nginx-modsec; for quick A/B runs while working), --debug
+# (measure the debug build: checks that the harness works, its figures mean nothing).
 #
 # Layout: wrk (one thread) is pinned to core 0; the front under test and the upstream nginx to core 1,
 # for every front alike. Every front runs for the whole harness; a round measures each (front, workload)
@@ -38,8 +40,9 @@ while [ $# -gt 0 ]; do
     --no-scaling) scaling=0; shift ;;
     --no-install) install=0; shift ;;
     --fronts) only="$2"; shift 2 ;;
+    --debug) profile=debug; shift ;;
     --smoke) smoke=1 duration=1 warmup=1 rounds=1 scaling=0 install=0; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -64,10 +67,11 @@ for tool in wrk nginx taskset curl; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool is required" >&2; exit 1; }
 done
 
-echo "building release" >&2
-cargo build --release -q --bin authward
-[ "$scaling" = 1 ] && cargo build --release -q --bin store-rss
-bin="$root/target/release/authward"
+echo "building $profile" >&2
+build=(cargo build -q); [ "$profile" = release ] && build+=(--release)
+"${build[@]}" --bin authward
+[ "$scaling" = 1 ] && "${build[@]}" --bin store-rss
+bin="$root/target/$profile/authward"
 
 work="$(mktemp -d)"
 pids=()
@@ -378,6 +382,10 @@ for r in $(seq 1 "$rounds"); do
   fi
 done
 
+# Every measurement must have served requests (a front that died or answered nothing fails the run).
+awk -F, 'NR > 1 && !($5 > 0) { print "run.sh: " $2 " served no " $3 " requests" > "/dev/stderr"; bad = 1 }
+  END { exit bad }' "$csv"
+
 # Peak resident memory of each authward front over the whole run.
 rss_csv="$out/rss.csv"
 echo "front,vmhwm_kib,vmrss_kib" > "$rss_csv"
@@ -392,7 +400,7 @@ store_csv="$out/store.csv"
 if [ "$scaling" = 1 ]; then
   echo "keys_requested,keys_held,store_bytes,max_keys,max_bytes,rss_before_kib,rss_after_kib,hwm_kib" > "$store_csv"
   for k in 10000 100000 1000000; do
-    "$root/target/release/store-rss" "$k" 1000000 268435456 >> "$store_csv"
+    "$root/target/$profile/store-rss" "$k" 1000000 268435456 >> "$store_csv"
   done
 fi
 
