@@ -3,16 +3,21 @@
 //! Every operation hashes its key once, with a randomly keyed SipHash (so attacker-chosen keys cannot
 //! force collisions), and uses that hash both to pick the shard and as the hash in the shard's index.
 //! A shard keeps its entries densely in a vector, so the expiry sweep and eviction sampling read them
-//! without hashing.
+//! without hashing; its index holds only their positions.
+//!
+//! The memory cap bounds what the store holds from the allocator: each allocation (key names, values, set
+//! members and the sets' and lists' own tables, and every shard's tables at their capacities) is counted at
+//! the size the allocator takes for it ([`heap`]). Growth is reserved before it happens, evicting if need
+//! be, so the count never exceeds the cap, and tables shrink again when they empty.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use rand::Rng;
 
@@ -20,16 +25,13 @@ use crate::clock::SharedClock;
 use crate::store::{RateDecision, Store, StoreError};
 
 const SHARDS: usize = 32;
-/// Approximate bookkeeping cost of one key: the entry in its slab with the slab's growth slack, the index
-/// slot at the map's load factor, and the key's own allocation. Calibrated against resident memory with
-/// `cargo run --bin store-rss -- 100000` (a mix of rates, counters and one-member sets): with 96 and 64
-/// the store counted 1/2.55 of what it held, with 192 and 128 1/1.46 (a small set's containers are still
-/// not counted).
-const ENTRY_OVERHEAD: usize = 192;
-/// Approximate bookkeeping cost of one set member (hash-map and order-tree slots, the shared string).
-const MEMBER_OVERHEAD: usize = 128;
-/// Approximate bookkeeping cost of one list item.
-const ITEM_OVERHEAD: usize = 32;
+/// Allocations up to this size are counted at their allocator size class, bigger ones in whole pages.
+const SIZE_CLASSES_MAX: usize = 128 * 1024;
+const PAGE: usize = 4096;
+/// A shard's tables do not shrink below room for this many entries.
+const MIN_TABLE: usize = 16;
+/// Set members found by a linear scan; a bigger set indexes its members.
+const SCAN_MEMBERS: usize = 8;
 /// Entries sampled per eviction, as in Redis' approximated LRU.
 const EVICTION_SAMPLES: usize = 5;
 /// Entries examined for expiry by every write.
@@ -38,13 +40,15 @@ const SWEEP_PER_WRITE: usize = 4;
 const EVICTION_ROUNDS: usize = 8;
 const NEVER: u64 = u64::MAX;
 const NS_PER_MS: u128 = 1_000_000;
+/// No member: the end of a set's order.
+const NONE: u32 = u32::MAX;
 
-/// Caps of a [`MemoryStore`]; zero key and member caps are raised to 1.
+/// Caps of a [`MemoryStore`]; zero key and member caps are raised to 1, caps above `u32::MAX` lowered to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimits {
     /// Most keys held at once.
     pub max_keys: usize,
-    /// Most bytes held at once (approximate accounting, including overheads).
+    /// Most bytes held at once: every allocation of the store, tables included, at its allocator size.
     pub max_bytes: usize,
     /// Most members of one set; a new member evicts the least recently added one.
     pub max_set_members: usize,
@@ -130,113 +134,86 @@ impl Usage {
     }
 }
 
-/// A stored key with its (keyed) hash, which the shard index uses as is.
-#[derive(Debug, Clone)]
-struct Key {
-    hash: u64,
-    name: Arc<str>,
+/// The bytes the allocator takes for an `n`-byte allocation, under whichever of the two allocators the
+/// binary may use takes more: glibc's malloc (an 8-byte header, 16-byte steps, 32 bytes at least) or
+/// mimalloc (8-byte size classes up to 64 bytes, then four per doubling). Beyond [`SIZE_CLASSES_MAX`],
+/// whole pages (glibc maps them with a header; mimalloc's pages are resident only once touched).
+fn heap(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else if n > SIZE_CLASSES_MAX {
+        (n + 32).next_multiple_of(PAGE)
+    } else {
+        let glibc = (n + 8).next_multiple_of(16).max(32);
+        let mimalloc = if n <= 64 {
+            n.next_multiple_of(8)
+        } else {
+            n.next_multiple_of((1 << (n - 1).ilog2()) / 4)
+        };
+        glibc.max(mimalloc)
+    }
 }
 
-/// A borrowed key with its hash, for lookups without allocating.
+/// Accounted bytes of a vector's buffer with room for `cap` elements.
+fn vec_size<T>(cap: usize) -> usize {
+    heap(cap * size_of::<T>())
+}
+
+/// The capacity a full shard table of `n` entries grows to: a quarter more, so that its slack stays small.
+fn grown(n: usize) -> usize {
+    n + (n / 4).max(4)
+}
+
+/// The capacity a full set or list of `n` grows to, with at most `cap`: half more.
+fn grown_within(n: usize, cap: usize) -> usize {
+    (n + (n / 2).max(1)).min(cap)
+}
+
+/// An upper bound of the bytes a position index grows by with one more insert: nothing while it has
+/// room; else its buckets double, and a table of `b` buckets takes `5b + 16` bytes (4 per position, a
+/// control byte per bucket and a group of 16 more), so the new allocation is at most twice the old one
+/// (or, for the first, under 64 bytes).
+fn index_growth(index: &HashTable<u32>) -> usize {
+    if index.len() < index.capacity() {
+        return 0;
+    }
+    let now = index.allocation_size();
+    heap(2 * now + 64) - heap(now)
+}
+
+/// An upper bound of the allocation of a position index made for `n` positions, as [`index_growth`]:
+/// buckets for `n` at a 7/8 load, a power of two, 16 at least.
+fn index_size(n: usize) -> usize {
+    let buckets = (n * 8 / 7 + 1).next_power_of_two().max(16);
+    heap(5 * buckets + 16)
+}
+
+/// SipHash keyed by `hasher` of exactly the string's bytes (one `write`, without the terminator `str`
+/// hashing adds, which a lone string does not need).
+fn keyed_hash(hasher: &RandomState, s: &str) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+/// A key with its keyed hash, for lookups without allocating.
 #[derive(Debug, Clone, Copy)]
 struct Probe<'a> {
     hash: u64,
     name: &'a str,
 }
 
-/// What the shard index hashes and compares: implemented by [`Key`] and [`Probe`], so a `Probe` can look
-/// up a `Key` through `Borrow<dyn Lookup>`.
-trait Lookup {
-    fn key_hash(&self) -> u64;
-    fn name(&self) -> &str;
-}
-
-impl Lookup for Key {
-    fn key_hash(&self) -> u64 {
-        self.hash
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Lookup for Probe<'_> {
-    fn key_hash(&self) -> u64 {
-        self.hash
-    }
-
-    fn name(&self) -> &str {
-        self.name
-    }
-}
-
-impl<'a> Borrow<dyn Lookup + 'a> for Key {
-    fn borrow(&self) -> &(dyn Lookup + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn Lookup + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.key_hash());
-    }
-}
-
-impl PartialEq for dyn Lookup + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.key_hash() == other.key_hash() && self.name() == other.name()
-    }
-}
-
-impl Eq for dyn Lookup + '_ {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.name == other.name
-    }
-}
-
-impl Eq for Key {}
-
-/// Passes on an already keyed hash (written with `write_u64`) unchanged.
-#[derive(Debug, Default, Clone, Copy)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by the index (which writes one u64); mixes anyway rather than ignoring input.
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = self.0.rotate_left(29) ^ n;
-    }
-}
-
-type Index = HashMap<Key, usize, BuildHasherDefault<PassThrough>>;
-
 #[derive(Debug)]
 struct Entry {
-    key: Key,
+    /// The key's keyed hash, which the shard index uses as is.
+    hash: u64,
+    name: Box<str>,
     val: Val,
     /// Expiry in clock milliseconds; the entry is invisible from then on.
     expires: u64,
     /// Shard-local access tick, for LRU.
     used: u64,
-    /// Accounted size in bytes.
+    /// Accounted bytes of the entry's own allocations (its slots in the shard's tables are the shard's).
     size: usize,
 }
 
@@ -244,30 +221,53 @@ struct Entry {
 enum Val {
     Bytes(Bytes),
     Counter(i64),
-    /// Theoretical arrival time in nanoseconds since the epoch.
-    Rate(u128),
+    Rate(Tat),
     /// Boxed, as are lists, so that entries stay small for the sweep and eviction sampling.
     Set(Box<MemberSet>),
     List(Box<List>),
 }
 
 impl Val {
-    fn payload(&self) -> usize {
+    /// Accounted bytes of the value's allocations.
+    fn size(&self) -> usize {
         match self {
-            Val::Bytes(b) => b.len(),
+            Val::Bytes(b) => value_size(b.len()),
             Val::Counter(_) | Val::Rate(_) => 0,
-            Val::Set(s) => s.bytes,
-            Val::List(l) => l.bytes,
+            Val::Set(s) => heap(size_of::<MemberSet>()) + s.size(),
+            Val::List(l) => heap(size_of::<List>()) + l.size(),
         }
     }
 }
 
-fn entry_size(key: &str, val: &Val) -> usize {
-    key.len() + ENTRY_OVERHEAD + val.payload()
+/// A GCRA theoretical arrival time in nanoseconds since the epoch, in two halves (high, low): a `u128`
+/// field would align every entry to 16 bytes and make it 8 bytes bigger.
+#[derive(Debug, Clone, Copy)]
+struct Tat([u64; 2]);
+
+impl From<u128> for Tat {
+    fn from(t: u128) -> Self {
+        Tat([(t >> 64) as u64, t as u64])
+    }
 }
 
-fn base_size(key: &str) -> usize {
-    key.len() + ENTRY_OVERHEAD
+impl From<Tat> for u128 {
+    fn from(Tat([high, low]): Tat) -> Self {
+        (u128::from(high) << 64) | u128::from(low)
+    }
+}
+
+/// Accounted bytes of a stored `len`-byte value: its buffer, and the reference count `bytes` allocates
+/// the first time the value is shared (read).
+fn value_size(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        heap(len) + heap(size_of::<[usize; 3]>())
+    }
+}
+
+fn entry_size(name: &str, val: &Val) -> usize {
+    heap(name.len()) + val.size()
 }
 
 /// The expiry of a key written at `now` with `ttl`: whole milliseconds, rounded up (saturating).
@@ -282,74 +282,228 @@ fn wrong(key: &str, expected: &'static str) -> StoreError {
         expected,
     }
 }
-/// A set that remembers insertion order so the least recently added member can be evicted.
-#[derive(Debug, Default)]
+
+/// A set that remembers the order its members were last added in, so that a full set replaces the least
+/// recently added: members in a vector, linked from oldest to newest, found by a scan while there are
+/// few and through an index of their positions (by keyed hash) beyond that. Members are only replaced,
+/// never removed, so the vector has no holes.
+#[derive(Debug)]
 struct MemberSet {
-    seq: HashMap<Arc<str>, u64>,
-    order: BTreeMap<u64, Arc<str>>,
-    next: u64,
-    bytes: usize,
+    members: Vec<Member>,
+    /// Positions in `members`; empty while there are at most [`SCAN_MEMBERS`].
+    index: HashTable<u32>,
+    oldest: u32,
+    newest: u32,
+    /// Accounted bytes of the members' names.
+    names: usize,
+}
+
+#[derive(Debug)]
+struct Member {
+    name: Box<str>,
+    /// The member added just before this one, or [`NONE`].
+    older: u32,
+    /// The member added just after this one, or [`NONE`].
+    newer: u32,
 }
 
 impl MemberSet {
-    fn add(&mut self, member: &str, cap: usize) {
-        let n = self.next;
-        self.next += 1;
-        if let Some(old) = self.seq.get_mut(member) {
-            let prev = std::mem::replace(old, n);
-            if let Some(m) = self.order.remove(&prev) {
-                self.order.insert(n, m);
-            }
+    fn new() -> Self {
+        Self {
+            members: Vec::new(),
+            index: HashTable::new(),
+            oldest: NONE,
+            newest: NONE,
+            names: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Accounted bytes of the set's allocations, but for its own box.
+    fn size(&self) -> usize {
+        vec_size::<Member>(self.members.capacity()) + heap(self.index.allocation_size()) + self.names
+    }
+
+    fn find(&self, member: &str, hasher: &RandomState) -> Option<u32> {
+        if self.index.is_empty() {
+            let p = self.members.iter().position(|m| *m.name == *member)?;
+            return Some(p as u32);
+        }
+        let members = &self.members;
+        let found = self.index.find(keyed_hash(hasher, member), |&p| {
+            *members[p as usize].name == *member
+        });
+        found.copied()
+    }
+
+    /// An upper bound of the bytes [`MemberSet::add`] grows the set by.
+    fn growth(&self, member: &str, cap: usize, hasher: &RandomState) -> usize {
+        if self.find(member, hasher).is_some() {
+            return 0;
+        }
+        let n = self.len();
+        let mut more = heap(member.len());
+        if n >= cap {
+            // The oldest member's place is reused, but its index slot may be left as a tombstone.
+            let tombstone = if self.index.is_empty() {
+                0
+            } else {
+                index_growth(&self.index)
+            };
+            return more + tombstone;
+        }
+        if n == self.members.capacity() {
+            more += vec_size::<Member>(grown_within(n, cap)) - vec_size::<Member>(n);
+        }
+        match n.cmp(&SCAN_MEMBERS) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => more += index_size(n + 1),
+            std::cmp::Ordering::Greater => more += index_growth(&self.index),
+        }
+        more
+    }
+
+    /// Adds `member` as the newest, in place of the oldest if the set already has `cap` members.
+    fn add(&mut self, member: &str, cap: usize, hasher: &RandomState) {
+        if let Some(p) = self.find(member, hasher) {
+            self.unlink(p);
+            self.link_newest(p);
             return;
         }
-        if self.seq.len() >= cap {
-            if let Some((_, oldest)) = self.order.pop_first() {
-                self.seq.remove(&oldest);
-                self.bytes -= oldest.len() + MEMBER_OVERHEAD;
+        let n = self.len();
+        let p = if n >= cap {
+            let p = self.oldest;
+            self.unlink(p);
+            let old = std::mem::replace(&mut self.members[p as usize].name, member.into());
+            self.names -= heap(old.len());
+            if !self.index.is_empty() {
+                if let Ok(slot) = self.index.find_entry(keyed_hash(hasher, &old), |&q| q == p) {
+                    slot.remove();
+                }
             }
+            p
+        } else {
+            if n == self.members.capacity() {
+                self.members.reserve_exact(grown_within(n, cap) - n);
+            }
+            self.members.push(Member {
+                name: member.into(),
+                older: NONE,
+                newer: NONE,
+            });
+            n as u32
+        };
+        self.names += heap(member.len());
+        self.link_newest(p);
+        let members = &self.members;
+        let rehash = |&q: &u32| keyed_hash(hasher, &members[q as usize].name);
+        if !self.index.is_empty() {
+            self.index.insert_unique(keyed_hash(hasher, member), p, rehash);
+        } else if members.len() > SCAN_MEMBERS {
+            let mut index = HashTable::with_capacity(members.len());
+            for q in 0..members.len() as u32 {
+                index.insert_unique(rehash(&q), q, rehash);
+            }
+            self.index = index;
         }
-        let m: Arc<str> = member.into();
-        self.bytes += member.len() + MEMBER_OVERHEAD;
-        self.seq.insert(m.clone(), n);
-        self.order.insert(n, m);
+    }
+
+    fn unlink(&mut self, p: u32) {
+        let m = &self.members[p as usize];
+        let (older, newer) = (m.older, m.newer);
+        match older {
+            NONE => self.oldest = newer,
+            o => self.members[o as usize].newer = newer,
+        }
+        match newer {
+            NONE => self.newest = older,
+            n => self.members[n as usize].older = older,
+        }
+    }
+
+    fn link_newest(&mut self, p: u32) {
+        let m = &mut self.members[p as usize];
+        m.older = self.newest;
+        m.newer = NONE;
+        match self.newest {
+            NONE => self.oldest = p,
+            n => self.members[n as usize].newer = p,
+        }
+        self.newest = p;
     }
 }
 
 #[derive(Debug, Default)]
 struct List {
     items: VecDeque<Bytes>,
-    bytes: usize,
+    /// Accounted bytes of the items' values.
+    values: usize,
 }
 
 impl List {
+    /// Accounted bytes of the list's allocations, but for its own box.
+    fn size(&self) -> usize {
+        vec_size::<Bytes>(self.items.capacity()) + self.values
+    }
+
+    /// An upper bound of the bytes [`List::push`] of a `len`-byte value grows the list by.
+    fn growth(&self, len: usize, cap: usize) -> usize {
+        let n = self.items.len();
+        let slots = if n < cap && n == self.items.capacity() {
+            vec_size::<Bytes>(grown_within(n, cap)) - vec_size::<Bytes>(n)
+        } else {
+            0
+        };
+        value_size(len) + slots
+    }
+
+    /// Pushes `value` at the front, dropping the oldest items beyond `cap` (at least 1).
     fn push(&mut self, value: Bytes, cap: usize) {
-        self.bytes += value.len() + ITEM_OVERHEAD;
-        self.items.push_front(value);
-        while self.items.len() > cap {
+        while self.items.len() >= cap {
             if let Some(old) = self.items.pop_back() {
-                self.bytes -= old.len() + ITEM_OVERHEAD;
+                self.values -= value_size(old.len());
             }
         }
+        let n = self.items.len();
+        if n == self.items.capacity() {
+            self.items.reserve_exact(grown_within(n, cap) - n);
+        }
+        self.values += value_size(value.len());
+        self.items.push_front(value);
     }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// Each key's position in `entries`.
-    index: Index,
+    /// Each entry's position in `entries`, by the entry's hash.
+    index: HashTable<u32>,
     /// The entries, densely, so the sweep and eviction sampling reach them without hashing.
     entries: Vec<Entry>,
     /// `entries[i].expires`, kept apart for the sweep: a few entries' expiries share one cache line, which
-    /// accesses to those entries (that update their LRU tick) do not write.
+    /// accesses to those entries (that update their LRU tick) do not write. Same capacity as `entries`.
     expiries: Vec<u64>,
     tick: u64,
     sweep_cursor: usize,
+    /// Accounted bytes of the three tables at their capacities.
+    tables: usize,
 }
 
 impl Shard {
+    fn find(&self, key: Probe<'_>) -> Option<usize> {
+        let entries = &self.entries;
+        let found = self.index.find(key.hash, |&i| {
+            let e = &entries[i as usize];
+            e.hash == key.hash && *e.name == *key.name
+        });
+        found.map(|&i| i as usize)
+    }
+
     /// The position of the key's entry if it is live (and marks it used); an expired entry is removed.
     fn live(&mut self, key: Probe<'_>, now: u64, usage: &Usage) -> Option<usize> {
-        let i = *self.index.get(&key as &dyn Lookup)?;
+        let i = self.find(key)?;
         if self.entries[i].expires <= now {
             self.remove_at(i, usage);
             return None;
@@ -365,21 +519,53 @@ impl Shard {
         Some(&mut self.entries[i])
     }
 
-    /// Adds an entry for a key the shard does not hold and returns its position.
-    fn insert(&mut self, key: Key, val: Val, expires: u64) -> usize {
-        self.tick += 1;
+    /// Accounted bytes of the tables at their capacities.
+    fn tables_size(&self) -> usize {
+        vec_size::<Entry>(self.entries.capacity())
+            + vec_size::<u64>(self.expiries.capacity())
+            + heap(self.index.allocation_size())
+    }
+
+    /// An upper bound of the bytes the tables grow by to take one more entry.
+    fn growth(&self) -> usize {
+        let n = self.entries.len();
+        let vecs = if n == self.entries.capacity() {
+            let to = grown(n);
+            vec_size::<Entry>(to) - vec_size::<Entry>(n) + vec_size::<u64>(to) - vec_size::<u64>(n)
+        } else {
+            0
+        };
+        vecs + index_growth(&self.index)
+    }
+
+    /// Adds an entry for a key the shard does not hold and returns its position. The tables grow (and
+    /// `tables` with them) by at most [`Shard::growth`].
+    fn insert(&mut self, hash: u64, name: Box<str>, val: Val, expires: u64) -> usize {
+        debug_assert!(
+            self.find(Probe { hash, name: &name }).is_none(),
+            "inserted a key that was present"
+        );
         let i = self.entries.len();
-        let size = entry_size(&key.name, &val);
-        let old = self.index.insert(key.clone(), i);
-        debug_assert!(old.is_none(), "inserted a key that was present");
+        if i == self.entries.capacity() {
+            let more = grown(i) - i;
+            self.entries.reserve_exact(more);
+            self.expiries.reserve_exact(more);
+        }
+        let entries = &self.entries;
+        self.index
+            .insert_unique(hash, i as u32, |&j| entries[j as usize].hash);
+        self.tick += 1;
+        let size = entry_size(&name, &val);
         self.expiries.push(expires);
         self.entries.push(Entry {
-            key,
+            hash,
+            name,
             val,
             expires,
             used: self.tick,
             size,
         });
+        self.tables = self.tables_size();
         i
     }
 
@@ -387,14 +573,34 @@ impl Shard {
     fn remove_at(&mut self, i: usize, usage: &Usage) -> Entry {
         let e = self.entries.swap_remove(i);
         self.expiries.swap_remove(i);
-        self.index.remove(&e.key);
+        if let Ok(slot) = self.index.find_entry(e.hash, |&j| j as usize == i) {
+            slot.remove();
+        }
         if let Some(moved) = self.entries.get(i) {
-            if let Some(pos) = self.index.get_mut(&moved.key) {
-                *pos = i;
+            let last = self.entries.len() as u32;
+            if let Some(pos) = self.index.find_mut(moved.hash, |&j| j == last) {
+                *pos = i as u32;
             }
         }
         usage.settle((1, e.size), (0, 0));
+        self.shrink(usage);
         e
+    }
+
+    /// Shrinks the tables to twice their entries once they are less than a quarter full.
+    fn shrink(&mut self, usage: &Usage) {
+        let (n, cap) = (self.entries.len(), self.entries.capacity());
+        if cap <= MIN_TABLE || n >= cap / 4 {
+            return;
+        }
+        let to = (2 * n).max(MIN_TABLE);
+        self.entries.shrink_to(to);
+        self.expiries.shrink_to(to);
+        let entries = &self.entries;
+        self.index.shrink_to(to, |&j| entries[j as usize].hash);
+        let tables = self.tables_size();
+        usage.settle((0, self.tables), (0, tables));
+        self.tables = tables;
     }
 
     /// Examines the next few entries in turn and removes the expired ones.
@@ -536,9 +742,10 @@ impl Gcra {
 impl MemoryStore {
     /// An empty store with the given caps, reading time from `clock`.
     pub fn new(limits: MemoryLimits, clock: SharedClock) -> Self {
+        // Positions in a shard's table (at most the keys) and in a set are `u32`s, and `NONE` is no member.
         let limits = MemoryLimits {
-            max_keys: limits.max_keys.max(1),
-            max_set_members: limits.max_set_members.max(1),
+            max_keys: limits.max_keys.clamp(1, u32::MAX as usize),
+            max_set_members: limits.max_set_members.clamp(1, NONE as usize),
             ..limits
         };
         let shards = (0..SHARDS).map(|_| Padded::default()).collect();
@@ -561,18 +768,15 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Approximate bytes held.
+    /// Bytes held, as the allocator counts them.
     pub fn bytes(&self) -> usize {
         self.usage.bytes.load(Ordering::Relaxed)
     }
 
-    /// The key with its keyed hash: SipHash of exactly the key's bytes (one `write`, without the
-    /// terminator `str` hashing adds, which a lone key does not need).
+    /// The key with its keyed hash.
     fn probe<'a>(&self, key: &'a str) -> Probe<'a> {
-        let mut h = self.hasher.build_hasher();
-        h.write(key.as_bytes());
         Probe {
-            hash: h.finish(),
+            hash: keyed_hash(&self.hasher, key),
             name: key,
         }
     }
@@ -601,9 +805,9 @@ impl MemoryStore {
     }
 
     /// Runs a write that may grow the key. `need` checks the live entry's type and bounds the growth in
-    /// bytes; that space (and a key slot if the key is new) is reserved, evicting other keys if needed,
-    /// before `apply` mutates the entry or (only when there is none) returns one to insert; unused space
-    /// is released afterwards.
+    /// bytes; that space (and, if the key is new, a key slot and the growth of the shard's tables) is
+    /// reserved, evicting other keys if needed, before `apply` mutates the entry or (only when there is
+    /// none) returns one to insert; unused space is released afterwards.
     fn write<R>(
         &self,
         key: &str,
@@ -620,37 +824,41 @@ impl MemoryStore {
             let mut at = shard.live(probe, now, &self.usage);
             let old_size = at.map_or(0, |i| shard.entries[i].size);
             let need = need(at.map(|i| &shard.entries[i]))?;
-            if old_size.saturating_add(need) > self.limits.max_bytes {
+            // A new key may also grow the shard's tables; evicting from the shard may make that needless.
+            let wanted = |shard: &Shard, at: Option<usize>| match at {
+                Some(_) => (0, need),
+                None => (1, need + shard.growth()),
+            };
+            let mut want = wanted(shard, at);
+            if old_size.saturating_add(want.1) > self.limits.max_bytes {
                 return Err(StoreError::TooLarge {
                     limit: self.limits.max_bytes,
                 });
             }
-            let want = (usize::from(at.is_none()), need);
             let mut reserved = self.usage.try_reserve(want.0, want.1, &self.limits);
             while !reserved && shard.evict_one(now, &mut at, &self.usage) {
+                want = wanted(shard, at);
                 reserved = self.usage.try_reserve(want.0, want.1, &self.limits);
             }
             if reserved {
+                let tables = shard.tables;
                 let entries = &mut shard.entries;
                 let (out, insert) = apply(at.map(|i| &mut entries[i]), now);
                 if let Some((val, expires)) = insert {
                     debug_assert!(at.is_none(), "an insert for a present key");
-                    let key = Key {
-                        hash: probe.hash,
-                        name: key.into(),
-                    };
-                    at = Some(shard.insert(key, val, expires));
+                    at = Some(shard.insert(probe.hash, key.into(), val, expires));
                 }
+                let grown = shard.tables - tables;
                 let new = match at {
                     Some(i) => {
                         let e = &mut shard.entries[i];
-                        e.size = entry_size(&e.key.name, &e.val);
+                        e.size = entry_size(&e.name, &e.val);
                         shard.expiries[i] = e.expires;
-                        (1, e.size)
+                        (1, e.size + grown)
                     }
                     None => (0, 0),
                 };
-                self.usage.settle((1, old_size + need), new);
+                self.usage.settle((1, old_size + want.1), new);
                 shard.sweep(now, &self.usage);
                 return Ok(out);
             }
@@ -706,7 +914,7 @@ impl Store for MemoryStore {
             Rule::Gcra(g) => g,
         };
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key)),
+            None => Ok(heap(key.len())),
             Some(Val::Rate(_)) => Ok(0),
             Some(_) => Err(wrong(key, "rate limit")),
         };
@@ -714,7 +922,7 @@ impl Store for MemoryStore {
             let tat = match e.as_deref() {
                 Some(Entry {
                     val: Val::Rate(tat), ..
-                }) => *tat,
+                }) => u128::from(*tat),
                 _ => 0,
             };
             let now_ns = u128::from(now) * NS_PER_MS;
@@ -724,12 +932,12 @@ impl Store for MemoryStore {
             match e {
                 Some(e) => {
                     if let Val::Rate(tat) = &mut e.val {
-                        *tat = new_tat;
+                        *tat = Tat::from(new_tat);
                     }
                     e.expires = expires;
                     (d, None)
                 }
-                None => (d, Some((Val::Rate(new_tat), expires))),
+                None => (d, Some((Val::Rate(Tat::from(new_tat)), expires))),
             }
         })
     }
@@ -743,7 +951,7 @@ impl Store for MemoryStore {
         self.with_shard(key, |shard, k, now, usage| {
             let tat = match shard.live_entry(k, now, usage).map(|e| &e.val) {
                 None => 0,
-                Some(Val::Rate(tat)) => *tat,
+                Some(Val::Rate(tat)) => u128::from(*tat),
                 Some(_) => return Err(wrong(key, "rate limit")),
             };
             Ok(g.decide(tat, u128::from(now) * NS_PER_MS, 1, false).0)
@@ -752,7 +960,7 @@ impl Store for MemoryStore {
 
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key)),
+            None => Ok(heap(key.len())),
             Some(Val::Counter(_)) => Ok(0),
             Some(_) => Err(wrong(key, "counter")),
         };
@@ -776,26 +984,27 @@ impl Store for MemoryStore {
     }
 
     async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<u64, StoreError> {
-        let cost = member.len() + MEMBER_OVERHEAD;
+        let (cap, hasher) = (self.limits.max_set_members, &self.hasher);
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key) + cost),
-            Some(Val::Set(s)) => Ok(if s.seq.contains_key(member) { 0 } else { cost }),
+            None => Ok(heap(key.len())
+                + heap(size_of::<MemberSet>())
+                + MemberSet::new().growth(member, cap, hasher)),
+            Some(Val::Set(s)) => Ok(s.growth(member, cap, hasher)),
             Some(_) => Err(wrong(key, "set")),
         };
-        let cap = self.limits.max_set_members;
         self.write(key, need, |e, now| match e {
             Some(Entry {
                 val: Val::Set(s),
                 expires,
                 ..
             }) => {
-                s.add(member, cap);
+                s.add(member, cap, hasher);
                 *expires = expiry(now, ttl);
-                (s.seq.len() as u64, None)
+                (s.len() as u64, None)
             }
             _ => {
-                let mut s = MemberSet::default();
-                s.add(member, cap);
+                let mut s = MemberSet::new();
+                s.add(member, cap, hasher);
                 (1, Some((Val::Set(Box::new(s)), expiry(now, ttl))))
             }
         })
@@ -804,7 +1013,7 @@ impl Store for MemoryStore {
     async fn set_len(&self, key: &str) -> Result<u64, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(0),
-            Some(Val::Set(s)) => Ok(s.seq.len() as u64),
+            Some(Val::Set(s)) => Ok(s.len() as u64),
             Some(_) => Err(wrong(key, "set")),
         })
     }
@@ -812,7 +1021,7 @@ impl Store for MemoryStore {
     async fn set_contains(&self, key: &str, member: &str) -> Result<bool, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(false),
-            Some(Val::Set(s)) => Ok(s.seq.contains_key(member)),
+            Some(Val::Set(s)) => Ok(s.find(member, &self.hasher).is_some()),
             Some(_) => Err(wrong(key, "set")),
         })
     }
@@ -820,7 +1029,7 @@ impl Store for MemoryStore {
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), StoreError> {
         // Copied so that a slice of a bigger buffer does not pin (unaccounted) memory.
         let value = Bytes::copy_from_slice(&value);
-        let size = base_size(key) + value.len();
+        let size = heap(key.len()) + value_size(value.len());
         let need = |e: Option<&Entry>| Ok(size.saturating_sub(e.map_or(0, |e| e.size)));
         self.write(key, need, |e, now| {
             let expires = ttl.map_or(NEVER, |ttl| expiry(now, ttl));
@@ -841,7 +1050,7 @@ impl Store for MemoryStore {
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let value = Bytes::copy_from_slice(&value);
-        let size = base_size(key) + value.len();
+        let size = heap(key.len()) + value_size(value.len());
         let need = |e: Option<&Entry>| Ok(if e.is_some() { 0 } else { size });
         self.write(key, need, |e, now| match e {
             Some(_) => (false, None),
@@ -904,10 +1113,10 @@ impl Store for MemoryStore {
             });
         }
         let value = Bytes::copy_from_slice(&value);
-        let cost = value.len() + ITEM_OVERHEAD;
+        let len = value.len();
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key) + cost),
-            Some(Val::List(_)) => Ok(cost),
+            None => Ok(heap(key.len()) + heap(size_of::<List>()) + List::default().growth(len, cap)),
+            Some(Val::List(l)) => Ok(l.growth(len, cap)),
             Some(_) => Err(wrong(key, "list")),
         };
         self.write(key, need, |e, now| match e {
@@ -1003,11 +1212,22 @@ mod tests {
             let shard = shard.lock();
             assert_eq!(shard.index.len(), shard.entries.len());
             assert_eq!(shard.expiries.len(), shard.entries.len());
+            assert_eq!(shard.expiries.capacity(), shard.entries.capacity());
+            assert_eq!(shard.tables, shard.tables_size());
+            bytes += shard.tables;
             for (i, e) in shard.entries.iter().enumerate() {
-                assert_eq!(shard.index[&e.key], i);
+                let probe = s.probe(&e.name);
+                assert_eq!(shard.find(probe), Some(i));
                 assert_eq!(shard.expiries[i], e.expires);
-                assert_eq!(e.key.hash, s.probe(&e.key.name).hash);
-                assert_eq!(e.size, super::entry_size(&e.key.name, &e.val));
+                assert_eq!(e.hash, probe.hash);
+                assert_eq!(e.size, super::entry_size(&e.name, &e.val));
+                if let super::Val::Set(set) = &e.val {
+                    audit_set(set, s);
+                }
+                if let super::Val::List(l) = &e.val {
+                    let values: usize = l.items.iter().map(|v| super::value_size(v.len())).sum();
+                    assert_eq!(l.values, values);
+                }
                 keys += 1;
                 bytes += e.size;
             }
@@ -1021,6 +1241,26 @@ mod tests {
             keys <= s.limits.max_keys && bytes <= s.limits.max_bytes,
             "caps hold"
         );
+    }
+
+    /// Checks a set's order links, index and accounted names.
+    fn audit_set(set: &super::MemberSet, s: &MemoryStore) {
+        let names: usize = set.members.iter().map(|m| super::heap(m.name.len())).sum();
+        assert_eq!(set.names, names);
+        let mut order = Vec::new();
+        let mut p = set.oldest;
+        while p != super::NONE {
+            order.push(p);
+            assert!(order.len() <= set.len(), "the order has a cycle");
+            p = set.members[p as usize].newer;
+        }
+        assert_eq!(order.len(), set.len(), "every member is in the order");
+        assert_eq!(order.last().copied().unwrap_or(super::NONE), set.newest);
+        let indexed = set.len() > super::SCAN_MEMBERS;
+        assert_eq!(set.index.len(), if indexed { set.len() } else { 0 });
+        for (p, m) in set.members.iter().enumerate() {
+            assert_eq!(set.find(&m.name, &s.hasher), Some(p as u32));
+        }
     }
 
     macro_rules! conformance_tests {
