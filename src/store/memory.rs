@@ -31,8 +31,10 @@ const SHARDS: usize = 32;
 /// Allocations up to this size are counted at their allocator size class, bigger ones in whole pages.
 const SIZE_CLASSES_MAX: usize = 128 * 1024;
 const PAGE: usize = 4096;
-/// A shard's tables do not shrink below room for this many entries.
-const MIN_TABLE: usize = 16;
+/// Entries per block of a shard's table.
+const BLOCK: usize = 32;
+/// A shard's index shrinks only from above room for this many entries.
+const MIN_INDEX: usize = 16;
 /// Set members found by a linear scan; a bigger set indexes its members.
 const SCAN_MEMBERS: usize = 8;
 /// Entries sampled per eviction, as in Redis' approximated LRU.
@@ -160,11 +162,6 @@ fn heap(n: usize) -> usize {
 /// Accounted bytes of a vector's buffer with room for `cap` elements.
 fn vec_size<T>(cap: usize) -> usize {
     heap(cap * size_of::<T>())
-}
-
-/// The capacity a full shard table of `n` entries grows to: a quarter more, so that its slack stays small.
-fn grown(n: usize) -> usize {
-    n + (n / 4).max(4)
 }
 
 /// The capacity a full set or list of `n` grows to, with at most `cap`: half more.
@@ -505,18 +502,129 @@ impl List {
     }
 }
 
+/// A shard's entries by position, densely, with their expiries, in blocks of [`BLOCK`]. The table grows
+/// and shrinks a block at a time: it never moves its entries, its slack stays under two blocks, and it
+/// leaves no freed buffers behind that only a bigger allocation could reuse (a vector growing by
+/// reallocation does, and they stay resident).
+#[derive(Debug, Default)]
+struct Table {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+/// [`BLOCK`] entries, with their expiries apart for the sweep: a few entries' expiries share one cache
+/// line, which accesses to those entries (that update their LRU tick) do not write.
+#[derive(Debug)]
+struct Block {
+    entries: Vec<Entry>,
+    expiries: Vec<u64>,
+}
+
+/// Accounted bytes of a [`Block`].
+fn block_size() -> usize {
+    vec_size::<Entry>(BLOCK) + vec_size::<u64>(BLOCK)
+}
+
+impl std::ops::Index<usize> for Table {
+    type Output = Entry;
+
+    fn index(&self, i: usize) -> &Entry {
+        &self.blocks[i / BLOCK].entries[i % BLOCK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Table {
+    fn index_mut(&mut self, i: usize) -> &mut Entry {
+        &mut self.blocks[i / BLOCK].entries[i % BLOCK]
+    }
+}
+
+impl Table {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn expiry(&self, i: usize) -> u64 {
+        self.blocks[i / BLOCK].expiries[i % BLOCK]
+    }
+
+    fn set_expiry(&mut self, i: usize, expires: u64) {
+        self.blocks[i / BLOCK].expiries[i % BLOCK] = expires;
+    }
+
+    /// Accounted bytes of the blocks and of the vector of them.
+    fn size(&self) -> usize {
+        vec_size::<Block>(self.blocks.capacity()) + self.blocks.len() * block_size()
+    }
+
+    /// An upper bound of the bytes [`Table::push`] grows the table by.
+    fn growth(&self) -> usize {
+        let n = self.blocks.len();
+        if self.len < n * BLOCK {
+            return 0;
+        }
+        let list = if n == self.blocks.capacity() {
+            vec_size::<Block>(2 * n.max(2)) - vec_size::<Block>(n)
+        } else {
+            0
+        };
+        block_size() + list
+    }
+
+    fn push(&mut self, e: Entry, expires: u64) {
+        let n = self.blocks.len();
+        if self.len == n * BLOCK {
+            if n == self.blocks.capacity() {
+                self.blocks.reserve_exact(n.max(4));
+            }
+            self.blocks.push(Block {
+                entries: Vec::with_capacity(BLOCK),
+                expiries: Vec::with_capacity(BLOCK),
+            });
+        }
+        let block = &mut self.blocks[self.len / BLOCK];
+        block.entries.push(e);
+        block.expiries.push(expires);
+        self.len += 1;
+    }
+
+    /// Removes the entry at `i` (the last entry moves into its place), then frees what the table no
+    /// longer needs: every block once it is empty, else a second empty block (one is kept, so that a
+    /// table at a block's edge does not free and allocate it over and over), and most of the vector of
+    /// blocks once it is less than a quarter full.
+    fn swap_remove(&mut self, i: usize) -> Entry {
+        self.len -= 1;
+        let (b, o) = (i / BLOCK, i % BLOCK);
+        let (lb, lo) = (self.len / BLOCK, self.len % BLOCK);
+        let last = &mut self.blocks[lb];
+        let (moved, moved_expiry) = (last.entries.swap_remove(lo), last.expiries.swap_remove(lo));
+        let removed = if i == self.len {
+            moved
+        } else {
+            self.blocks[b].expiries[o] = moved_expiry;
+            std::mem::replace(&mut self.blocks[b].entries[o], moved)
+        };
+        if self.len == 0 {
+            self.blocks = Vec::new();
+        } else if self.len + 2 * BLOCK <= self.blocks.len() * BLOCK {
+            self.blocks.pop();
+            if self.blocks.len() < self.blocks.capacity() / 4 {
+                self.blocks.shrink_to(2 * self.blocks.len());
+            }
+        }
+        removed
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shard {
     /// Each entry's position in `entries`, by the entry's hash.
     index: HashTable<u32>,
     /// The entries, densely, so the sweep and eviction sampling reach them without hashing.
-    entries: Vec<Entry>,
-    /// `entries[i].expires`, kept apart for the sweep: a few entries' expiries share one cache line, which
-    /// accesses to those entries (that update their LRU tick) do not write. Same capacity as `entries`.
-    expiries: Vec<u64>,
+    entries: Table,
     tick: u64,
     sweep_cursor: usize,
-    /// Accounted bytes of the three tables at their capacities.
+    /// Accounted bytes of the table and the index.
     tables: usize,
 }
 
@@ -530,12 +638,13 @@ impl Shard {
     /// The position of the key's entry if it is live (and marks it used); an expired entry is removed.
     fn live(&mut self, key: Fingerprint, now: u64, usage: &Usage) -> Option<usize> {
         let i = self.find(key)?;
-        if self.entries[i].expires <= now {
+        let e = &mut self.entries[i];
+        if e.expires <= now {
             self.remove_at(i, usage);
             return None;
         }
         self.tick += 1;
-        self.entries[i].used = self.tick;
+        e.used = self.tick;
         Some(i)
     }
 
@@ -545,96 +654,72 @@ impl Shard {
         Some(&mut self.entries[i])
     }
 
-    /// Accounted bytes of the tables at their capacities.
+    /// Accounted bytes of the table and the index.
     fn tables_size(&self) -> usize {
-        vec_size::<Entry>(self.entries.capacity())
-            + vec_size::<u64>(self.expiries.capacity())
-            + heap(self.index.allocation_size())
+        self.entries.size() + heap(self.index.allocation_size())
     }
 
-    /// An upper bound of the bytes the tables grow by to take one more entry.
+    /// An upper bound of the bytes the table and the index grow by to take one more entry.
     fn growth(&self) -> usize {
-        let n = self.entries.len();
-        let vecs = if n == self.entries.capacity() {
-            let to = grown(n);
-            vec_size::<Entry>(to) - vec_size::<Entry>(n) + vec_size::<u64>(to) - vec_size::<u64>(n)
-        } else {
-            0
-        };
-        vecs + index_growth(&self.index)
+        self.entries.growth() + index_growth(&self.index)
     }
 
-    /// Adds an entry for a key the shard does not hold and returns its position. The tables grow (and
-    /// `tables` with them) by at most [`Shard::growth`].
+    /// Adds an entry for a key the shard does not hold and returns its position. The table and the
+    /// index grow (and `tables` with them) by at most [`Shard::growth`].
     fn insert(&mut self, key: Fingerprint, val: Val, expires: u64) -> usize {
         debug_assert!(self.find(key).is_none(), "inserted a key that was present");
         let i = self.entries.len();
-        if i == self.entries.capacity() {
-            let more = grown(i) - i;
-            self.entries.reserve_exact(more);
-            self.expiries.reserve_exact(more);
-        }
         let entries = &self.entries;
         self.index
             .insert_unique(key.hash, i as u32, |&j| entries[j as usize].key.hash);
         self.tick += 1;
         let size = val.size();
-        self.expiries.push(expires);
-        self.entries.push(Entry {
+        let e = Entry {
             key,
             val,
             expires,
             used: self.tick,
             size,
-        });
+        };
+        self.entries.push(e, expires);
         self.tables = self.tables_size();
         i
     }
 
-    /// Removes the entry at `i`; the last entry moves into its place.
+    /// Removes the entry at `i`; the last entry moves into its place. The table and the index shrink
+    /// once they hold much less than they have room for.
     fn remove_at(&mut self, i: usize, usage: &Usage) -> Entry {
         let e = self.entries.swap_remove(i);
-        self.expiries.swap_remove(i);
         if let Ok(slot) = self.index.find_entry(e.key.hash, |&j| j as usize == i) {
             slot.remove();
         }
-        if let Some(moved) = self.entries.get(i) {
-            let last = self.entries.len() as u32;
-            if let Some(pos) = self.index.find_mut(moved.key.hash, |&j| j == last) {
+        let n = self.entries.len();
+        if i < n {
+            let moved = self.entries[i].key.hash;
+            if let Some(pos) = self.index.find_mut(moved, |&j| j as usize == n) {
                 *pos = i as u32;
             }
         }
-        usage.settle((1, e.size), (0, 0));
-        self.shrink(usage);
-        e
-    }
-
-    /// Shrinks the tables to twice their entries once they are less than a quarter full.
-    fn shrink(&mut self, usage: &Usage) {
-        let (n, cap) = (self.entries.len(), self.entries.capacity());
-        if cap <= MIN_TABLE || n >= cap / 4 {
-            return;
+        if n == 0 || (n < self.index.capacity() / 4 && self.index.capacity() > MIN_INDEX) {
+            let entries = &self.entries;
+            self.index.shrink_to(2 * n, |&j| entries[j as usize].key.hash);
         }
-        let to = (2 * n).max(MIN_TABLE);
-        self.entries.shrink_to(to);
-        self.expiries.shrink_to(to);
-        let entries = &self.entries;
-        self.index.shrink_to(to, |&j| entries[j as usize].key.hash);
         let tables = self.tables_size();
-        usage.settle((0, self.tables), (0, tables));
+        usage.settle((1, e.size + self.tables), (0, tables));
         self.tables = tables;
+        e
     }
 
     /// Examines the next few entries in turn and removes the expired ones.
     fn sweep(&mut self, now: u64, usage: &Usage) {
         for _ in 0..SWEEP_PER_WRITE {
-            if self.expiries.is_empty() {
+            if self.entries.len() == 0 {
                 return;
             }
-            if self.sweep_cursor >= self.expiries.len() {
+            if self.sweep_cursor >= self.entries.len() {
                 self.sweep_cursor = 0;
             }
-            if self.expiries[self.sweep_cursor] <= now {
+            if self.entries.expiry(self.sweep_cursor) <= now {
                 self.remove_at(self.sweep_cursor, usage);
             } else {
                 self.sweep_cursor += 1;
@@ -867,8 +952,9 @@ impl MemoryStore {
                     Some(i) => {
                         let e = &mut shard.entries[i];
                         e.size = e.val.size();
-                        shard.expiries[i] = e.expires;
-                        (1, e.size + grown)
+                        let (size, expires) = (e.size, e.expires);
+                        shard.entries.set_expiry(i, expires);
+                        (1, size + grown)
                     }
                     None => (0, 0),
                 };
@@ -1199,7 +1285,7 @@ mod tests {
     use bytes::Bytes;
     use rand::{Rng, SeedableRng};
 
-    use super::{Entry, List, Member, MemberSet, MemoryLimits, MemoryStore, Val};
+    use super::{BLOCK, Block, Entry, List, Member, MemberSet, MemoryLimits, MemoryStore, Val};
     use crate::clock::ManualClock;
     use crate::store::{Store, StoreError, conformance};
 
@@ -1259,17 +1345,33 @@ mod tests {
         let (mut keys, mut bytes, mut real) = (0, 0, 0);
         for shard in s.shards.iter() {
             let shard = shard.lock();
-            assert_eq!(shard.index.len(), shard.entries.len());
-            assert_eq!(shard.expiries.len(), shard.entries.len());
-            assert_eq!(shard.expiries.capacity(), shard.entries.capacity());
+            let table = &shard.entries;
+            assert_eq!(shard.index.len(), table.len());
+            let blocks = table.len().div_ceil(BLOCK);
+            assert!(
+                (blocks..=blocks + 1).contains(&table.blocks.len())
+                    && (blocks > 0 || table.blocks.is_empty()),
+                "{} blocks for {} entries",
+                table.blocks.len(),
+                table.len()
+            );
             assert_eq!(shard.tables, shard.tables_size());
             bytes += shard.tables;
-            real += chunk(shard.entries.capacity() * size_of::<Entry>())
-                + chunk(shard.expiries.capacity() * size_of::<u64>())
-                + chunk(shard.index.allocation_size());
-            for (i, e) in shard.entries.iter().enumerate() {
+            real +=
+                chunk(table.blocks.capacity() * size_of::<Block>()) + chunk(shard.index.allocation_size());
+            for (b, block) in table.blocks.iter().enumerate() {
+                assert_eq!(block.entries.len(), block.expiries.len());
+                assert_eq!(
+                    block.entries.len(),
+                    table.len().saturating_sub(b * BLOCK).min(BLOCK)
+                );
+                real += chunk(block.entries.capacity() * size_of::<Entry>())
+                    + chunk(block.expiries.capacity() * size_of::<u64>());
+            }
+            for i in 0..table.len() {
+                let e = &table[i];
                 assert_eq!(shard.find(e.key), Some(i));
-                assert_eq!(shard.expiries[i], e.expires);
+                assert_eq!(table.expiry(i), e.expires);
                 assert_eq!(e.size, e.val.size());
                 if let Val::Set(set) = &e.val {
                     audit_set(set);
