@@ -520,6 +520,11 @@ struct Block {
     expiries: Vec<u64>,
 }
 
+/// The room a full vector of `n` blocks grows by: as much again, 4 at least.
+fn more_blocks(n: usize) -> usize {
+    n.max(4)
+}
+
 /// Accounted bytes of a [`Block`].
 fn block_size() -> usize {
     vec_size::<Entry>(BLOCK) + vec_size::<u64>(BLOCK)
@@ -564,7 +569,7 @@ impl Table {
             return 0;
         }
         let list = if n == self.blocks.capacity() {
-            vec_size::<Block>(2 * n.max(2)) - vec_size::<Block>(n)
+            vec_size::<Block>(n + more_blocks(n)) - vec_size::<Block>(n)
         } else {
             0
         };
@@ -575,7 +580,7 @@ impl Table {
         let n = self.blocks.len();
         if self.len == n * BLOCK {
             if n == self.blocks.capacity() {
-                self.blocks.reserve_exact(n.max(4));
+                self.blocks.reserve_exact(more_blocks(n));
             }
             self.blocks.push(Block {
                 entries: Vec::with_capacity(BLOCK),
@@ -668,6 +673,11 @@ impl Shard {
     /// index grow (and `tables` with them) by at most [`Shard::growth`].
     fn insert(&mut self, key: Fingerprint, val: Val, expires: u64) -> usize {
         debug_assert!(self.find(key).is_none(), "inserted a key that was present");
+        #[cfg(debug_assertions)]
+        let bounds = (
+            self.entries.size() + self.entries.growth(),
+            heap(self.index.allocation_size()) + index_growth(&self.index),
+        );
         let i = self.entries.len();
         let entries = &self.entries;
         self.index
@@ -682,6 +692,14 @@ impl Shard {
             size,
         };
         self.entries.push(e, expires);
+        #[cfg(debug_assertions)]
+        {
+            let grown = (self.entries.size(), heap(self.index.allocation_size()));
+            assert!(
+                grown.0 <= bounds.0 && grown.1 <= bounds.1,
+                "{grown:?} over {bounds:?}"
+            );
+        }
         self.tables = self.tables_size();
         i
     }
@@ -1340,8 +1358,8 @@ mod tests {
     }
 
     /// Recounts keys and bytes from the shards and checks them against the running totals and the caps,
-    /// and the bytes against the heap the store's allocations really take.
-    fn audit(s: &MemoryStore) {
+    /// and the bytes against the heap the store's allocations really take, which it returns.
+    fn audit(s: &MemoryStore) -> usize {
         let (mut keys, mut bytes, mut real) = (0, 0, 0);
         for shard in s.shards.iter() {
             let shard = shard.lock();
@@ -1395,6 +1413,7 @@ mod tests {
             "caps hold"
         );
         assert!(bytes >= real, "{bytes} bytes counted for {real} on the heap");
+        real
     }
 
     /// Checks a set's order links and index.
@@ -1539,6 +1558,134 @@ mod tests {
             .collect();
         for t in tasks {
             t.await.unwrap();
+        }
+        audit(&s);
+    }
+
+    #[test]
+    fn allocations_are_counted_at_the_larger_size_class() {
+        // (request, glibc's chunk, mimalloc's class)
+        for (n, glibc, mimalloc) in [
+            (1, 32, 8),
+            (24, 32, 24),
+            (40, 48, 40),
+            (64, 80, 64),
+            (100, 112, 112),
+            (600, 608, 640),
+            (2560, 2576, 2560),
+        ] {
+            assert_eq!(super::heap(n), glibc.max(mimalloc), "{n} bytes");
+        }
+        assert_eq!(super::heap(0), 0);
+        assert_eq!(
+            super::heap(200_000),
+            200_704,
+            "whole pages beyond the size classes"
+        );
+    }
+
+    /// Fills a store capped at 4 MiB with many times what fits of the keys a sign-in leaves (rate
+    /// limits, one-member distinct-count sets, fixed-window counters), and a few big sets and records.
+    #[tokio::test]
+    async fn the_byte_cap_covers_the_heap_of_every_key_shape() {
+        let max_bytes = 4 << 20;
+        let (s, _c) = store(MemoryLimits {
+            max_keys: usize::MAX,
+            max_bytes,
+            max_set_members: 100,
+        });
+        for i in 0..200_000 {
+            match i % 3 {
+                0 => {
+                    let key = format!("waf:rate:sign-in-rate-per-ip:{i:032x}");
+                    s.rate_take(&key, 30, HOUR, 1).await.unwrap();
+                }
+                1 => {
+                    let key = format!("waf:distinct:ip:{i:032x}");
+                    s.set_add(&key, "user-name@example.com", HOUR).await.unwrap();
+                }
+                _ => {
+                    let key = format!("risk:fail:user:{i:032x}");
+                    s.incr(&key, 1, HOUR).await.unwrap();
+                }
+            }
+            if i % 1000 == 0 {
+                for m in 0..150 {
+                    s.set_add(&format!("big{}", i % 7), &format!("m{m}"), HOUR)
+                        .await
+                        .unwrap();
+                }
+                let record = Bytes::from(vec![b'r'; i % 3000]);
+                s.put(&format!("rec{}", i % 11), record, None).await.unwrap();
+            }
+            assert!(s.bytes() <= max_bytes);
+        }
+        let real = audit(&s);
+        assert!(s.bytes() >= max_bytes - max_bytes / 50, "the store stays full");
+        assert!(
+            s.bytes() - real <= real / 20,
+            "{} bytes counted for {real} on glibc's heap",
+            s.bytes()
+        );
+        // Some 90 bytes a rate or counter, 200 a one-member set.
+        assert!(s.len() > max_bytes / 160, "{} keys held", s.len());
+    }
+
+    #[tokio::test]
+    async fn tables_grow_and_shrink_with_their_keys() {
+        let (s, _c) = store(MemoryLimits::default());
+        for round in 0..3 {
+            for i in 0..5000 {
+                s.incr(&format!("k{i}"), 1, HOUR).await.unwrap();
+            }
+            let full = audit(&s);
+            for i in 100..5000 {
+                assert!(s.delete(&format!("k{i}")).await.unwrap());
+            }
+            let few = audit(&s);
+            // At most two blocks a shard (one spare), and a small index and vector of blocks.
+            let most = super::SHARDS * (2 * super::block_size() + 1024);
+            assert!(
+                few <= most,
+                "round {round}: {few} bytes held for 100 keys ({full} for 5000)"
+            );
+        }
+        for i in 0..100 {
+            assert!(s.delete(&format!("k{i}")).await.unwrap());
+        }
+        assert_eq!(
+            (s.len(), s.bytes(), audit(&s)),
+            (0, 0, 0),
+            "empty shards free everything"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_indexed_set_replaces_its_least_recently_added_member() {
+        let (s, _c) = store(MemoryLimits {
+            max_set_members: 100,
+            ..MemoryLimits::default()
+        });
+        for m in 0..100 {
+            s.set_add("s", &format!("m{m}"), HOUR).await.unwrap();
+        }
+        assert_eq!(
+            s.set_add("s", "m0", HOUR).await.unwrap(),
+            100,
+            "re-adding refreshes m0"
+        );
+        for m in 100..150 {
+            assert_eq!(s.set_add("s", &format!("m{m}"), HOUR).await.unwrap(), 100);
+        }
+        assert!(s.set_contains("s", "m0").await.unwrap(), "m0 was refreshed");
+        for m in 1..=50 {
+            assert!(
+                !s.set_contains("s", &format!("m{m}")).await.unwrap(),
+                "m{m} replaced"
+            );
+        }
+        for m in 51..150 {
+            assert!(s.set_contains("s", &format!("m{m}")).await.unwrap(), "m{m} kept");
         }
         audit(&s);
     }
