@@ -3,16 +3,24 @@
 //! Every operation hashes its key once, with a randomly keyed SipHash (so attacker-chosen keys cannot
 //! force collisions), and uses that hash both to pick the shard and as the hash in the shard's index.
 //! A shard keeps its entries densely in a vector, so the expiry sweep and eviction sampling read them
-//! without hashing.
+//! without hashing; its index holds only their positions.
+//!
+//! Keys and set members are kept as 128-bit [`Fingerprint`]s, not as strings: nothing reads a name back,
+//! and a counter or rate entry then needs no allocation of its own.
+//!
+//! The memory cap bounds what the store holds from the allocator: each allocation (values, sets' and
+//! lists' tables, and every shard's tables at their capacities) is counted at the size the allocator
+//! takes for it ([`heap`]). Growth is reserved before it happens, evicting if need be, so the count never
+//! exceeds the cap, and tables shrink again when they empty.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use rand::Rng;
 
@@ -20,16 +28,15 @@ use crate::clock::SharedClock;
 use crate::store::{RateDecision, Store, StoreError};
 
 const SHARDS: usize = 32;
-/// Approximate bookkeeping cost of one key: the entry in its slab with the slab's growth slack, the index
-/// slot at the map's load factor, and the key's own allocation. Calibrated against resident memory with
-/// `cargo run --bin store-rss -- 100000` (a mix of rates, counters and one-member sets): with 96 and 64
-/// the store counted 1/2.55 of what it held, with 192 and 128 1/1.46 (a small set's containers are still
-/// not counted).
-const ENTRY_OVERHEAD: usize = 192;
-/// Approximate bookkeeping cost of one set member (hash-map and order-tree slots, the shared string).
-const MEMBER_OVERHEAD: usize = 128;
-/// Approximate bookkeeping cost of one list item.
-const ITEM_OVERHEAD: usize = 32;
+/// Allocations up to this size are counted at their allocator size class, bigger ones in whole pages.
+const SIZE_CLASSES_MAX: usize = 128 * 1024;
+const PAGE: usize = 4096;
+/// Entries per block of a shard's table.
+const BLOCK: usize = 32;
+/// A shard's index shrinks only from above room for this many entries.
+const MIN_INDEX: usize = 16;
+/// Set members found by a linear scan; a bigger set indexes its members.
+const SCAN_MEMBERS: usize = 8;
 /// Entries sampled per eviction, as in Redis' approximated LRU.
 const EVICTION_SAMPLES: usize = 5;
 /// Entries examined for expiry by every write.
@@ -38,13 +45,15 @@ const SWEEP_PER_WRITE: usize = 4;
 const EVICTION_ROUNDS: usize = 8;
 const NEVER: u64 = u64::MAX;
 const NS_PER_MS: u128 = 1_000_000;
+/// No member: the end of a set's order.
+const NONE: u32 = u32::MAX;
 
-/// Caps of a [`MemoryStore`]; zero key and member caps are raised to 1.
+/// Caps of a [`MemoryStore`]; zero key and member caps are raised to 1, caps above `u32::MAX` lowered to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimits {
     /// Most keys held at once.
     pub max_keys: usize,
-    /// Most bytes held at once (approximate accounting, including overheads).
+    /// Most bytes held at once: every allocation of the store, tables included, at its allocator size.
     pub max_bytes: usize,
     /// Most members of one set; a new member evicts the least recently added one.
     pub max_set_members: usize,
@@ -64,7 +73,7 @@ impl Default for MemoryLimits {
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Box<[Padded]>,
-    hasher: RandomState,
+    fingerprints: Fingerprinter,
     limits: MemoryLimits,
     usage: Usage,
     clock: SharedClock,
@@ -130,113 +139,117 @@ impl Usage {
     }
 }
 
-/// A stored key with its (keyed) hash, which the shard index uses as is.
-#[derive(Debug, Clone)]
-struct Key {
+/// The bytes the allocator takes for an `n`-byte allocation, under whichever of the two allocators the
+/// binary may use takes more: glibc's malloc (an 8-byte header, 16-byte steps, 32 bytes at least) or
+/// mimalloc (8-byte size classes up to 64 bytes, then four per doubling). Beyond [`SIZE_CLASSES_MAX`],
+/// whole pages (glibc maps them with a header; mimalloc's pages are resident only once touched).
+fn heap(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else if n + 32 > SIZE_CLASSES_MAX {
+        (n + 32).next_multiple_of(PAGE)
+    } else {
+        let glibc = (n + 8).next_multiple_of(16).max(32);
+        let mimalloc = if n <= 64 {
+            n.next_multiple_of(8)
+        } else {
+            n.next_multiple_of((1 << (n - 1).ilog2()) / 4)
+        };
+        glibc.max(mimalloc)
+    }
+}
+
+/// Accounted bytes of a vector's buffer with room for `cap` elements.
+fn vec_size<T>(cap: usize) -> usize {
+    heap(cap * size_of::<T>())
+}
+
+/// The capacity a full set or list of `n` grows to, with at most `cap`: half more.
+fn grown_within(n: usize, cap: usize) -> usize {
+    (n + (n / 2).max(1)).min(cap)
+}
+
+/// An upper bound of the bytes a position index grows by with one more insert: nothing while it has
+/// room; else its buckets double, and a table of `b` buckets takes `5b + 16` bytes (4 per position, a
+/// control byte per bucket and a group of 16 more), so the new allocation is at most twice the old one
+/// (or, for the first, under 64 bytes).
+fn index_growth(index: &HashTable<u32>) -> usize {
+    if index.len() < index.capacity() {
+        return 0;
+    }
+    let now = index.allocation_size();
+    heap(2 * now + 64) - heap(now)
+}
+
+/// An upper bound of the allocation of a position index made for `n` positions, as [`index_growth`]:
+/// buckets for `n` at a 7/8 load, a power of two, 16 at least.
+fn index_size(n: usize) -> usize {
+    let buckets = (n * 8 / 7 + 1).next_power_of_two().max(16);
+    heap(5 * buckets + 16)
+}
+
+/// What the store keeps of a key or a set member: a randomly keyed SipHash of its bytes (for a key, it
+/// picks the shard and is the hash in the shard's index) and a second, independent 64-bit hash. Two
+/// strings share a fingerprint only if both collide: the keyed hash makes that impossible to arrange, and
+/// by chance it takes about 2^64 strings held at once to expect one such pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
     hash: u64,
-    name: Arc<str>,
+    check: u64,
 }
 
-/// A borrowed key with its hash, for lookups without allocating.
-#[derive(Debug, Clone, Copy)]
-struct Probe<'a> {
-    hash: u64,
-    name: &'a str,
+/// The two hash functions of a [`Fingerprint`], randomly keyed per store.
+#[derive(Debug)]
+struct Fingerprinter {
+    keyed: RandomState,
+    seed: u64,
 }
 
-/// What the shard index hashes and compares: implemented by [`Key`] and [`Probe`], so a `Probe` can look
-/// up a `Key` through `Borrow<dyn Lookup>`.
-trait Lookup {
-    fn key_hash(&self) -> u64;
-    fn name(&self) -> &str;
-}
-
-impl Lookup for Key {
-    fn key_hash(&self) -> u64 {
-        self.hash
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Lookup for Probe<'_> {
-    fn key_hash(&self) -> u64 {
-        self.hash
-    }
-
-    fn name(&self) -> &str {
-        self.name
-    }
-}
-
-impl<'a> Borrow<dyn Lookup + 'a> for Key {
-    fn borrow(&self) -> &(dyn Lookup + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn Lookup + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.key_hash());
-    }
-}
-
-impl PartialEq for dyn Lookup + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.key_hash() == other.key_hash() && self.name() == other.name()
-    }
-}
-
-impl Eq for dyn Lookup + '_ {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.name == other.name
-    }
-}
-
-impl Eq for Key {}
-
-/// Passes on an already keyed hash (written with `write_u64`) unchanged.
-#[derive(Debug, Default, Clone, Copy)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by the index (which writes one u64); mixes anyway rather than ignoring input.
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+impl Fingerprinter {
+    fn new() -> Self {
+        Self {
+            keyed: RandomState::new(),
+            seed: rand::random(),
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = self.0.rotate_left(29) ^ n;
+    /// The string's fingerprint: SipHash of exactly its bytes (one `write`, without the terminator `str`
+    /// hashing adds, which a lone string does not need), and a folded 64×64→128-bit multiply per 8 bytes
+    /// (as in foldhash and wyhash), which is fast and mixes well but resists no adversary on its own.
+    fn of(&self, s: &str) -> Fingerprint {
+        const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+        let fold = |a: u64, b: u64| {
+            let p = u128::from(a) * u128::from(b);
+            (p as u64) ^ ((p >> 64) as u64)
+        };
+        let mut h = self.keyed.build_hasher();
+        h.write(s.as_bytes());
+        let mut check = self.seed ^ s.len() as u64;
+        let mut words = s.as_bytes().chunks_exact(8);
+        let mut word = [0; 8];
+        for w in &mut words {
+            word.copy_from_slice(w);
+            check = fold(check ^ u64::from_le_bytes(word), MUL);
+        }
+        let rest = words.remainder();
+        word = [0; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        Fingerprint {
+            hash: h.finish(),
+            check: fold(check ^ u64::from_le_bytes(word), MUL ^ self.seed),
+        }
     }
 }
 
-type Index = HashMap<Key, usize, BuildHasherDefault<PassThrough>>;
-
 #[derive(Debug)]
 struct Entry {
-    key: Key,
+    key: Fingerprint,
     val: Val,
     /// Expiry in clock milliseconds; the entry is invisible from then on.
     expires: u64,
     /// Shard-local access tick, for LRU.
     used: u64,
-    /// Accounted size in bytes.
+    /// Accounted bytes of the entry's own allocations (its slots in the shard's tables are the shard's).
     size: usize,
 }
 
@@ -244,30 +257,49 @@ struct Entry {
 enum Val {
     Bytes(Bytes),
     Counter(i64),
-    /// Theoretical arrival time in nanoseconds since the epoch.
-    Rate(u128),
+    Rate(Tat),
     /// Boxed, as are lists, so that entries stay small for the sweep and eviction sampling.
     Set(Box<MemberSet>),
     List(Box<List>),
 }
 
 impl Val {
-    fn payload(&self) -> usize {
+    /// Accounted bytes of the value's allocations.
+    fn size(&self) -> usize {
         match self {
-            Val::Bytes(b) => b.len(),
+            Val::Bytes(b) => value_size(b.len()),
             Val::Counter(_) | Val::Rate(_) => 0,
-            Val::Set(s) => s.bytes,
-            Val::List(l) => l.bytes,
+            Val::Set(s) => heap(size_of::<MemberSet>()) + s.size(),
+            Val::List(l) => heap(size_of::<List>()) + l.size(),
         }
     }
 }
 
-fn entry_size(key: &str, val: &Val) -> usize {
-    key.len() + ENTRY_OVERHEAD + val.payload()
+/// A GCRA theoretical arrival time in nanoseconds since the epoch, in two halves (high, low): a `u128`
+/// field would align every entry to 16 bytes and make it 8 bytes bigger.
+#[derive(Debug, Clone, Copy)]
+struct Tat([u64; 2]);
+
+impl From<u128> for Tat {
+    fn from(t: u128) -> Self {
+        Tat([(t >> 64) as u64, t as u64])
+    }
 }
 
-fn base_size(key: &str) -> usize {
-    key.len() + ENTRY_OVERHEAD
+impl From<Tat> for u128 {
+    fn from(Tat([high, low]): Tat) -> Self {
+        (u128::from(high) << 64) | u128::from(low)
+    }
+}
+
+/// Accounted bytes of a stored `len`-byte value: its buffer, and the reference count `bytes` allocates
+/// the first time the value is shared (read).
+fn value_size(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        heap(len) + heap(size_of::<[usize; 3]>())
+    }
 }
 
 /// The expiry of a key written at `now` with `ttl`: whole milliseconds, rounded up (saturating).
@@ -282,131 +314,430 @@ fn wrong(key: &str, expected: &'static str) -> StoreError {
         expected,
     }
 }
-/// A set that remembers insertion order so the least recently added member can be evicted.
-#[derive(Debug, Default)]
+
+/// A set that remembers the order its members were last added in, so that a full set replaces the least
+/// recently added: members in a vector, linked from oldest to newest, found by a scan while there are
+/// few and through an index of their positions beyond that. Members are only replaced, never removed, so
+/// the vector has no holes.
+#[derive(Debug)]
 struct MemberSet {
-    seq: HashMap<Arc<str>, u64>,
-    order: BTreeMap<u64, Arc<str>>,
-    next: u64,
-    bytes: usize,
+    members: Vec<Member>,
+    /// Positions in `members`; empty while there are at most [`SCAN_MEMBERS`].
+    index: HashTable<u32>,
+    oldest: u32,
+    newest: u32,
+}
+
+#[derive(Debug)]
+struct Member {
+    fp: Fingerprint,
+    /// The member added just before this one, or [`NONE`].
+    older: u32,
+    /// The member added just after this one, or [`NONE`].
+    newer: u32,
 }
 
 impl MemberSet {
-    fn add(&mut self, member: &str, cap: usize) {
-        let n = self.next;
-        self.next += 1;
-        if let Some(old) = self.seq.get_mut(member) {
-            let prev = std::mem::replace(old, n);
-            if let Some(m) = self.order.remove(&prev) {
-                self.order.insert(n, m);
-            }
+    fn new() -> Self {
+        Self {
+            members: Vec::new(),
+            index: HashTable::new(),
+            oldest: NONE,
+            newest: NONE,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Accounted bytes of the set's allocations, but for its own box.
+    fn size(&self) -> usize {
+        vec_size::<Member>(self.members.capacity()) + heap(self.index.allocation_size())
+    }
+
+    fn find(&self, member: Fingerprint) -> Option<u32> {
+        if self.index.is_empty() {
+            let p = self.members.iter().position(|m| m.fp == member)?;
+            return Some(p as u32);
+        }
+        let members = &self.members;
+        let found = self
+            .index
+            .find(member.hash, |&p| members[p as usize].fp == member);
+        found.copied()
+    }
+
+    /// An upper bound of the bytes [`MemberSet::add`] grows the set by.
+    fn growth(&self, member: Fingerprint, cap: usize) -> usize {
+        if self.find(member).is_some() {
+            return 0;
+        }
+        let n = self.len();
+        if n >= cap {
+            // The oldest member's place is reused, but its index slot may be left as a tombstone.
+            return if self.index.is_empty() {
+                0
+            } else {
+                index_growth(&self.index)
+            };
+        }
+        let mut more = 0;
+        if n == self.members.capacity() {
+            more += vec_size::<Member>(grown_within(n, cap)) - vec_size::<Member>(n);
+        }
+        match n.cmp(&SCAN_MEMBERS) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => more += index_size(n + 1),
+            std::cmp::Ordering::Greater => more += index_growth(&self.index),
+        }
+        more
+    }
+
+    /// Adds `member` as the newest, in place of the oldest if the set already has `cap` members.
+    fn add(&mut self, member: Fingerprint, cap: usize) {
+        if let Some(p) = self.find(member) {
+            self.unlink(p);
+            self.link_newest(p);
             return;
         }
-        if self.seq.len() >= cap {
-            if let Some((_, oldest)) = self.order.pop_first() {
-                self.seq.remove(&oldest);
-                self.bytes -= oldest.len() + MEMBER_OVERHEAD;
+        let n = self.len();
+        let p = if n >= cap {
+            let p = self.oldest;
+            self.unlink(p);
+            let old = std::mem::replace(&mut self.members[p as usize].fp, member);
+            if !self.index.is_empty() {
+                if let Ok(slot) = self.index.find_entry(old.hash, |&q| q == p) {
+                    slot.remove();
+                }
             }
+            p
+        } else {
+            if n == self.members.capacity() {
+                self.members.reserve_exact(grown_within(n, cap) - n);
+            }
+            self.members.push(Member {
+                fp: member,
+                older: NONE,
+                newer: NONE,
+            });
+            n as u32
+        };
+        self.link_newest(p);
+        let members = &self.members;
+        let rehash = |&q: &u32| members[q as usize].fp.hash;
+        if !self.index.is_empty() {
+            self.index.insert_unique(member.hash, p, rehash);
+        } else if members.len() > SCAN_MEMBERS {
+            let mut index = HashTable::with_capacity(members.len());
+            for q in 0..members.len() as u32 {
+                index.insert_unique(rehash(&q), q, rehash);
+            }
+            self.index = index;
         }
-        let m: Arc<str> = member.into();
-        self.bytes += member.len() + MEMBER_OVERHEAD;
-        self.seq.insert(m.clone(), n);
-        self.order.insert(n, m);
+    }
+
+    fn unlink(&mut self, p: u32) {
+        let m = &self.members[p as usize];
+        let (older, newer) = (m.older, m.newer);
+        match older {
+            NONE => self.oldest = newer,
+            o => self.members[o as usize].newer = newer,
+        }
+        match newer {
+            NONE => self.newest = older,
+            n => self.members[n as usize].older = older,
+        }
+    }
+
+    fn link_newest(&mut self, p: u32) {
+        let m = &mut self.members[p as usize];
+        m.older = self.newest;
+        m.newer = NONE;
+        match self.newest {
+            NONE => self.oldest = p,
+            n => self.members[n as usize].newer = p,
+        }
+        self.newest = p;
     }
 }
 
 #[derive(Debug, Default)]
 struct List {
     items: VecDeque<Bytes>,
-    bytes: usize,
+    /// Accounted bytes of the items' values.
+    values: usize,
 }
 
 impl List {
+    /// Accounted bytes of the list's allocations, but for its own box.
+    fn size(&self) -> usize {
+        vec_size::<Bytes>(self.items.capacity()) + self.values
+    }
+
+    /// An upper bound of the bytes [`List::push`] of a `len`-byte value grows the list by.
+    fn growth(&self, len: usize, cap: usize) -> usize {
+        let n = self.items.len();
+        let slots = if n < cap && n == self.items.capacity() {
+            vec_size::<Bytes>(grown_within(n, cap)) - vec_size::<Bytes>(n)
+        } else {
+            0
+        };
+        value_size(len) + slots
+    }
+
+    /// Pushes `value` at the front, dropping the oldest items beyond `cap` (at least 1).
     fn push(&mut self, value: Bytes, cap: usize) {
-        self.bytes += value.len() + ITEM_OVERHEAD;
-        self.items.push_front(value);
-        while self.items.len() > cap {
+        while self.items.len() >= cap {
             if let Some(old) = self.items.pop_back() {
-                self.bytes -= old.len() + ITEM_OVERHEAD;
+                self.values -= value_size(old.len());
             }
         }
+        let n = self.items.len();
+        if n == self.items.capacity() {
+            self.items.reserve_exact(grown_within(n, cap) - n);
+        }
+        self.values += value_size(value.len());
+        self.items.push_front(value);
+    }
+}
+
+/// A shard's entries by position, densely, with their expiries, in blocks of [`BLOCK`]. The table grows
+/// and shrinks a block at a time: it never moves its entries, its slack stays under two blocks, and it
+/// leaves no freed buffers behind that only a bigger allocation could reuse (a vector growing by
+/// reallocation does, and they stay resident).
+#[derive(Debug, Default)]
+struct Table {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+/// [`BLOCK`] entries, with their expiries apart for the sweep: a few entries' expiries share one cache
+/// line, which accesses to those entries (that update their LRU tick) do not write.
+#[derive(Debug)]
+struct Block {
+    entries: Vec<Entry>,
+    expiries: Vec<u64>,
+}
+
+/// The room a full vector of `n` blocks grows by: as much again, 4 at least.
+fn more_blocks(n: usize) -> usize {
+    n.max(4)
+}
+
+/// Accounted bytes of a [`Block`].
+fn block_size() -> usize {
+    vec_size::<Entry>(BLOCK) + vec_size::<u64>(BLOCK)
+}
+
+impl std::ops::Index<usize> for Table {
+    type Output = Entry;
+
+    fn index(&self, i: usize) -> &Entry {
+        &self.blocks[i / BLOCK].entries[i % BLOCK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Table {
+    fn index_mut(&mut self, i: usize) -> &mut Entry {
+        &mut self.blocks[i / BLOCK].entries[i % BLOCK]
+    }
+}
+
+impl Table {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn expiry(&self, i: usize) -> u64 {
+        self.blocks[i / BLOCK].expiries[i % BLOCK]
+    }
+
+    fn set_expiry(&mut self, i: usize, expires: u64) {
+        self.blocks[i / BLOCK].expiries[i % BLOCK] = expires;
+    }
+
+    /// Accounted bytes of the blocks and of the vector of them.
+    fn size(&self) -> usize {
+        vec_size::<Block>(self.blocks.capacity()) + self.blocks.len() * block_size()
+    }
+
+    /// An upper bound of the bytes [`Table::push`] grows the table by.
+    fn growth(&self) -> usize {
+        let n = self.blocks.len();
+        if self.len < n * BLOCK {
+            return 0;
+        }
+        let list = if n == self.blocks.capacity() {
+            vec_size::<Block>(n + more_blocks(n)) - vec_size::<Block>(n)
+        } else {
+            0
+        };
+        block_size() + list
+    }
+
+    fn push(&mut self, e: Entry, expires: u64) {
+        let n = self.blocks.len();
+        if self.len == n * BLOCK {
+            if n == self.blocks.capacity() {
+                self.blocks.reserve_exact(more_blocks(n));
+            }
+            self.blocks.push(Block {
+                entries: Vec::with_capacity(BLOCK),
+                expiries: Vec::with_capacity(BLOCK),
+            });
+        }
+        let block = &mut self.blocks[self.len / BLOCK];
+        block.entries.push(e);
+        block.expiries.push(expires);
+        self.len += 1;
+    }
+
+    /// Removes the entry at `i` (the last entry moves into its place), then frees what the table no
+    /// longer needs: every block once it is empty, else a second empty block (one is kept, so that a
+    /// table at a block's edge does not free and allocate it over and over), and most of the vector of
+    /// blocks once it is less than a quarter full.
+    fn swap_remove(&mut self, i: usize) -> Entry {
+        self.len -= 1;
+        let (b, o) = (i / BLOCK, i % BLOCK);
+        let (lb, lo) = (self.len / BLOCK, self.len % BLOCK);
+        let last = &mut self.blocks[lb];
+        let (moved, moved_expiry) = (last.entries.swap_remove(lo), last.expiries.swap_remove(lo));
+        let removed = if i == self.len {
+            moved
+        } else {
+            self.blocks[b].expiries[o] = moved_expiry;
+            std::mem::replace(&mut self.blocks[b].entries[o], moved)
+        };
+        if self.len == 0 {
+            self.blocks = Vec::new();
+        } else if self.len + 2 * BLOCK <= self.blocks.len() * BLOCK {
+            self.blocks.pop();
+            if self.blocks.len() < self.blocks.capacity() / 4 {
+                self.blocks.shrink_to(2 * self.blocks.len());
+            }
+        }
+        removed
     }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// Each key's position in `entries`.
-    index: Index,
+    /// Each entry's position in `entries`, by the entry's hash.
+    index: HashTable<u32>,
     /// The entries, densely, so the sweep and eviction sampling reach them without hashing.
-    entries: Vec<Entry>,
-    /// `entries[i].expires`, kept apart for the sweep: a few entries' expiries share one cache line, which
-    /// accesses to those entries (that update their LRU tick) do not write.
-    expiries: Vec<u64>,
+    entries: Table,
     tick: u64,
     sweep_cursor: usize,
+    /// Accounted bytes of the table and the index.
+    tables: usize,
 }
 
 impl Shard {
+    fn find(&self, key: Fingerprint) -> Option<usize> {
+        let entries = &self.entries;
+        let found = self.index.find(key.hash, |&i| entries[i as usize].key == key);
+        found.map(|&i| i as usize)
+    }
+
     /// The position of the key's entry if it is live (and marks it used); an expired entry is removed.
-    fn live(&mut self, key: Probe<'_>, now: u64, usage: &Usage) -> Option<usize> {
-        let i = *self.index.get(&key as &dyn Lookup)?;
-        if self.entries[i].expires <= now {
+    fn live(&mut self, key: Fingerprint, now: u64, usage: &Usage) -> Option<usize> {
+        let i = self.find(key)?;
+        let e = &mut self.entries[i];
+        if e.expires <= now {
             self.remove_at(i, usage);
             return None;
         }
         self.tick += 1;
-        self.entries[i].used = self.tick;
+        e.used = self.tick;
         Some(i)
     }
 
     /// The key's entry if it is live, as [`Shard::live`].
-    fn live_entry(&mut self, key: Probe<'_>, now: u64, usage: &Usage) -> Option<&mut Entry> {
+    fn live_entry(&mut self, key: Fingerprint, now: u64, usage: &Usage) -> Option<&mut Entry> {
         let i = self.live(key, now, usage)?;
         Some(&mut self.entries[i])
     }
 
-    /// Adds an entry for a key the shard does not hold and returns its position.
-    fn insert(&mut self, key: Key, val: Val, expires: u64) -> usize {
-        self.tick += 1;
+    /// Accounted bytes of the table and the index.
+    fn tables_size(&self) -> usize {
+        self.entries.size() + heap(self.index.allocation_size())
+    }
+
+    /// An upper bound of the bytes the table and the index grow by to take one more entry.
+    fn growth(&self) -> usize {
+        self.entries.growth() + index_growth(&self.index)
+    }
+
+    /// Adds an entry for a key the shard does not hold and returns its position. The table and the
+    /// index grow (and `tables` with them) by at most [`Shard::growth`].
+    fn insert(&mut self, key: Fingerprint, val: Val, expires: u64) -> usize {
+        debug_assert!(self.find(key).is_none(), "inserted a key that was present");
+        #[cfg(debug_assertions)]
+        let bounds = (
+            self.entries.size() + self.entries.growth(),
+            heap(self.index.allocation_size()) + index_growth(&self.index),
+        );
         let i = self.entries.len();
-        let size = entry_size(&key.name, &val);
-        let old = self.index.insert(key.clone(), i);
-        debug_assert!(old.is_none(), "inserted a key that was present");
-        self.expiries.push(expires);
-        self.entries.push(Entry {
+        let entries = &self.entries;
+        self.index
+            .insert_unique(key.hash, i as u32, |&j| entries[j as usize].key.hash);
+        self.tick += 1;
+        let size = val.size();
+        let e = Entry {
             key,
             val,
             expires,
             used: self.tick,
             size,
-        });
+        };
+        self.entries.push(e, expires);
+        #[cfg(debug_assertions)]
+        {
+            let grown = (self.entries.size(), heap(self.index.allocation_size()));
+            assert!(
+                grown.0 <= bounds.0 && grown.1 <= bounds.1,
+                "{grown:?} over {bounds:?}"
+            );
+        }
+        self.tables = self.tables_size();
         i
     }
 
-    /// Removes the entry at `i`; the last entry moves into its place.
+    /// Removes the entry at `i`; the last entry moves into its place. The table and the index shrink
+    /// once they hold much less than they have room for.
     fn remove_at(&mut self, i: usize, usage: &Usage) -> Entry {
         let e = self.entries.swap_remove(i);
-        self.expiries.swap_remove(i);
-        self.index.remove(&e.key);
-        if let Some(moved) = self.entries.get(i) {
-            if let Some(pos) = self.index.get_mut(&moved.key) {
-                *pos = i;
+        if let Ok(slot) = self.index.find_entry(e.key.hash, |&j| j as usize == i) {
+            slot.remove();
+        }
+        let n = self.entries.len();
+        if i < n {
+            let moved = self.entries[i].key.hash;
+            if let Some(pos) = self.index.find_mut(moved, |&j| j as usize == n) {
+                *pos = i as u32;
             }
         }
-        usage.settle((1, e.size), (0, 0));
+        if n == 0 || (n < self.index.capacity() / 4 && self.index.capacity() > MIN_INDEX) {
+            let entries = &self.entries;
+            self.index.shrink_to(2 * n, |&j| entries[j as usize].key.hash);
+        }
+        let tables = self.tables_size();
+        usage.settle((1, e.size + self.tables), (0, tables));
+        self.tables = tables;
         e
     }
 
     /// Examines the next few entries in turn and removes the expired ones.
     fn sweep(&mut self, now: u64, usage: &Usage) {
         for _ in 0..SWEEP_PER_WRITE {
-            if self.expiries.is_empty() {
+            if self.entries.len() == 0 {
                 return;
             }
-            if self.sweep_cursor >= self.expiries.len() {
+            if self.sweep_cursor >= self.entries.len() {
                 self.sweep_cursor = 0;
             }
-            if self.expiries[self.sweep_cursor] <= now {
+            if self.entries.expiry(self.sweep_cursor) <= now {
                 self.remove_at(self.sweep_cursor, usage);
             } else {
                 self.sweep_cursor += 1;
@@ -536,15 +867,16 @@ impl Gcra {
 impl MemoryStore {
     /// An empty store with the given caps, reading time from `clock`.
     pub fn new(limits: MemoryLimits, clock: SharedClock) -> Self {
+        // Positions in a shard's table (at most the keys) and in a set are `u32`s, and `NONE` is no member.
         let limits = MemoryLimits {
-            max_keys: limits.max_keys.max(1),
-            max_set_members: limits.max_set_members.max(1),
+            max_keys: limits.max_keys.clamp(1, u32::MAX as usize),
+            max_set_members: limits.max_set_members.clamp(1, NONE as usize),
             ..limits
         };
         let shards = (0..SHARDS).map(|_| Padded::default()).collect();
         Self {
             shards,
-            hasher: RandomState::new(),
+            fingerprints: Fingerprinter::new(),
             limits,
             usage: Usage::default(),
             clock,
@@ -561,31 +893,20 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Approximate bytes held.
+    /// Bytes held, as the allocator counts them.
     pub fn bytes(&self) -> usize {
         self.usage.bytes.load(Ordering::Relaxed)
     }
 
-    /// The key with its keyed hash: SipHash of exactly the key's bytes (one `write`, without the
-    /// terminator `str` hashing adds, which a lone key does not need).
-    fn probe<'a>(&self, key: &'a str) -> Probe<'a> {
-        let mut h = self.hasher.build_hasher();
-        h.write(key.as_bytes());
-        Probe {
-            hash: h.finish(),
-            name: key,
-        }
-    }
-
     /// The shard of a key: from hash bits that the shard's index uses neither for the bucket (low bits)
     /// nor for the control tag (top 7 bits).
-    fn shard_of(key: Probe<'_>) -> usize {
+    fn shard_of(key: Fingerprint) -> usize {
         (key.hash >> 32) as usize % SHARDS
     }
 
     /// Runs `f` on the key's shard with the current time.
-    fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut Shard, Probe<'_>, u64, &Usage) -> R) -> R {
-        let key = self.probe(key);
+    fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut Shard, Fingerprint, u64, &Usage) -> R) -> R {
+        let key = self.fingerprints.of(key);
         let now = self.clock.now_ms();
         f(
             &mut self.shards[Self::shard_of(key)].lock(),
@@ -601,56 +922,61 @@ impl MemoryStore {
     }
 
     /// Runs a write that may grow the key. `need` checks the live entry's type and bounds the growth in
-    /// bytes; that space (and a key slot if the key is new) is reserved, evicting other keys if needed,
-    /// before `apply` mutates the entry or (only when there is none) returns one to insert; unused space
-    /// is released afterwards.
+    /// bytes; that space (and, if the key is new, a key slot and the growth of the shard's tables) is
+    /// reserved, evicting other keys if needed, before `apply` mutates the entry or (only when there is
+    /// none) returns one to insert; unused space is released afterwards.
     fn write<R>(
         &self,
         key: &str,
         need: impl Fn(Option<&Entry>) -> Result<usize, StoreError>,
         apply: impl FnOnce(Option<&mut Entry>, u64) -> (R, Insert),
     ) -> Result<R, StoreError> {
-        let probe = self.probe(key);
-        let own = Self::shard_of(probe);
+        let fp = self.fingerprints.of(key);
+        let own = Self::shard_of(fp);
         let mut failed_rounds = 0;
         loop {
             let now = self.clock.now_ms();
             let mut guard = self.shards[own].lock();
             let shard = &mut *guard;
-            let mut at = shard.live(probe, now, &self.usage);
+            let mut at = shard.live(fp, now, &self.usage);
             let old_size = at.map_or(0, |i| shard.entries[i].size);
             let need = need(at.map(|i| &shard.entries[i]))?;
-            if old_size.saturating_add(need) > self.limits.max_bytes {
+            // A new key may also grow the shard's tables; evicting from the shard may make that needless.
+            let wanted = |shard: &Shard, at: Option<usize>| match at {
+                Some(_) => (0, need),
+                None => (1, need + shard.growth()),
+            };
+            let mut want = wanted(shard, at);
+            if old_size.saturating_add(want.1) > self.limits.max_bytes {
                 return Err(StoreError::TooLarge {
                     limit: self.limits.max_bytes,
                 });
             }
-            let want = (usize::from(at.is_none()), need);
             let mut reserved = self.usage.try_reserve(want.0, want.1, &self.limits);
             while !reserved && shard.evict_one(now, &mut at, &self.usage) {
+                want = wanted(shard, at);
                 reserved = self.usage.try_reserve(want.0, want.1, &self.limits);
             }
             if reserved {
+                let tables = shard.tables;
                 let entries = &mut shard.entries;
                 let (out, insert) = apply(at.map(|i| &mut entries[i]), now);
                 if let Some((val, expires)) = insert {
                     debug_assert!(at.is_none(), "an insert for a present key");
-                    let key = Key {
-                        hash: probe.hash,
-                        name: key.into(),
-                    };
-                    at = Some(shard.insert(key, val, expires));
+                    at = Some(shard.insert(fp, val, expires));
                 }
+                let grown = shard.tables - tables;
                 let new = match at {
                     Some(i) => {
                         let e = &mut shard.entries[i];
-                        e.size = entry_size(&e.key.name, &e.val);
-                        shard.expiries[i] = e.expires;
-                        (1, e.size)
+                        e.size = e.val.size();
+                        let (size, expires) = (e.size, e.expires);
+                        shard.entries.set_expiry(i, expires);
+                        (1, size + grown)
                     }
                     None => (0, 0),
                 };
-                self.usage.settle((1, old_size + need), new);
+                self.usage.settle((1, old_size + want.1), new);
                 shard.sweep(now, &self.usage);
                 return Ok(out);
             }
@@ -706,7 +1032,7 @@ impl Store for MemoryStore {
             Rule::Gcra(g) => g,
         };
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key)),
+            None => Ok(0),
             Some(Val::Rate(_)) => Ok(0),
             Some(_) => Err(wrong(key, "rate limit")),
         };
@@ -714,7 +1040,7 @@ impl Store for MemoryStore {
             let tat = match e.as_deref() {
                 Some(Entry {
                     val: Val::Rate(tat), ..
-                }) => *tat,
+                }) => u128::from(*tat),
                 _ => 0,
             };
             let now_ns = u128::from(now) * NS_PER_MS;
@@ -724,12 +1050,12 @@ impl Store for MemoryStore {
             match e {
                 Some(e) => {
                     if let Val::Rate(tat) = &mut e.val {
-                        *tat = new_tat;
+                        *tat = Tat::from(new_tat);
                     }
                     e.expires = expires;
                     (d, None)
                 }
-                None => (d, Some((Val::Rate(new_tat), expires))),
+                None => (d, Some((Val::Rate(Tat::from(new_tat)), expires))),
             }
         })
     }
@@ -743,7 +1069,7 @@ impl Store for MemoryStore {
         self.with_shard(key, |shard, k, now, usage| {
             let tat = match shard.live_entry(k, now, usage).map(|e| &e.val) {
                 None => 0,
-                Some(Val::Rate(tat)) => *tat,
+                Some(Val::Rate(tat)) => u128::from(*tat),
                 Some(_) => return Err(wrong(key, "rate limit")),
             };
             Ok(g.decide(tat, u128::from(now) * NS_PER_MS, 1, false).0)
@@ -752,7 +1078,7 @@ impl Store for MemoryStore {
 
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key)),
+            None => Ok(0),
             Some(Val::Counter(_)) => Ok(0),
             Some(_) => Err(wrong(key, "counter")),
         };
@@ -776,13 +1102,12 @@ impl Store for MemoryStore {
     }
 
     async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<u64, StoreError> {
-        let cost = member.len() + MEMBER_OVERHEAD;
+        let (cap, member) = (self.limits.max_set_members, self.fingerprints.of(member));
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key) + cost),
-            Some(Val::Set(s)) => Ok(if s.seq.contains_key(member) { 0 } else { cost }),
+            None => Ok(heap(size_of::<MemberSet>()) + MemberSet::new().growth(member, cap)),
+            Some(Val::Set(s)) => Ok(s.growth(member, cap)),
             Some(_) => Err(wrong(key, "set")),
         };
-        let cap = self.limits.max_set_members;
         self.write(key, need, |e, now| match e {
             Some(Entry {
                 val: Val::Set(s),
@@ -791,10 +1116,10 @@ impl Store for MemoryStore {
             }) => {
                 s.add(member, cap);
                 *expires = expiry(now, ttl);
-                (s.seq.len() as u64, None)
+                (s.len() as u64, None)
             }
             _ => {
-                let mut s = MemberSet::default();
+                let mut s = MemberSet::new();
                 s.add(member, cap);
                 (1, Some((Val::Set(Box::new(s)), expiry(now, ttl))))
             }
@@ -804,7 +1129,7 @@ impl Store for MemoryStore {
     async fn set_len(&self, key: &str) -> Result<u64, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(0),
-            Some(Val::Set(s)) => Ok(s.seq.len() as u64),
+            Some(Val::Set(s)) => Ok(s.len() as u64),
             Some(_) => Err(wrong(key, "set")),
         })
     }
@@ -812,7 +1137,7 @@ impl Store for MemoryStore {
     async fn set_contains(&self, key: &str, member: &str) -> Result<bool, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(false),
-            Some(Val::Set(s)) => Ok(s.seq.contains_key(member)),
+            Some(Val::Set(s)) => Ok(s.find(self.fingerprints.of(member)).is_some()),
             Some(_) => Err(wrong(key, "set")),
         })
     }
@@ -820,7 +1145,7 @@ impl Store for MemoryStore {
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), StoreError> {
         // Copied so that a slice of a bigger buffer does not pin (unaccounted) memory.
         let value = Bytes::copy_from_slice(&value);
-        let size = base_size(key) + value.len();
+        let size = value_size(value.len());
         let need = |e: Option<&Entry>| Ok(size.saturating_sub(e.map_or(0, |e| e.size)));
         self.write(key, need, |e, now| {
             let expires = ttl.map_or(NEVER, |ttl| expiry(now, ttl));
@@ -841,7 +1166,7 @@ impl Store for MemoryStore {
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let value = Bytes::copy_from_slice(&value);
-        let size = base_size(key) + value.len();
+        let size = value_size(value.len());
         let need = |e: Option<&Entry>| Ok(if e.is_some() { 0 } else { size });
         self.write(key, need, |e, now| match e {
             Some(_) => (false, None),
@@ -904,10 +1229,10 @@ impl Store for MemoryStore {
             });
         }
         let value = Bytes::copy_from_slice(&value);
-        let cost = value.len() + ITEM_OVERHEAD;
+        let len = value.len();
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
-            None => Ok(base_size(key) + cost),
-            Some(Val::List(_)) => Ok(cost),
+            None => Ok(heap(size_of::<List>()) + List::default().growth(len, cap)),
+            Some(Val::List(l)) => Ok(l.growth(len, cap)),
             Some(_) => Err(wrong(key, "list")),
         };
         self.write(key, need, |e, now| match e {
@@ -973,10 +1298,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use std::mem::size_of;
+
     use bytes::Bytes;
     use rand::{Rng, SeedableRng};
 
-    use super::{MemoryLimits, MemoryStore};
+    use super::{BLOCK, Block, Entry, List, Member, MemberSet, MemoryLimits, MemoryStore, Val};
     use crate::clock::ManualClock;
     use crate::store::{Store, StoreError, conformance};
 
@@ -996,20 +1323,84 @@ mod tests {
         }
     }
 
-    /// Recounts keys and bytes from the shards and checks them against the running totals and the caps.
-    fn audit(s: &MemoryStore) {
-        let (mut keys, mut bytes) = (0, 0);
+    /// What glibc's malloc, the allocator of the tests, takes for an `n`-byte allocation: a chunk of an
+    /// 8-byte header and the request in 16-byte steps, 32 bytes at least; from 128 KiB, mapped whole pages.
+    fn chunk(n: usize) -> usize {
+        let chunk = (n + 8).next_multiple_of(16).max(32);
+        match n {
+            0 => 0,
+            _ if chunk >= 128 * 1024 => (chunk + 8).next_multiple_of(4096),
+            _ => chunk,
+        }
+    }
+
+    /// The heap a value takes, found from its containers' capacities: each allocation at its chunk size.
+    fn real_value(val: &Val) -> usize {
+        let bytes = |b: &Bytes| match b.len() {
+            0 => 0,
+            // The buffer, and the reference count `bytes` adds when the value is first shared.
+            n => chunk(n) + chunk(size_of::<[usize; 3]>()),
+        };
+        match val {
+            Val::Bytes(b) => bytes(b),
+            Val::Counter(_) | Val::Rate(_) => 0,
+            Val::Set(set) => {
+                chunk(size_of::<MemberSet>())
+                    + chunk(set.members.capacity() * size_of::<Member>())
+                    + chunk(set.index.allocation_size())
+            }
+            Val::List(l) => {
+                chunk(size_of::<List>())
+                    + chunk(l.items.capacity() * size_of::<Bytes>())
+                    + l.items.iter().map(bytes).sum::<usize>()
+            }
+        }
+    }
+
+    /// Recounts keys and bytes from the shards and checks them against the running totals and the caps,
+    /// and the bytes against the heap the store's allocations really take, which it returns.
+    fn audit(s: &MemoryStore) -> usize {
+        let (mut keys, mut bytes, mut real) = (0, 0, 0);
         for shard in s.shards.iter() {
             let shard = shard.lock();
-            assert_eq!(shard.index.len(), shard.entries.len());
-            assert_eq!(shard.expiries.len(), shard.entries.len());
-            for (i, e) in shard.entries.iter().enumerate() {
-                assert_eq!(shard.index[&e.key], i);
-                assert_eq!(shard.expiries[i], e.expires);
-                assert_eq!(e.key.hash, s.probe(&e.key.name).hash);
-                assert_eq!(e.size, super::entry_size(&e.key.name, &e.val));
+            let table = &shard.entries;
+            assert_eq!(shard.index.len(), table.len());
+            let blocks = table.len().div_ceil(BLOCK);
+            assert!(
+                (blocks..=blocks + 1).contains(&table.blocks.len())
+                    && (blocks > 0 || table.blocks.is_empty()),
+                "{} blocks for {} entries",
+                table.blocks.len(),
+                table.len()
+            );
+            assert_eq!(shard.tables, shard.tables_size());
+            bytes += shard.tables;
+            real +=
+                chunk(table.blocks.capacity() * size_of::<Block>()) + chunk(shard.index.allocation_size());
+            for (b, block) in table.blocks.iter().enumerate() {
+                assert_eq!(block.entries.len(), block.expiries.len());
+                assert_eq!(
+                    block.entries.len(),
+                    table.len().saturating_sub(b * BLOCK).min(BLOCK)
+                );
+                real += chunk(block.entries.capacity() * size_of::<Entry>())
+                    + chunk(block.expiries.capacity() * size_of::<u64>());
+            }
+            for i in 0..table.len() {
+                let e = &table[i];
+                assert_eq!(shard.find(e.key), Some(i));
+                assert_eq!(table.expiry(i), e.expires);
+                assert_eq!(e.size, e.val.size());
+                if let Val::Set(set) = &e.val {
+                    audit_set(set);
+                }
+                if let Val::List(l) = &e.val {
+                    let values: usize = l.items.iter().map(|v| super::value_size(v.len())).sum();
+                    assert_eq!(l.values, values);
+                }
                 keys += 1;
                 bytes += e.size;
+                real += real_value(&e.val);
             }
         }
         assert_eq!(
@@ -1021,6 +1412,26 @@ mod tests {
             keys <= s.limits.max_keys && bytes <= s.limits.max_bytes,
             "caps hold"
         );
+        assert!(bytes >= real, "{bytes} bytes counted for {real} on the heap");
+        real
+    }
+
+    /// Checks a set's order links and index.
+    fn audit_set(set: &MemberSet) {
+        let mut order = Vec::new();
+        let mut p = set.oldest;
+        while p != super::NONE {
+            order.push(p);
+            assert!(order.len() <= set.len(), "the order has a cycle");
+            p = set.members[p as usize].newer;
+        }
+        assert_eq!(order.len(), set.len(), "every member is in the order");
+        assert_eq!(order.last().copied().unwrap_or(super::NONE), set.newest);
+        let indexed = set.len() > super::SCAN_MEMBERS;
+        assert_eq!(set.index.len(), if indexed { set.len() } else { 0 });
+        for (p, m) in set.members.iter().enumerate() {
+            assert_eq!(set.find(m.fp), Some(p as u32));
+        }
     }
 
     macro_rules! conformance_tests {
@@ -1151,6 +1562,134 @@ mod tests {
         audit(&s);
     }
 
+    #[test]
+    fn allocations_are_counted_at_the_larger_size_class() {
+        // (request, glibc's chunk, mimalloc's class)
+        for (n, glibc, mimalloc) in [
+            (1, 32, 8),
+            (24, 32, 24),
+            (40, 48, 40),
+            (64, 80, 64),
+            (100, 112, 112),
+            (600, 608, 640),
+            (2560, 2576, 2560),
+        ] {
+            assert_eq!(super::heap(n), glibc.max(mimalloc), "{n} bytes");
+        }
+        assert_eq!(super::heap(0), 0);
+        assert_eq!(
+            super::heap(200_000),
+            200_704,
+            "whole pages beyond the size classes"
+        );
+    }
+
+    /// Fills a store capped at 4 MiB with many times what fits of the keys a sign-in leaves (rate
+    /// limits, one-member distinct-count sets, fixed-window counters), and a few big sets and records.
+    #[tokio::test]
+    async fn the_byte_cap_covers_the_heap_of_every_key_shape() {
+        let max_bytes = 4 << 20;
+        let (s, _c) = store(MemoryLimits {
+            max_keys: usize::MAX,
+            max_bytes,
+            max_set_members: 100,
+        });
+        for i in 0..200_000 {
+            match i % 3 {
+                0 => {
+                    let key = format!("waf:rate:sign-in-rate-per-ip:{i:032x}");
+                    s.rate_take(&key, 30, HOUR, 1).await.unwrap();
+                }
+                1 => {
+                    let key = format!("waf:distinct:ip:{i:032x}");
+                    s.set_add(&key, "user-name@example.com", HOUR).await.unwrap();
+                }
+                _ => {
+                    let key = format!("risk:fail:user:{i:032x}");
+                    s.incr(&key, 1, HOUR).await.unwrap();
+                }
+            }
+            if i % 1000 == 0 {
+                for m in 0..150 {
+                    s.set_add(&format!("big{}", i % 7), &format!("m{m}"), HOUR)
+                        .await
+                        .unwrap();
+                }
+                let record = Bytes::from(vec![b'r'; i % 3000]);
+                s.put(&format!("rec{}", i % 11), record, None).await.unwrap();
+            }
+            assert!(s.bytes() <= max_bytes);
+        }
+        let real = audit(&s);
+        assert!(s.bytes() >= max_bytes - max_bytes / 50, "the store stays full");
+        assert!(
+            s.bytes() - real <= real / 20,
+            "{} bytes counted for {real} on glibc's heap",
+            s.bytes()
+        );
+        // Some 90 bytes a rate or counter, 200 a one-member set.
+        assert!(s.len() > max_bytes / 160, "{} keys held", s.len());
+    }
+
+    #[tokio::test]
+    async fn tables_grow_and_shrink_with_their_keys() {
+        let (s, _c) = store(MemoryLimits::default());
+        for round in 0..3 {
+            for i in 0..5000 {
+                s.incr(&format!("k{i}"), 1, HOUR).await.unwrap();
+            }
+            let full = audit(&s);
+            for i in 100..5000 {
+                assert!(s.delete(&format!("k{i}")).await.unwrap());
+            }
+            let few = audit(&s);
+            // At most two blocks a shard (one spare), and a small index and vector of blocks.
+            let most = super::SHARDS * (2 * super::block_size() + 1024);
+            assert!(
+                few <= most,
+                "round {round}: {few} bytes held for 100 keys ({full} for 5000)"
+            );
+        }
+        for i in 0..100 {
+            assert!(s.delete(&format!("k{i}")).await.unwrap());
+        }
+        assert_eq!(
+            (s.len(), s.bytes(), audit(&s)),
+            (0, 0, 0),
+            "empty shards free everything"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_indexed_set_replaces_its_least_recently_added_member() {
+        let (s, _c) = store(MemoryLimits {
+            max_set_members: 100,
+            ..MemoryLimits::default()
+        });
+        for m in 0..100 {
+            s.set_add("s", &format!("m{m}"), HOUR).await.unwrap();
+        }
+        assert_eq!(
+            s.set_add("s", "m0", HOUR).await.unwrap(),
+            100,
+            "re-adding refreshes m0"
+        );
+        for m in 100..150 {
+            assert_eq!(s.set_add("s", &format!("m{m}"), HOUR).await.unwrap(), 100);
+        }
+        assert!(s.set_contains("s", "m0").await.unwrap(), "m0 was refreshed");
+        for m in 1..=50 {
+            assert!(
+                !s.set_contains("s", &format!("m{m}")).await.unwrap(),
+                "m{m} replaced"
+            );
+        }
+        for m in 51..150 {
+            assert!(s.set_contains("s", &format!("m{m}")).await.unwrap(), "m{m} kept");
+        }
+        audit(&s);
+    }
+
     #[tokio::test]
     async fn lru_keeps_recently_read_keys() {
         let (s, _c) = store(limits(2000, usize::MAX));
@@ -1195,18 +1734,29 @@ mod tests {
             s.list_push("l", big, 3, None).await,
             Err(StoreError::TooLarge { .. })
         ));
-        let huge_key = "k".repeat(5000);
-        assert!(matches!(
-            s.incr(&huge_key, 1, HOUR).await,
-            Err(StoreError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            s.set_add("s", &huge_key, HOUR).await,
-            Err(StoreError::TooLarge { .. })
-        ));
         assert_eq!(s.get("k").await.unwrap(), Some(Bytes::from_static(b"small")));
         assert_eq!(s.len(), 1);
         audit(&s);
+    }
+
+    #[tokio::test]
+    async fn long_keys_and_members_cost_no_more_than_short_ones() {
+        let (short, _c) = store(MemoryLimits::default());
+        let (long, _c) = store(MemoryLimits::default());
+        let huge = "k".repeat(5000);
+        for (s, name) in [(&short, "k"), (&long, huge.as_str())] {
+            s.incr(name, 1, HOUR).await.unwrap();
+            s.set_add("s", name, HOUR).await.unwrap();
+            assert_eq!(s.counter(name).await.unwrap(), 1);
+            assert!(s.set_contains("s", name).await.unwrap());
+            audit(s);
+        }
+        // The shards' tables, holding the fingerprints, are left out: which shards the keys land in varies.
+        let entries = |s: &MemoryStore| {
+            let tables: usize = s.shards.iter().map(|shard| shard.lock().tables).sum();
+            s.bytes() - tables
+        };
+        assert_eq!(entries(&long), entries(&short), "only fingerprints are kept");
     }
 
     #[tokio::test]
