@@ -30,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
 
-duration=10 warmup=2 rounds=3 out="$root/target/load" scaling=1 install=1 smoke=0 only=
+duration=10 warmup=2 rounds=3 out="$root/target/load" scaling=1 install=1 smoke=0 only= profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;

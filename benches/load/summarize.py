@@ -153,9 +153,14 @@ for ax, p in zip(axes, panels):
         ax.set_xscale("log"); ax.set_xlabel("extra web-ACL rules"); ax.set_ylabel("sign-ins/s")
         ax.set_title("full protection: rule count")
     else:
-        xs = [int(r["keys_requested"]) for r in store]
-        ax.plot(xs, [(int(r["rss_after_kib"]) - int(r["rss_before_kib"])) / 1024 for r in store], "o-", label="RSS growth")
-        ax.plot(xs, [int(r["store_bytes"]) / 2**20 for r in store], "s--", label="store's count")
+        # One curve per cap: the keys-written series, and the harness front's own cap apart.
+        for cap in sorted({int(r["max_bytes"]) for r in store}, reverse=True):
+            rows = [r for r in store if int(r["max_bytes"]) == cap]
+            xs = [int(r["keys_requested"]) for r in rows]
+            tag = f"cap {cap / 2**20:.0f} MiB"
+            ax.plot(xs, [(int(r["rss_after_kib"]) - int(r["rss_before_kib"])) / 1024 for r in rows], "o-",
+                    label=f"RSS growth, {tag}")
+            ax.plot(xs, [int(r["store_bytes"]) / 2**20 for r in rows], "s--", label=f"store's count, {tag}")
         ax.set_xscale("log"); ax.set_xlabel("keys"); ax.set_ylabel("MiB"); ax.legend()
         ax.set_title("memory store size")
     ax.set_ylim(bottom=0)
