@@ -101,11 +101,42 @@ impl Exchange {
     }
 }
 
+/// Which of a stage's hooks the pipeline calls. Each call of a hook boxes its future, so a stage
+/// declares the hooks it has (and none when its config leaves it nothing to do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hooks {
+    pub request: bool,
+    pub response: bool,
+}
+
+impl Hooks {
+    pub const BOTH: Hooks = Hooks {
+        request: true,
+        response: true,
+    };
+    pub const REQUEST: Hooks = Hooks {
+        request: true,
+        response: false,
+    };
+    pub const RESPONSE: Hooks = Hooks {
+        request: false,
+        response: true,
+    };
+    pub const NONE: Hooks = Hooks {
+        request: false,
+        response: false,
+    };
+}
+
 /// One step of the request flow.
 #[async_trait::async_trait]
 pub trait Stage: Send + Sync {
     /// A short name for logs.
     fn name(&self) -> &'static str;
+    /// The hooks this stage has; asked once, when the pipeline is built for a config.
+    fn hooks(&self) -> Hooks {
+        Hooks::BOTH
+    }
     /// Whether the stage acts only on requests that matched a profile; the pipeline then skips both its
     /// hooks for the others (an unprofiled request pays for no boxed hook futures).
     fn profiled_only(&self) -> bool {
@@ -122,6 +153,10 @@ pub trait Stage: Send + Sync {
 /// The stages in order.
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
+    /// Indices of the stages whose request hook runs, in order, each with whether it is profiled-only.
+    on_request: Vec<(usize, bool)>,
+    /// The same for response hooks.
+    on_response: Vec<(usize, bool)>,
 }
 
 impl Pipeline {
@@ -149,7 +184,20 @@ impl Pipeline {
             Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
             Box::new(crate::mfa::stage::Rewrite::new(config.mfa.clone(), services)), // 9
         ];
-        Pipeline { stages }
+        let hooked = |has: fn(Hooks) -> bool| {
+            stages
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| has(s.hooks()))
+                .map(|(i, s)| (i, s.profiled_only()))
+                .collect()
+        };
+        let (on_request, on_response) = (hooked(|h| h.request), hooked(|h| h.response));
+        Pipeline {
+            stages,
+            on_request,
+            on_response,
+        }
     }
 
     /// The stage names in order.
@@ -160,11 +208,11 @@ impl Pipeline {
     /// Runs one request through every stage and the upstream.
     pub async fn run(&self, ex: &mut Exchange, upstream: &Upstream) -> Response<Body> {
         let mut response = None;
-        for stage in &self.stages {
-            if stage.profiled_only() && ex.profile.is_none() {
+        for &(i, profiled_only) in &self.on_request {
+            if profiled_only && ex.profile.is_none() {
                 continue;
             }
-            if let Flow::Respond(r) = stage.on_request(ex).await {
+            if let Flow::Respond(r) = self.stages[i].on_request(ex).await {
                 response = Some(r);
                 break;
             }
@@ -173,12 +221,84 @@ impl Pipeline {
             Some(r) => r,
             None => upstream.forward(ex).await,
         };
-        for stage in &self.stages {
-            if stage.profiled_only() && ex.profile.is_none() {
+        for &(i, profiled_only) in &self.on_response {
+            if profiled_only && ex.profile.is_none() {
                 continue;
             }
-            stage.on_response(ex, &mut response).await;
+            self.stages[i].on_response(ex, &mut response).await;
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{EmbeddedSources, Mode, load_from};
+    use crate::store::memory::{MemoryLimits, MemoryStore};
+
+    fn pipeline(yaml: &str) -> Pipeline {
+        let mut files = EmbeddedSources::default();
+        files
+            .files
+            .insert(PathBuf::from("c.yaml"), yaml.as_bytes().to_vec());
+        files.files.insert(
+            PathBuf::from("json-login.yaml"),
+            include_bytes!("../rules/profiles/json-login.yaml").to_vec(),
+        );
+        let config =
+            Arc::new(load_from(Path::new("c.yaml"), Mode::Serve, &files).unwrap_or_else(|e| panic!("{e}")));
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let services = Services {
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::new(MemoryStore::new(MemoryLimits::default(), clock.clone())),
+            clock,
+        };
+        Pipeline::new(&config, &services)
+    }
+
+    /// The names of the stages whose hooks run for an unprofiled request: (request, response).
+    fn unprofiled(p: &Pipeline) -> (Vec<&'static str>, Vec<&'static str>) {
+        let names = |hooked: &[(usize, bool)]| {
+            hooked
+                .iter()
+                .filter(|(_, profiled_only)| !profiled_only)
+                .map(|&(i, _)| p.stages[i].name())
+                .collect()
+        };
+        (names(&p.on_request), names(&p.on_response))
+    }
+
+    #[test]
+    fn a_bare_proxy_calls_no_hook_on_unprofiled_requests() {
+        let p = pipeline("upstream: {url: 'http://127.0.0.1:9'}\n");
+        assert_eq!(unprofiled(&p), (vec![], vec![]));
+    }
+
+    #[test]
+    fn stages_are_called_only_for_the_hooks_they_have() {
+        let p = pipeline(
+            "upstream: {url: 'http://127.0.0.1:9'}\ninclude: [json-login.yaml]\nweb_acl:\n  rules:\n    - name: \
+             ua\n      priority: 1\n      action: block\n      statement:\n        byte_match: {field: \
+             {single_header: user-agent}, position: contains, values: [sqlmap]}\n",
+        );
+        assert_eq!(unprofiled(&p), (vec!["profile", "web_acl"], vec![]));
+        let names = |hooked: &[(usize, bool)]| {
+            hooked
+                .iter()
+                .map(|&(i, _)| p.stages[i].name())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            !names(&p.on_request).contains(&"outcome"),
+            "{:?}",
+            names(&p.on_request)
+        );
+        assert!(names(&p.on_response).contains(&"outcome"));
+        assert!(!names(&p.on_response).contains(&"web_acl"));
+        assert_eq!(p.names().len(), p.stages.len());
     }
 }

@@ -6,7 +6,7 @@ use http::{Response, StatusCode};
 
 use super::{Outcome, Profiles};
 use crate::metrics::Metrics;
-use crate::pipeline::{Exchange, Flow, RequestBody, Stage};
+use crate::pipeline::{Exchange, Flow, Hooks, RequestBody, Stage};
 use crate::proxy::body::{self, Body, Capped};
 use crate::proxy::json_error;
 
@@ -26,6 +26,14 @@ impl Recognize {
 impl Stage for Recognize {
     fn name(&self) -> &'static str {
         "profile"
+    }
+
+    fn hooks(&self) -> Hooks {
+        if self.profiles.is_empty() {
+            Hooks::NONE
+        } else {
+            Hooks::REQUEST
+        }
     }
 
     async fn on_request(&self, ex: &mut Exchange) -> Flow {
@@ -109,6 +117,10 @@ impl Classify {
 impl Stage for Classify {
     fn name(&self) -> &'static str {
         "outcome"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::RESPONSE
     }
 
     fn profiled_only(&self) -> bool {

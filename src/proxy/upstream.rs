@@ -72,6 +72,8 @@ impl ForwardError {
 /// The upstream of one compiled config: where it is and a pooled client to it.
 pub struct Upstream {
     target: config::Upstream,
+    /// The target's authority as a `Host` value, made once.
+    host: HeaderValue,
     transport: Transport,
     metrics: Arc<Metrics>,
 }
@@ -88,6 +90,8 @@ impl Upstream {
     /// Builds the client: our HTTP/1.1 pool for http; for https, system roots plus the configured CA,
     /// HTTP/2 through ALPN.
     pub fn new(target: config::Upstream, metrics: Arc<Metrics>) -> Result<Self, ForwardError> {
+        let host = HeaderValue::from_str(target.authority.as_str())
+            .map_err(|e| ForwardError::Request(e.to_string()))?;
         if target.scheme == http::uri::Scheme::HTTP {
             let pool = H1Pool::new(
                 &target.authority,
@@ -97,6 +101,7 @@ impl Upstream {
             );
             return Ok(Upstream {
                 target,
+                host,
                 transport: Transport::Plain(pool),
                 metrics,
             });
@@ -133,6 +138,7 @@ impl Upstream {
             .build(connector);
         Ok(Upstream {
             target,
+            host,
             transport: Transport::Tls(Box::new(client)),
             metrics,
         })
@@ -247,11 +253,7 @@ impl Upstream {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         if !self.target.preserve_host || original_host.is_none() {
-            headers.insert(
-                header::HOST,
-                HeaderValue::from_str(self.target.authority.as_str())
-                    .map_err(|e| ForwardError::Request(e.to_string()))?,
-            );
+            headers.insert(header::HOST, self.host.clone());
         } else if let Some(h) = &original_host {
             headers.insert(header::HOST, h.clone());
         }

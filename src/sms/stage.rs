@@ -11,7 +11,7 @@ use super::{Decision, Reason, Role, SendRequest, SmsGuard, Verdict};
 use crate::clock::SharedClock;
 use crate::events::{Event, EventSms, EventType, Pending, ShadowDecision};
 use crate::metrics::Metrics;
-use crate::pipeline::{Exchange, Flow, Services, Stage};
+use crate::pipeline::{Exchange, Flow, Hooks, Services, Stage};
 use crate::profile::Outcome;
 use crate::proxy::body::{self, Body};
 use crate::store::Store;
@@ -56,6 +56,10 @@ fn set_spend(metrics: &Metrics, spend: &[(Period, f64)], currency: &str) {
 impl Stage for Guard {
     fn name(&self) -> &'static str {
         "sms_guard"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST
     }
 
     fn profiled_only(&self) -> bool {
@@ -193,6 +197,10 @@ impl Settle {
 impl Stage for Settle {
     fn name(&self) -> &'static str {
         "sms_settle"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::RESPONSE
     }
 
     fn profiled_only(&self) -> bool {

@@ -8,7 +8,7 @@ use super::field::RequestView;
 use super::{Action, BlockResponse, Context, WebAcl};
 use crate::challenge;
 use crate::metrics::Metrics;
-use crate::pipeline::{Exchange, Flow, RequestBody, Stage};
+use crate::pipeline::{Exchange, Flow, Hooks, RequestBody, Stage};
 use crate::profile::Outcome;
 use crate::proxy::body::{self, Body, Capped};
 use crate::store::Store;
@@ -40,6 +40,14 @@ fn has_body(headers: &http::HeaderMap) -> bool {
 impl Stage for Inspect {
     fn name(&self) -> &'static str {
         "web_acl"
+    }
+
+    fn hooks(&self) -> Hooks {
+        if self.acl.is_empty() {
+            Hooks::NONE
+        } else {
+            Hooks::REQUEST
+        }
     }
 
     async fn on_request(&self, ex: &mut Exchange) -> Flow {
@@ -173,6 +181,10 @@ impl CountFailures {
 impl Stage for CountFailures {
     fn name(&self) -> &'static str {
         "web_acl_failures"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::RESPONSE
     }
 
     fn profiled_only(&self) -> bool {
