@@ -308,6 +308,11 @@ gen_rules() { # n file: a group of n rules of mixed kinds, none matching the loa
 scale_rules=(10 100 1000)
 scale_conns=(16 64 256)
 if [ "$scaling" = 1 ]; then
+  # The connection curve runs on a process of its own, so that authward-full's peak memory is the main
+  # workload's (64 connections) and this one's shows what 256 connections add.
+  alloc p; alloc a
+  authward_conf authward-conns "$p" "$a" "$full_include" "${full_yaml[@]}"
+  start_authward authward-conns "$p" "$a"
   for n in "${scale_rules[@]}"; do
     gen_rules "$n" "$work/rules-$n.yaml"
     "$bin" check "$work/rules-$n.yaml" >&2
@@ -377,7 +382,7 @@ for r in $(seq 1 "$rounds"); do
     for f in "${main_fronts[@]}"; do measure "$r" "$f" "$w" 64; done
   done
   if [ "$scaling" = 1 ]; then
-    for c in "${scale_conns[@]}"; do [ "$c" = 64 ] || measure "$r" authward-full signin "$c"; done
+    for c in "${scale_conns[@]}"; do measure "$r" authward-conns signin "$c"; done
     for n in "${scale_rules[@]}"; do measure "$r" "authward-rules-$n" signin 64; done
   fi
 done
@@ -386,13 +391,14 @@ done
 awk -F, 'NR > 1 && !($5 > 0) { print "run.sh: " $2 " served no " $3 " requests" > "/dev/stderr"; bad = 1 }
   END { exit bad }' "$csv"
 
-# Peak resident memory of each authward front over the whole run.
+# Peak resident memory of each authward front over the whole run, and what is resident at the end: private
+# memory (heap, store, connections) and file-backed pages (the binary's code and data, shared and
+# reclaimable).
 rss_csv="$out/rss.csv"
-echo "front,vmhwm_kib,vmrss_kib" > "$rss_csv"
+echo "front,vmhwm_kib,vmrss_kib,rss_anon_kib,rss_file_kib" > "$rss_csv"
 for f in "${!pidof[@]}"; do
-  hwm=$(awk '/VmHWM/ {print $2}' "/proc/${pidof[$f]}/status")
-  rss=$(awk '/VmRSS/ {print $2}' "/proc/${pidof[$f]}/status")
-  echo "$f,$hwm,$rss" >> "$rss_csv"
+  echo "$f,$(awk '/^(VmHWM|VmRSS|RssAnon|RssFile):/ {v[$1] = $2}
+    END {print v["VmHWM:"] "," v["VmRSS:"] "," v["RssAnon:"] "," v["RssFile:"]}' "/proc/${pidof[$f]}/status")" >> "$rss_csv"
 done
 
 # Memory store resident size with 10^4, 10^5, 10^6 keys, each in a fresh process, under its cap.

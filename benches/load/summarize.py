@@ -85,23 +85,26 @@ with open(os.path.join(d, "summary.csv"), "w", newline="") as fh:
 
 rss_path = os.path.join(d, "rss.csv")
 if os.path.exists(rss_path):
-    md.append("\nPeak resident memory (VmHWM) over the whole run:\n")
-    md.append("| authward front | VmHWM | VmRSS at the end |")
-    md.append("| --- | ---: | ---: |")
+    md.append("\nPeak resident memory (VmHWM) over the whole run (authward-conns served the connection curve, up to 256),"
+              " and at the end: private (heap, store, connections) and file-backed (the binary's pages):\n")
+    md.append("| authward front | VmHWM | VmRSS at the end | private | file-backed |")
+    md.append("| --- | ---: | ---: | ---: | ---: |")
+    mib = lambda r, k: f"{int(r[k]) / 1024:.1f} MiB" if r.get(k) else ""
     for r in sorted(csv.DictReader(open(rss_path)), key=lambda r: r["front"]):
-        md.append(f"| {r['front']} | {int(r['vmhwm_kib']) / 1024:.1f} MiB | {int(r['vmrss_kib']) / 1024:.1f} MiB |")
+        md.append(f"| {r['front']} | {mib(r, 'vmhwm_kib')} | {mib(r, 'vmrss_kib')} | {mib(r, 'rss_anon_kib')} | "
+                  f"{mib(r, 'rss_file_kib')} |")
 
-conns = sorted({k[2] for k in by if k[0] == "authward-full" and k[1] == "signin"})
+conns = sorted({k[2] for k in by if k[0] == "authward-conns" and k[1] == "signin"})
 rule_fronts = sorted((k[0] for k in by if k[0].startswith("authward-rules-")), key=lambda f: int(f.rsplit("-", 1)[1]))
 if len(conns) > 1:
     md.append("\nauthward full protection, sign-ins, by connections:\n")
     md.append("| connections | req/s | p50 ms | p99 ms | × nginx (64 conns) |")
     md.append("| ---: | ---: | ---: | ---: | ---: |")
     for c in conns:
-        md.append(f"| {c} | {fmt(stat('authward-full', 'signin', 'rps', c), ',.0f')} | "
-                  f"{fmt(stat('authward-full', 'signin', 'p50_ms', c), '.2f')} | "
-                  f"{fmt(stat('authward-full', 'signin', 'p99_ms', c), '.2f')} | "
-                  f"{fmt(ratio('authward-full', 'signin', 'nginx', c), '.2f')} |")
+        md.append(f"| {c} | {fmt(stat('authward-conns', 'signin', 'rps', c), ',.0f')} | "
+                  f"{fmt(stat('authward-conns', 'signin', 'p50_ms', c), '.2f')} | "
+                  f"{fmt(stat('authward-conns', 'signin', 'p99_ms', c), '.2f')} | "
+                  f"{fmt(ratio('authward-conns', 'signin', 'nginx', c), '.2f')} |")
 if rule_fronts:
     md.append("\nauthward full protection plus N generated web-ACL rules (none matching), sign-ins, 64 connections:\n")
     md.append("| extra rules | req/s | p50 ms | p99 ms | × full protection | × nginx |")
@@ -144,7 +147,7 @@ fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
 axes = axes if len(panels) > 1 else [axes]
 for ax, p in zip(axes, panels):
     if p == "conns":
-        ax.plot(conns, [stat("authward-full", "signin", "rps", c) for c in conns], "o-")
+        ax.plot(conns, [stat("authward-conns", "signin", "rps", c) for c in conns], "o-")
         ax.set_xscale("log"); ax.set_xlabel("connections"); ax.set_ylabel("sign-ins/s")
         ax.set_title("full protection: connections")
     elif p == "rules":
