@@ -10,7 +10,7 @@ use super::enroll::PendingSecret;
 use super::hold::{self, Answer, Binding, Held, Place};
 use super::{METHODS_JSON, Mfa, cognito, enroll, enumeration, page};
 use crate::events::{EventMfa, EventType};
-use crate::pipeline::{Exchange, Flow, Services, Stage};
+use crate::pipeline::{Exchange, Flow, Hooks, Services, Stage};
 use crate::profile::file::{MfaEnrollment, MfaStyle};
 use crate::profile::{FixedResponse, Outcome};
 use crate::proxy::body::{self, Body, Capped};
@@ -39,6 +39,16 @@ impl Rewrite {
 impl Stage for Rewrite {
     fn name(&self) -> &'static str {
         "rewrite"
+    }
+
+    /// Without an `mfa` section only the answer is looked at (one answer for unknown users and wrong
+    /// passwords).
+    fn hooks(&self) -> Hooks {
+        if self.mfa.is_some() {
+            Hooks::BOTH
+        } else {
+            Hooks::RESPONSE
+        }
     }
 
     fn profiled_only(&self) -> bool {

@@ -87,6 +87,11 @@ impl Policies {
             .iter()
             .find(|g| g.profiles.iter().any(|p| p.matches(profile)))
     }
+
+    /// Whether no group is configured.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
 }
 
 /// Replaces every key of `into` that `from` sets.

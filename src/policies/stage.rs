@@ -16,7 +16,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{Event, EventType, Pending, ShadowDecision};
 use crate::metrics::Metrics;
-use crate::pipeline::{Exchange, Flow, RequestBody, Services, Stage};
+use crate::pipeline::{Exchange, Flow, Hooks, RequestBody, Services, Stage};
 use crate::profile::{Operation, Outcome, Secret};
 use crate::proxy::body::Body;
 use crate::store::Store;
@@ -197,6 +197,14 @@ macro_rules! check {
 impl Stage for Enforce {
     fn name(&self) -> &'static str {
         "policies"
+    }
+
+    fn hooks(&self) -> Hooks {
+        if self.policies.is_empty() {
+            Hooks::NONE
+        } else {
+            Hooks::BOTH
+        }
     }
 
     fn profiled_only(&self) -> bool {
