@@ -18,6 +18,19 @@ pub fn record_key(kind: &str, id: &str) -> String {
     k
 }
 
+/// A key (or id) made of `prefix` and the lowercase hex of `digest`, such as `risk:fu:<hex>`: written
+/// straight into one string of the right size.
+pub fn hex_key(prefix: &str, digest: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut k = String::with_capacity(prefix.len() + 2 * digest.len());
+    k.push_str(prefix);
+    for b in digest {
+        k.push(char::from(DIGITS[usize::from(b >> 4)]));
+        k.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    k
+}
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -132,6 +145,40 @@ pub enum Reply {
     Values(Vec<Bytes>),
 }
 
+/// The replies of a [`Store::batch`] as its ops run: every op is attempted, and the first error, if any,
+/// is the batch's.
+pub(crate) struct Replies {
+    replies: Vec<Reply>,
+    first_err: Option<StoreError>,
+}
+
+impl Replies {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Replies {
+            replies: Vec::with_capacity(n),
+            first_err: None,
+        }
+    }
+
+    /// Records the result of the next op.
+    pub(crate) fn push(&mut self, reply: Result<Reply, StoreError>) {
+        match reply {
+            Ok(r) => self.replies.push(r),
+            Err(e) => {
+                self.first_err.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The replies in order, or the first error.
+    pub(crate) fn finish(self) -> Result<Vec<Reply>, StoreError> {
+        match self.first_err {
+            Some(e) => Err(e),
+            None => Ok(self.replies),
+        }
+    }
+}
+
 /// Shared state. Every method is one atomic operation on one key and returns owned data; expiry is
 /// measured with the store's injected clock. Writing a key with an operation of another kind (other than
 /// `put`, which replaces anything) fails with [`StoreError::WrongType`].
@@ -201,8 +248,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Runs `ops` in order (a network store sends them in one round trip) and returns their replies in
     /// order. Not a transaction: every op is attempted and the first error, if any, is returned.
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
-        let mut replies = Vec::with_capacity(ops.len());
-        let mut first_err = None;
+        let mut replies = Replies::with_capacity(ops.len());
         for op in ops {
             let reply = match op {
                 Op::RateTake {
@@ -233,17 +279,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
                     self.list_range(&key, start, count).await.map(Reply::Values)
                 }
             };
-            match reply {
-                Ok(r) => replies.push(r),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
+            replies.push(reply);
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(replies),
-        }
+        replies.finish()
     }
 
     /// The backend's name, as in the `store.kind` setting.
@@ -735,5 +773,22 @@ pub(crate) mod conformance {
             winners += usize::from(t.await.unwrap());
         }
         assert_eq!(winners, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hex_key, record_key};
+
+    #[test]
+    fn hex_keys_are_the_prefix_and_the_hex_of_the_digest() {
+        let all: Vec<u8> = (0..=255).collect();
+        for digest in [&[][..], &[0], &[0xff, 0x0a, 0xb0], &all] {
+            let k = hex_key("risk:fu:", digest);
+            assert_eq!(k, format!("risk:fu:{}", hex::encode(digest)));
+            assert_eq!(k.capacity(), k.len(), "one allocation of the right size");
+        }
+        assert_eq!(hex_key("", &[0x12, 0xef]), "12ef");
+        assert_eq!(record_key("user", "alice"), "rec/user/alice");
     }
 }
