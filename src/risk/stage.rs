@@ -20,7 +20,7 @@ use crate::profile::file::FlowStep;
 use crate::profile::{Operation, Outcome};
 use crate::proxy::body::{self, Body, Capped};
 use crate::proxy::json_error;
-use crate::store::{Op, Reply, Store, StoreError, record_key};
+use crate::store::{Op, Reply, Store, StoreError, hex_key, record_key};
 use crate::waf::file::StoreFailure;
 
 /// Where the device-cookie key lives when the config names no environment variable for it.
@@ -105,13 +105,13 @@ impl RiskStage {
         self.key
             .get_or_try_init(|| async {
                 if let Some(k) = &risk.device_key {
-                    return Ok(DeviceKey::new(k.clone()));
+                    return Ok(DeviceKey::new(k));
                 }
                 let key = record_key(DEVICE_KEY_RECORD, "device-cookie-key");
                 let fresh = bytes::Bytes::copy_from_slice(&rand::random::<[u8; 32]>());
                 self.store.put_if_absent(&key, fresh, None).await?;
                 match self.store.get(&key).await? {
-                    Some(k) if k.len() == 32 => Ok(DeviceKey::new(k.to_vec())),
+                    Some(k) if k.len() == 32 => Ok(DeviceKey::new(&k)),
                     _ => Err(StoreError::Corrupt("device cookie key".into())),
                 }
             })
@@ -125,32 +125,40 @@ pub fn user_key(username: &str) -> String {
 }
 
 /// A short hash for counter keys (usernames and addresses are attacker input of any length).
-fn h(parts: &[&str]) -> String {
+fn h(parts: &[&str]) -> [u8; 12] {
     let mut d = Sha256::new();
     for p in parts {
         d.update(p.as_bytes());
         d.update([0]);
     }
-    hex::encode(&d.finalize()[..12])
+    let mut out = [0; 12];
+    out.copy_from_slice(&d.finalize()[..12]);
+    out
 }
 
+/// The velocity counters' keys of one attempt, and the hashes of its user and address (the members of
+/// the distinct-count sets).
 struct Keys {
     failures_user: String,
     failures_ip: String,
     failures_user_ip: String,
     users_per_ip: String,
     ips_per_user: String,
+    user: [u8; 12],
+    ip: [u8; 12],
 }
 
 fn keys(user: Option<&str>, ip: &str) -> Keys {
     let u = user.unwrap_or("");
     let (hu, hi) = (h(&[u]), h(&[ip]));
     Keys {
-        failures_user: format!("risk:fu:{hu}"),
-        failures_ip: format!("risk:fi:{hi}"),
-        failures_user_ip: format!("risk:fui:{}", h(&[u, ip])),
-        users_per_ip: format!("risk:dui:{hi}"),
-        ips_per_user: format!("risk:diu:{hu}"),
+        failures_user: hex_key("risk:fu:", &hu),
+        failures_ip: hex_key("risk:fi:", &hi),
+        failures_user_ip: hex_key("risk:fui:", &h(&[u, ip])),
+        users_per_ip: hex_key("risk:dui:", &hi),
+        ips_per_user: hex_key("risk:diu:", &hu),
+        user: hu,
+        ip: hi,
     }
 }
 
@@ -221,7 +229,7 @@ impl RiskStage {
             by: 1,
             ttl: v.failures_ip.window.get(),
         }];
-        if let Some(u) = &a.user {
+        if a.user.is_some() {
             ops.extend([
                 Op::Incr {
                     key: k.failures_user,
@@ -235,12 +243,12 @@ impl RiskStage {
                 },
                 Op::SetAdd {
                     key: k.users_per_ip,
-                    member: h(&[u]),
+                    member: hex_key("", &k.user),
                     ttl: v.distinct_users_per_ip.window.get(),
                 },
                 Op::SetAdd {
                     key: k.ips_per_user,
-                    member: h(&[ip]),
+                    member: hex_key("", &k.ip),
                     ttl: v.distinct_ips_per_user.window.get(),
                 },
             ]);
@@ -258,14 +266,10 @@ pub async fn load_facts(
 ) -> Result<(Option<UserHistory>, [u64; 5]), StoreError> {
     let k = keys(user, ip);
     let mut ops = vec![
+        Op::Counter { key: k.failures_user },
+        Op::Counter { key: k.failures_ip },
         Op::Counter {
-            key: k.failures_user.clone(),
-        },
-        Op::Counter {
-            key: k.failures_ip.clone(),
-        },
-        Op::Counter {
-            key: k.failures_user_ip.clone(),
+            key: k.failures_user_ip,
         },
         Op::SetLen { key: k.users_per_ip },
         Op::SetLen { key: k.ips_per_user },
@@ -893,6 +897,24 @@ mod tests {
             Familiarity::Other
         );
         assert_eq!(Familiarity::of(Some(&h), None, "fp:b"), Familiarity::Other);
+    }
+
+    #[test]
+    fn counter_keys_keep_their_format() {
+        // Hex of the first 12 bytes of SHA-256 over the parts, each followed by a zero byte.
+        let sha = |s: &[u8]| hex::encode(&Sha256::digest(s)[..12]);
+        let (user, ip) = (sha(b"alice\0"), sha(b"198.51.100.1\0"));
+        let k = keys(Some("alice"), "198.51.100.1");
+        assert_eq!(k.failures_user, format!("risk:fu:{user}"));
+        assert_eq!(k.failures_ip, format!("risk:fi:{ip}"));
+        assert_eq!(
+            k.failures_user_ip,
+            format!("risk:fui:{}", sha(b"alice\0198.51.100.1\0"))
+        );
+        assert_eq!(k.users_per_ip, format!("risk:dui:{ip}"));
+        assert_eq!(k.ips_per_user, format!("risk:diu:{user}"));
+        assert_eq!((hex::encode(k.user), hex::encode(k.ip)), (user, ip));
+        assert_eq!(keys(None, "::1").failures_user, format!("risk:fu:{}", sha(b"\0")));
     }
 
     #[tokio::test]
