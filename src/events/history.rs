@@ -83,7 +83,7 @@ impl History {
         let Some(username) = event.username.as_deref() else {
             return Ok(false);
         };
-        let json = Bytes::from(serde_json::to_vec(event)?);
+        let json = to_json(event)?;
         let index = user_key(username);
         let cap = limits.max_per_user.max(1);
         let replies = self
@@ -214,7 +214,7 @@ impl History {
         }
         let ttl = self.remaining_ttl(event_id, limits).ok_or_else(not_found)?;
         event.feedback = Some(feedback);
-        let json = Bytes::from(serde_json::to_vec(&event)?);
+        let json = to_json(&event)?;
         self.store.put(&event_key(event_id), json, Some(ttl)).await?;
         Ok((event, true))
     }
@@ -225,6 +225,13 @@ impl History {
         let age = Duration::from_millis(self.clock.now_ms().saturating_sub(made));
         Some(limits.ttl.saturating_sub(age)).filter(|d| !d.is_zero())
     }
+}
+
+/// An event's stored JSON, written into a buffer that most events fit without regrowing.
+fn to_json(event: &Event) -> Result<Bytes, serde_json::Error> {
+    let mut json = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut json, event)?;
+    Ok(Bytes::from(json))
 }
 
 fn decode(event_id: &str, bytes: &[u8]) -> Option<Event> {

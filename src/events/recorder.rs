@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
 use super::history::{History, HistoryError};
@@ -85,6 +86,8 @@ struct Core {
     history: History,
     webhook: Webhook,
     metrics: Arc<Metrics>,
+    /// `authward_event_sink_queue_depth{sink="history"}`.
+    queue_depth: IntGauge,
     clock: SharedClock,
 }
 
@@ -139,6 +142,7 @@ impl Recorder {
         let core = Arc::new(Core {
             history: History::new(store, clock.clone()),
             webhook,
+            queue_depth: metrics.event_sink_queue_depth.with_label_values(&["history"]),
             metrics,
             clock,
         });
@@ -155,10 +159,7 @@ impl Recorder {
                 jobs.for_each_concurrent(STORE_CONCURRENCY, |job| {
                     let core = &core;
                     async move {
-                        core.metrics
-                            .event_sink_queue_depth
-                            .with_label_values(&["history"])
-                            .dec();
+                        core.queue_depth.dec();
                         core.store(job).await;
                     }
                 })
@@ -217,7 +218,7 @@ impl Recorder {
             let e = &pending.event;
             metrics
                 .events
-                .with_label_values(&[e.kind.as_str(), e.outcome.as_str()])
+                .with_label_values(&[e.kind.as_str(), &e.outcome])
                 .inc();
             if !self.sinks.is_empty() {
                 match serde_json::to_string(e) {
@@ -242,7 +243,7 @@ impl Recorder {
                 pending,
                 config: ex.config.clone(),
             };
-            let depth = metrics.event_sink_queue_depth.with_label_values(&["history"]);
+            let depth = &self.core.queue_depth;
             depth.inc();
             if self
                 .queue
@@ -511,10 +512,7 @@ mod tests {
             s.recorder.record(ex, Vec::new());
         }
         let events = history_of(&s.recorder, "alice", 3).await;
-        let got: Vec<(&str, &str)> = events
-            .iter()
-            .map(|e| (e.outcome.as_str(), e.decision.as_str()))
-            .collect();
+        let got: Vec<(&str, &str)> = events.iter().map(|e| (&*e.outcome, &*e.decision)).collect();
         assert_eq!(
             got,
             vec![("blocked", "block"), ("failure", "allow"), ("success", "allow")]

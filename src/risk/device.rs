@@ -77,7 +77,9 @@ pub fn fingerprint(headers: &HeaderMap, ja4: Option<&str>) -> String {
     d.update(h(http::header::ACCEPT_LANGUAGE));
     d.update([0]);
     d.update(ja4.unwrap_or("").as_bytes());
-    crate::store::hex_key("fp:", &d.finalize()[..12])
+    let mut fp = [0; 12];
+    fp.copy_from_slice(&d.finalize()[..12]);
+    crate::store::hex_key("fp:", &fp)
 }
 
 #[cfg(test)]

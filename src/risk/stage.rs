@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::header::{HeaderValue, SET_COOKIE};
+use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -25,6 +25,10 @@ use crate::waf::file::StoreFailure;
 
 /// Where the device-cookie key lives when the config names no environment variable for it.
 const DEVICE_KEY_RECORD: &str = "meta";
+
+/// The headers that tell the upstream the score and the decision.
+const RISK_HEADER: HeaderName = HeaderName::from_static("x-authward-risk");
+const DECISION_HEADER: HeaderName = HeaderName::from_static("x-authward-decision");
 
 /// What the request hook found, for the response hook.
 #[derive(Debug)]
@@ -202,15 +206,20 @@ impl RiskStage {
     }
 
     /// The event for this attempt.
-    fn event(&self, ex: &Exchange, a: &Assessed, outcome: &str, now: u64) -> Pending {
+    fn event(&self, ex: &Exchange, a: &Assessed, outcome: &'static str, now: u64) -> Pending {
         let mut e = Event::for_exchange(ex, a.kind, now);
-        e.username = a.username.clone().or(e.username);
-        e.client_id = a.client_id.clone().or(e.client_id);
+        // Usually the same names as the request's: `clone_from` copies into the strings already made.
+        if a.username.is_some() {
+            e.username.clone_from(&a.username);
+        }
+        if a.client_id.is_some() {
+            e.client_id.clone_from(&a.client_id);
+        }
         e.device.id = a.device_id.clone().or_else(|| Some(a.fingerprint.clone()));
         e.risk = Some(a.assessment.to_event());
-        e.decision = a.decision.as_str().to_string();
-        e.mode = a.mode.as_str().to_string();
-        e.outcome = outcome.to_string();
+        e.decision = a.decision.as_str().into();
+        e.mode = a.mode.as_str().into();
+        e.outcome = outcome.into();
         e.shadow.extend(a.shadow.iter().cloned());
         if let Some(f) = &a.flow {
             e.challenges = f.challenges.clone();
@@ -578,7 +587,6 @@ impl RiskStage {
     /// The response hook's work: act on the decision, count failures, learn from successes, make the event.
     async fn decide(&self, risk: &Risk, ex: &mut Exchange, a: &mut Assessed, response: &mut Response<Body>) {
         let now = self.clock.now_ms();
-        let ip = ex.ctx.client_ip.to_string();
         let outcome = ex.outcome.unwrap_or(Outcome::Unknown);
         let flow_cfg = ex.profile.as_ref().and_then(|m| m.profile.flow().cloned());
 
@@ -642,6 +650,7 @@ impl RiskStage {
             }
             Outcome::Failure => {
                 if a.kind == EventType::SignIn {
+                    let ip = ex.ctx.client_ip.to_string();
                     if let Err(e) = self.count_failure(risk, a, &ip).await {
                         tracing::warn!(error = %e, "risk: failure count lost");
                     }
@@ -694,7 +703,8 @@ impl RiskStage {
         response: &mut Response<Body>,
         now: u64,
     ) {
-        let mut issued = None;
+        // Whether `a.device_id` is a cookie given out just now.
+        let mut issued = false;
         if a.device_id.is_none() {
             if let Ok(k) = self.device_key(risk).await {
                 let (id, value) = k.issue();
@@ -712,11 +722,11 @@ impl RiskStage {
                 if let Some(v) = header(&cookie) {
                     response.headers_mut().append(SET_COOKIE, v);
                 }
-                issued = Some(id.clone());
                 a.device_id = Some(id);
+                issued = true;
             }
         }
-        let Some(user) = a.user.clone() else {
+        let Some(user) = a.user.as_deref() else {
             return;
         };
         let geo = ex.ctx.geo();
@@ -728,16 +738,19 @@ impl RiskStage {
             longitude: geo.longitude,
         };
         // A cookie the client presented is a device; one given out just now waits until it comes back.
-        let mut devices = vec![a.fingerprint.as_str()];
-        if let (Some(d), None) = (&a.device_id, &issued) {
-            devices.push(d);
+        let mut devices = Vec::with_capacity(2);
+        devices.push(a.fingerprint.as_str());
+        let device = a.device_id.as_deref();
+        if !issued {
+            devices.extend(device);
         }
+        let issued = device.filter(|_| issued);
         let remembered = remember(
             self.store.as_ref(),
             &risk.history,
-            &user,
+            user,
             &devices,
-            issued.as_deref(),
+            issued,
             &place,
             now,
         );
@@ -770,7 +783,9 @@ pub async fn remember(
     if let Some(id) = issued {
         history.note_issued(id);
     }
-    let bytes = serde_json::to_vec(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    // A history is a few hundred bytes: written without regrowing the buffer.
+    let mut bytes = Vec::with_capacity(512);
+    serde_json::to_writer(&mut bytes, &history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     store.put(&key, bytes.into(), Some(settings.ttl.get())).await?;
     Ok(history)
 }
@@ -820,9 +835,9 @@ fn add_headers(ex: &mut Exchange, a: &Assessed) {
     };
     let hs = &mut ex.request.headers;
     if let Some(v) = header(&a.assessment.header()) {
-        hs.insert("x-authward-risk", v);
+        hs.insert(RISK_HEADER, v);
     }
-    hs.insert("x-authward-decision", HeaderValue::from_static(decision));
+    hs.insert(DECISION_HEADER, HeaderValue::from_static(decision));
 }
 
 impl Risk {

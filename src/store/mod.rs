@@ -20,14 +20,10 @@ pub fn record_key(kind: &str, id: &str) -> String {
 
 /// A key (or id) made of `prefix` and the lowercase hex of `digest`, such as `risk:fu:<hex>`: written
 /// straight into one string of the right size.
-pub fn hex_key(prefix: &str, digest: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut k = String::with_capacity(prefix.len() + 2 * digest.len());
+pub fn hex_key<const N: usize>(prefix: &str, digest: &[u8; N]) -> String {
+    let mut k = String::with_capacity(prefix.len() + 2 * N);
     k.push_str(prefix);
-    for b in digest {
-        k.push(char::from(DIGITS[usize::from(b >> 4)]));
-        k.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
+    k.push_str(hex::Buffer::<N>::new().format(digest));
     k
 }
 
@@ -782,12 +778,15 @@ mod tests {
 
     #[test]
     fn hex_keys_are_the_prefix_and_the_hex_of_the_digest() {
-        let all: Vec<u8> = (0..=255).collect();
-        for digest in [&[][..], &[0], &[0xff, 0x0a, 0xb0], &all] {
-            let k = hex_key("risk:fu:", digest);
-            assert_eq!(k, format!("risk:fu:{}", hex::encode(digest)));
-            assert_eq!(k.capacity(), k.len(), "one allocation of the right size");
+        let mut all = [0u8; 256];
+        for (i, b) in all.iter_mut().enumerate() {
+            *b = i as u8;
         }
+        let k = hex_key("risk:fu:", &all);
+        assert_eq!(k, format!("risk:fu:{}", hex::encode(all)));
+        assert_eq!(k.capacity(), k.len(), "one allocation of the right size");
+        assert_eq!(hex_key("p:", &[]), "p:");
+        assert_eq!(hex_key("fp:", &[0xff, 0x0a, 0xb0]), "fp:ff0ab0");
         assert_eq!(hex_key("", &[0x12, 0xef]), "12ef");
         assert_eq!(record_key("user", "alice"), "rec/user/alice");
     }
