@@ -924,7 +924,7 @@ mod tests {
         assert_eq!(k.failures_ip, format!("risk:fi:{ip}"));
         assert_eq!(
             k.failures_user_ip,
-            format!("risk:fui:{}", sha(b"alice\0198.51.100.1\0"))
+            format!("risk:fui:{}", sha(b"alice\x00198.51.100.1\0"))
         );
         assert_eq!(k.users_per_ip, format!("risk:dui:{ip}"));
         assert_eq!(k.ips_per_user, format!("risk:diu:{user}"));

@@ -1022,7 +1022,7 @@ impl MemoryStore {
 /// each.
 impl MemoryStore {
     /// Runs one batched op.
-    fn apply(&self, op: Op) -> Result<Reply, StoreError> {
+    pub(super) fn apply(&self, op: Op) -> Result<Reply, StoreError> {
         match op {
             Op::RateTake {
                 key,

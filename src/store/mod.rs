@@ -120,6 +120,28 @@ pub enum Op {
     ListRange { key: String, start: usize, count: usize },
 }
 
+impl Op {
+    /// The key the op works on.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::RateTake { key, .. }
+            | Op::RatePeek { key, .. }
+            | Op::Incr { key, .. }
+            | Op::Counter { key }
+            | Op::SetAdd { key, .. }
+            | Op::SetLen { key }
+            | Op::SetContains { key, .. }
+            | Op::Put { key, .. }
+            | Op::PutIfAbsent { key, .. }
+            | Op::Get { key }
+            | Op::Take { key }
+            | Op::Delete { key }
+            | Op::ListPush { key, .. }
+            | Op::ListRange { key, .. } => key,
+        }
+    }
+}
+
 /// The result of one [`Op`], in the same position as the op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -139,6 +161,32 @@ pub enum Reply {
     Len(usize),
     /// From `ListRange`.
     Values(Vec<Bytes>),
+}
+
+/// Runs one op through the store's own methods (as [`Store::batch`] does unless a backend runs its ops
+/// another way).
+pub(crate) async fn run_op<S: Store + ?Sized>(store: &S, op: Op) -> Result<Reply, StoreError> {
+    match op {
+        Op::RateTake {
+            key,
+            limit,
+            period,
+            cost,
+        } => store.rate_take(&key, limit, period, cost).await.map(Reply::Rate),
+        Op::RatePeek { key, limit, period } => store.rate_peek(&key, limit, period).await.map(Reply::Rate),
+        Op::Incr { key, by, ttl } => store.incr(&key, by, ttl).await.map(Reply::Int),
+        Op::Counter { key } => store.counter(&key).await.map(Reply::Int),
+        Op::SetAdd { key, member, ttl } => store.set_add(&key, &member, ttl).await.map(Reply::Count),
+        Op::SetLen { key } => store.set_len(&key).await.map(Reply::Count),
+        Op::SetContains { key, member } => store.set_contains(&key, &member).await.map(Reply::Bool),
+        Op::Put { key, value, ttl } => store.put(&key, value, ttl).await.map(|()| Reply::Unit),
+        Op::PutIfAbsent { key, value, ttl } => store.put_if_absent(&key, value, ttl).await.map(Reply::Bool),
+        Op::Get { key } => store.get(&key).await.map(Reply::Value),
+        Op::Take { key } => store.take(&key).await.map(Reply::Value),
+        Op::Delete { key } => store.delete(&key).await.map(Reply::Bool),
+        Op::ListPush { key, value, cap, ttl } => store.list_push(&key, value, cap, ttl).await.map(Reply::Len),
+        Op::ListRange { key, start, count } => store.list_range(&key, start, count).await.map(Reply::Values),
+    }
 }
 
 /// The replies of a [`Store::batch`] as its ops run: every op is attempted, and the first error, if any,
@@ -246,36 +294,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
         let mut replies = Replies::with_capacity(ops.len());
         for op in ops {
-            let reply = match op {
-                Op::RateTake {
-                    key,
-                    limit,
-                    period,
-                    cost,
-                } => self.rate_take(&key, limit, period, cost).await.map(Reply::Rate),
-                Op::RatePeek { key, limit, period } => {
-                    self.rate_peek(&key, limit, period).await.map(Reply::Rate)
-                }
-                Op::Incr { key, by, ttl } => self.incr(&key, by, ttl).await.map(Reply::Int),
-                Op::Counter { key } => self.counter(&key).await.map(Reply::Int),
-                Op::SetAdd { key, member, ttl } => self.set_add(&key, &member, ttl).await.map(Reply::Count),
-                Op::SetLen { key } => self.set_len(&key).await.map(Reply::Count),
-                Op::SetContains { key, member } => self.set_contains(&key, &member).await.map(Reply::Bool),
-                Op::Put { key, value, ttl } => self.put(&key, value, ttl).await.map(|()| Reply::Unit),
-                Op::PutIfAbsent { key, value, ttl } => {
-                    self.put_if_absent(&key, value, ttl).await.map(Reply::Bool)
-                }
-                Op::Get { key } => self.get(&key).await.map(Reply::Value),
-                Op::Take { key } => self.take(&key).await.map(Reply::Value),
-                Op::Delete { key } => self.delete(&key).await.map(Reply::Bool),
-                Op::ListPush { key, value, cap, ttl } => {
-                    self.list_push(&key, value, cap, ttl).await.map(Reply::Len)
-                }
-                Op::ListRange { key, start, count } => {
-                    self.list_range(&key, start, count).await.map(Reply::Values)
-                }
-            };
-            replies.push(reply);
+            replies.push(run_op(self, op).await);
         }
         replies.finish()
     }
