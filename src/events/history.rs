@@ -80,10 +80,24 @@ impl History {
     /// Stores the event and indexes it under its user. Events without a username are not stored (they
     /// still reach the sinks); returns whether it was stored.
     pub async fn append(&self, event: &Event, limits: &HistoryLimits) -> Result<bool, HistoryError> {
+        self.append_encoded(event, None, limits).await
+    }
+
+    /// As [`History::append`], with the event's JSON when the caller has already made it (the line the
+    /// sinks were sent), so that the event is not encoded twice.
+    pub async fn append_encoded(
+        &self,
+        event: &Event,
+        json: Option<Bytes>,
+        limits: &HistoryLimits,
+    ) -> Result<bool, HistoryError> {
         let Some(username) = event.username.as_deref() else {
             return Ok(false);
         };
-        let json = to_json(event)?;
+        let json = match json {
+            Some(json) => json,
+            None => to_json(event)?,
+        };
         let index = user_key(username);
         let cap = limits.max_per_user.max(1);
         let replies = self
@@ -301,6 +315,27 @@ pub(crate) mod tests {
             c.advance(Duration::from_millis(1));
         }
         ids
+    }
+
+    #[tokio::test]
+    async fn an_event_encoded_by_the_caller_is_stored_as_given() {
+        let (h, _, store) = setup();
+        let e = event(Some("alice"), T0);
+        let json = Bytes::from(serde_json::to_vec(&e).unwrap());
+        assert!(
+            h.append_encoded(&e, Some(json.clone()), &limits(10))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get(&event_key(&e.event_id)).await.unwrap(), Some(json));
+        assert_eq!(h.get(&e.event_id).await.unwrap(), Some(e.clone()));
+        // Encoded here, the same text.
+        let (h2, _, store2) = setup();
+        assert!(h2.append(&e, &limits(10)).await.unwrap());
+        assert_eq!(
+            store2.get(&event_key(&e.event_id)).await.unwrap(),
+            store.get(&event_key(&e.event_id)).await.unwrap()
+        );
     }
 
     fn ids(p: &Page) -> Vec<String> {

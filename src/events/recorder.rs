@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
@@ -77,6 +78,8 @@ const STORE_CONCURRENCY: usize = 16;
 /// One recorded event on its way to the store.
 struct Job {
     pending: Pending,
+    /// The event's JSON, when the sinks were sent it: the history stores the same text.
+    json: Option<Bytes>,
     /// The config the request ran with: its history limits, webhook and link settings apply.
     config: Arc<Config>,
 }
@@ -220,9 +223,13 @@ impl Recorder {
                 .events
                 .with_label_values(&[e.kind.as_str(), &e.outcome])
                 .inc();
+            let mut json = None;
             if !self.sinks.is_empty() {
                 match serde_json::to_string(e) {
-                    Ok(line) => self.sinks.send(&Arc::from(line)),
+                    Ok(line) => {
+                        json = Some(Bytes::copy_from_slice(line.as_bytes()));
+                        self.sinks.send(&Arc::from(line));
+                    }
                     Err(err) => {
                         tracing::error!(event_id = %e.event_id, error = %err, "cannot encode an event")
                     }
@@ -241,6 +248,7 @@ impl Recorder {
             }
             let job = Job {
                 pending,
+                json,
                 config: ex.config.clone(),
             };
             let depth = &self.core.queue_depth;
@@ -327,10 +335,14 @@ impl Recorder {
 
 impl Core {
     async fn store(&self, job: Job) {
-        let Job { pending, config } = job;
+        let Job {
+            pending,
+            json,
+            config,
+        } = job;
         let event = &pending.event;
         let events = &config.events;
-        let stored = match self.history.append(event, &events.history).await {
+        let stored = match self.history.append_encoded(event, json, &events.history).await {
             Ok(stored) => stored,
             Err(e) => {
                 self.metrics
