@@ -80,10 +80,24 @@ impl History {
     /// Stores the event and indexes it under its user. Events without a username are not stored (they
     /// still reach the sinks); returns whether it was stored.
     pub async fn append(&self, event: &Event, limits: &HistoryLimits) -> Result<bool, HistoryError> {
+        self.append_encoded(event, None, limits).await
+    }
+
+    /// As [`History::append`], with the event's JSON when the caller has already made it (the line the
+    /// sinks were sent), so that the event is not encoded twice.
+    pub async fn append_encoded(
+        &self,
+        event: &Event,
+        json: Option<Bytes>,
+        limits: &HistoryLimits,
+    ) -> Result<bool, HistoryError> {
         let Some(username) = event.username.as_deref() else {
             return Ok(false);
         };
-        let json = Bytes::from(serde_json::to_vec(event)?);
+        let json = match json {
+            Some(json) => json,
+            None => to_json(event)?,
+        };
         let index = user_key(username);
         let cap = limits.max_per_user.max(1);
         let replies = self
@@ -214,7 +228,7 @@ impl History {
         }
         let ttl = self.remaining_ttl(event_id, limits).ok_or_else(not_found)?;
         event.feedback = Some(feedback);
-        let json = Bytes::from(serde_json::to_vec(&event)?);
+        let json = to_json(&event)?;
         self.store.put(&event_key(event_id), json, Some(ttl)).await?;
         Ok((event, true))
     }
@@ -225,6 +239,13 @@ impl History {
         let age = Duration::from_millis(self.clock.now_ms().saturating_sub(made));
         Some(limits.ttl.saturating_sub(age)).filter(|d| !d.is_zero())
     }
+}
+
+/// An event's stored JSON, written into a buffer that most events fit without regrowing.
+fn to_json(event: &Event) -> Result<Bytes, serde_json::Error> {
+    let mut json = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut json, event)?;
+    Ok(Bytes::from(json))
 }
 
 fn decode(event_id: &str, bytes: &[u8]) -> Option<Event> {
@@ -294,6 +315,27 @@ pub(crate) mod tests {
             c.advance(Duration::from_millis(1));
         }
         ids
+    }
+
+    #[tokio::test]
+    async fn an_event_encoded_by_the_caller_is_stored_as_given() {
+        let (h, _, store) = setup();
+        let e = event(Some("alice"), T0);
+        let json = Bytes::from(serde_json::to_vec(&e).unwrap());
+        assert!(
+            h.append_encoded(&e, Some(json.clone()), &limits(10))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get(&event_key(&e.event_id)).await.unwrap(), Some(json));
+        assert_eq!(h.get(&e.event_id).await.unwrap(), Some(e.clone()));
+        // Encoded here, the same text.
+        let (h2, _, store2) = setup();
+        assert!(h2.append(&e, &limits(10)).await.unwrap());
+        assert_eq!(
+            store2.get(&event_key(&e.event_id)).await.unwrap(),
+            store.get(&event_key(&e.event_id)).await.unwrap()
+        );
     }
 
     fn ids(p: &Page) -> Vec<String> {

@@ -17,6 +17,7 @@ pub mod settings;
 pub mod sink;
 pub mod webhook;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,10 @@ use serde::{Deserialize, Serialize};
 pub use history::{History, HistoryError, HistoryLimits, Page};
 pub use recorder::{FeedbackError, FeedbackHook, FeedbackSource, Recorder};
 pub use settings::EventsConfig;
+
+/// A field whose values come from a fixed vocabulary (a decision, a mode, an outcome, a level): the
+/// proxy's own events borrow the words, events read back from the store own them.
+pub type Word = Cow<'static, str>;
 
 /// An event made while serving a request, waiting for the record step.
 #[derive(Debug, Clone)]
@@ -99,7 +104,7 @@ pub struct SignalHit {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventRisk {
     /// none, low, medium or high.
-    pub level: String,
+    pub level: Word,
     pub score: u32,
     pub signals: Vec<SignalHit>,
     pub compromised_credentials: bool,
@@ -197,11 +202,11 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub risk: Option<EventRisk>,
     /// allow, optional_mfa, require_mfa or block.
-    pub decision: String,
+    pub decision: Word,
     /// off, audit or enforce: the mode the decision was made in.
-    pub mode: String,
+    pub mode: Word,
     /// success, failure, challenged or blocked.
-    pub outcome: String,
+    pub outcome: Word,
     /// The web-ACL rule that acted, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -235,7 +240,7 @@ impl Event {
             .headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect());
+            .map(|s| first_chars(s, 256).to_string());
         let (rule, shadow) = match &ex.waf {
             Some(v) => (
                 v.terminating.as_ref().map(|(r, _)| r.clone()),
@@ -280,6 +285,14 @@ impl Event {
     }
 }
 
+/// The first `n` characters of `s` (all of it if it has no more).
+fn first_chars(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
 /// A new time-ordered event id (a ULID: sortable by time, 80 random bits).
 pub fn new_event_id(now_ms: u64) -> String {
     ulid::Ulid::from_parts(now_ms, rand::random::<u128>()).to_string()
@@ -301,6 +314,22 @@ mod tests {
         let b = new_event_id(1_700_000_000_001);
         assert!(a < b, "{a} {b}");
         assert_eq!(a.len(), 26);
+    }
+
+    #[test]
+    fn user_agents_are_cut_to_256_characters() {
+        for s in [
+            "",
+            "abc",
+            "é",
+            &"x".repeat(256),
+            &"x".repeat(300),
+            &"é€😀".repeat(200),
+        ] {
+            let want: String = s.chars().take(256).collect();
+            assert_eq!(first_chars(s, 256), want);
+        }
+        assert_eq!(first_chars("é€😀", 2), "é€");
     }
 
     #[test]

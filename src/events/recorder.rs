@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
 use super::history::{History, HistoryError};
@@ -76,6 +78,8 @@ const STORE_CONCURRENCY: usize = 16;
 /// One recorded event on its way to the store.
 struct Job {
     pending: Pending,
+    /// The event's JSON, when the sinks were sent it: the history stores the same text.
+    json: Option<Bytes>,
     /// The config the request ran with: its history limits, webhook and link settings apply.
     config: Arc<Config>,
 }
@@ -85,6 +89,8 @@ struct Core {
     history: History,
     webhook: Webhook,
     metrics: Arc<Metrics>,
+    /// `authward_event_sink_queue_depth{sink="history"}`.
+    queue_depth: IntGauge,
     clock: SharedClock,
 }
 
@@ -139,6 +145,7 @@ impl Recorder {
         let core = Arc::new(Core {
             history: History::new(store, clock.clone()),
             webhook,
+            queue_depth: metrics.event_sink_queue_depth.with_label_values(&["history"]),
             metrics,
             clock,
         });
@@ -155,10 +162,7 @@ impl Recorder {
                 jobs.for_each_concurrent(STORE_CONCURRENCY, |job| {
                     let core = &core;
                     async move {
-                        core.metrics
-                            .event_sink_queue_depth
-                            .with_label_values(&["history"])
-                            .dec();
+                        core.queue_depth.dec();
                         core.store(job).await;
                     }
                 })
@@ -217,11 +221,15 @@ impl Recorder {
             let e = &pending.event;
             metrics
                 .events
-                .with_label_values(&[e.kind.as_str(), e.outcome.as_str()])
+                .with_label_values(&[e.kind.as_str(), &e.outcome])
                 .inc();
+            let mut json = None;
             if !self.sinks.is_empty() {
                 match serde_json::to_string(e) {
-                    Ok(line) => self.sinks.send(&Arc::from(line)),
+                    Ok(line) => {
+                        json = Some(Bytes::copy_from_slice(line.as_bytes()));
+                        self.sinks.send(&Arc::from(line));
+                    }
                     Err(err) => {
                         tracing::error!(event_id = %e.event_id, error = %err, "cannot encode an event")
                     }
@@ -240,9 +248,10 @@ impl Recorder {
             }
             let job = Job {
                 pending,
+                json,
                 config: ex.config.clone(),
             };
-            let depth = metrics.event_sink_queue_depth.with_label_values(&["history"]);
+            let depth = &self.core.queue_depth;
             depth.inc();
             if self
                 .queue
@@ -326,10 +335,14 @@ impl Recorder {
 
 impl Core {
     async fn store(&self, job: Job) {
-        let Job { pending, config } = job;
+        let Job {
+            pending,
+            json,
+            config,
+        } = job;
         let event = &pending.event;
         let events = &config.events;
-        let stored = match self.history.append(event, &events.history).await {
+        let stored = match self.history.append_encoded(event, json, &events.history).await {
             Ok(stored) => stored,
             Err(e) => {
                 self.metrics
@@ -511,10 +524,7 @@ mod tests {
             s.recorder.record(ex, Vec::new());
         }
         let events = history_of(&s.recorder, "alice", 3).await;
-        let got: Vec<(&str, &str)> = events
-            .iter()
-            .map(|e| (e.outcome.as_str(), e.decision.as_str()))
-            .collect();
+        let got: Vec<(&str, &str)> = events.iter().map(|e| (&*e.outcome, &*e.decision)).collect();
         assert_eq!(
             got,
             vec![("blocked", "block"), ("failure", "allow"), ("success", "allow")]

@@ -85,7 +85,7 @@ pub async fn check(services: &Services, mfa: &Mfa, ex: &mut Exchange, id: &str, 
         e.username = h.username.clone().or(e.username);
         e.client_id = h.client_id.clone().or(e.client_id);
         e.device.id = Some(h.device_id.clone().unwrap_or_else(|| h.fingerprint.clone()));
-        e.decision = h.decision.clone();
+        e.decision = h.decision.clone().into();
     }
     e.mode = "enforce".into();
     e.outcome = outcome.into();
@@ -499,7 +499,7 @@ mod tests {
         assert_eq!(body.as_ref(), br#"{"token":"t0k3n"}"#);
         let e = &events[0].event;
         assert_eq!(
-            (e.kind, e.outcome.as_str(), e.username.as_deref()),
+            (e.kind, &*e.outcome, e.username.as_deref()),
             (EventType::MfaVerify, "success", Some("Alice"))
         );
         assert_eq!(e.mfa.as_ref().unwrap().result, "verified");

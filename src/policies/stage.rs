@@ -643,7 +643,7 @@ policies:
         };
         let e = &pending.event;
         assert_eq!(
-            (e.kind, e.decision.as_str(), e.outcome.as_str()),
+            (e.kind, &*e.decision, &*e.outcome),
             (EventType::SignUp, "block", "blocked")
         );
         assert_eq!(e.username.as_deref(), Some("mallory"));

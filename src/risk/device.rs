@@ -5,26 +5,24 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use crate::signing::SigningKey;
+
 /// The bytes of signature kept in a cookie.
 const TAG_LEN: usize = 16;
+/// The length of a cookie value: a 16-byte id and the tag in unpadded base64, joined by a dot.
+const COOKIE_LEN: usize = 22 + 1 + 22;
 
 /// Signs and checks device cookies.
-#[derive(Clone)]
-pub struct DeviceKey(Vec<u8>);
-
-impl std::fmt::Debug for DeviceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DeviceKey([redacted])")
-    }
-}
+#[derive(Debug, Clone)]
+pub struct DeviceKey(SigningKey);
 
 impl DeviceKey {
-    pub fn new(key: Vec<u8>) -> Self {
-        DeviceKey(key)
+    pub fn new(key: &[u8]) -> Self {
+        DeviceKey(SigningKey::new(key))
     }
 
     fn tag(&self, id: &str) -> [u8; TAG_LEN] {
-        let full = crate::signing::hmac_sha256(&self.0, &[id.as_bytes()]);
+        let full = self.0.sign(&[id.as_bytes()]);
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(&full[..TAG_LEN]);
         out
@@ -33,7 +31,10 @@ impl DeviceKey {
     /// A new device id and its cookie value (`<id>.<tag>`).
     pub fn issue(&self) -> (String, String) {
         let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
-        let value = format!("{id}.{}", URL_SAFE_NO_PAD.encode(self.tag(&id)));
+        let mut value = String::with_capacity(COOKIE_LEN);
+        value.push_str(&id);
+        value.push('.');
+        URL_SAFE_NO_PAD.encode_string(self.tag(&id), &mut value);
         (id, value)
     }
 
@@ -69,14 +70,16 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// A fallback device fingerprint for clients that keep no cookies: user agent, accept-language and the
 /// TLS fingerprint, hashed (`fp:<hex>`).
 pub fn fingerprint(headers: &HeaderMap, ja4: Option<&str>) -> String {
-    let h = |n: http::header::HeaderName| headers.get(n).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    let h = |n: http::header::HeaderName| headers.get(n).map_or(&[][..], |v| v.as_bytes());
     let mut d = Sha256::new();
     d.update(h(http::header::USER_AGENT));
     d.update([0]);
     d.update(h(http::header::ACCEPT_LANGUAGE));
     d.update([0]);
     d.update(ja4.unwrap_or("").as_bytes());
-    format!("fp:{}", hex::encode(&d.finalize()[..12]))
+    let mut fp = [0; 12];
+    fp.copy_from_slice(&d.finalize()[..12]);
+    crate::store::hex_key("fp:", &fp)
 }
 
 #[cfg(test)]
@@ -85,10 +88,11 @@ mod tests {
 
     #[test]
     fn cookies_verify_only_with_their_key() {
-        let k = DeviceKey::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let k = DeviceKey::new(b"0123456789abcdef0123456789abcdef");
         let (id, value) = k.issue();
+        assert_eq!(value.len(), COOKIE_LEN);
         assert_eq!(k.verify(&value).as_deref(), Some(id.as_str()));
-        let other = DeviceKey::new(b"another key, just as long as it!".to_vec());
+        let other = DeviceKey::new(b"another key, just as long as it!");
         assert_eq!(other.verify(&value), None);
         let mut forged = value.clone();
         forged.replace_range(0..1, if value.starts_with('A') { "B" } else { "A" });

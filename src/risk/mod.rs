@@ -182,7 +182,7 @@ impl Assessment {
     /// The event's risk part.
     pub fn to_event(&self) -> EventRisk {
         EventRisk {
-            level: self.level.as_str().to_string(),
+            level: self.level.as_str().into(),
             score: self.score,
             signals: self.signals.clone(),
             compromised_credentials: self.compromised,
@@ -191,13 +191,14 @@ impl Assessment {
 
     /// The `x-authward-risk` header value: `level=high; score=85; signals=new_device,impossible_travel`.
     pub fn header(&self) -> String {
-        let names: Vec<&str> = self.signals.iter().map(|s| s.name.as_str()).collect();
-        format!(
-            "level={}; score={}; signals={}",
-            self.level.as_str(),
-            self.score,
-            names.join(",")
-        )
+        let mut h = format!("level={}; score={}; signals=", self.level.as_str(), self.score);
+        for (i, s) in self.signals.iter().enumerate() {
+            if i > 0 {
+                h.push(',');
+            }
+            h.push_str(&s.name);
+        }
+        h
     }
 
     /// Whether a signal fired.
@@ -571,6 +572,29 @@ mod tests {
     }
 
     const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0";
+
+    #[test]
+    fn the_risk_header_lists_the_signals() {
+        let hit = |name: &str| SignalHit {
+            name: name.into(),
+            contribution: 10,
+            detail: None,
+        };
+        let mut a = Assessment {
+            level: Level::High,
+            score: 85,
+            signals: Vec::new(),
+            compromised: false,
+        };
+        assert_eq!(a.header(), "level=high; score=85; signals=");
+        a.signals.push(hit("new_device"));
+        assert_eq!(a.header(), "level=high; score=85; signals=new_device");
+        a.signals.push(hit("impossible_travel"));
+        assert_eq!(
+            a.header(),
+            "level=high; score=85; signals=new_device,impossible_travel"
+        );
+    }
 
     #[test]
     fn the_same_place_and_device_is_no_risk() {

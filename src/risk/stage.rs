@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::header::{HeaderValue, SET_COOKIE};
+use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -20,11 +20,15 @@ use crate::profile::file::FlowStep;
 use crate::profile::{Operation, Outcome};
 use crate::proxy::body::{self, Body, Capped};
 use crate::proxy::json_error;
-use crate::store::{Op, Reply, Store, StoreError, record_key};
+use crate::store::{Op, Reply, Store, StoreError, hex_key, record_key};
 use crate::waf::file::StoreFailure;
 
 /// Where the device-cookie key lives when the config names no environment variable for it.
 const DEVICE_KEY_RECORD: &str = "meta";
+
+/// The headers that tell the upstream the score and the decision.
+const RISK_HEADER: HeaderName = HeaderName::from_static("x-authward-risk");
+const DECISION_HEADER: HeaderName = HeaderName::from_static("x-authward-decision");
 
 /// What the request hook found, for the response hook.
 #[derive(Debug)]
@@ -105,13 +109,13 @@ impl RiskStage {
         self.key
             .get_or_try_init(|| async {
                 if let Some(k) = &risk.device_key {
-                    return Ok(DeviceKey::new(k.clone()));
+                    return Ok(DeviceKey::new(k));
                 }
                 let key = record_key(DEVICE_KEY_RECORD, "device-cookie-key");
                 let fresh = bytes::Bytes::copy_from_slice(&rand::random::<[u8; 32]>());
                 self.store.put_if_absent(&key, fresh, None).await?;
                 match self.store.get(&key).await? {
-                    Some(k) if k.len() == 32 => Ok(DeviceKey::new(k.to_vec())),
+                    Some(k) if k.len() == 32 => Ok(DeviceKey::new(&k)),
                     _ => Err(StoreError::Corrupt("device cookie key".into())),
                 }
             })
@@ -125,32 +129,40 @@ pub fn user_key(username: &str) -> String {
 }
 
 /// A short hash for counter keys (usernames and addresses are attacker input of any length).
-fn h(parts: &[&str]) -> String {
+fn h(parts: &[&str]) -> [u8; 12] {
     let mut d = Sha256::new();
     for p in parts {
         d.update(p.as_bytes());
         d.update([0]);
     }
-    hex::encode(&d.finalize()[..12])
+    let mut out = [0; 12];
+    out.copy_from_slice(&d.finalize()[..12]);
+    out
 }
 
+/// The velocity counters' keys of one attempt, and the hashes of its user and address (the members of
+/// the distinct-count sets).
 struct Keys {
     failures_user: String,
     failures_ip: String,
     failures_user_ip: String,
     users_per_ip: String,
     ips_per_user: String,
+    user: [u8; 12],
+    ip: [u8; 12],
 }
 
 fn keys(user: Option<&str>, ip: &str) -> Keys {
     let u = user.unwrap_or("");
     let (hu, hi) = (h(&[u]), h(&[ip]));
     Keys {
-        failures_user: format!("risk:fu:{hu}"),
-        failures_ip: format!("risk:fi:{hi}"),
-        failures_user_ip: format!("risk:fui:{}", h(&[u, ip])),
-        users_per_ip: format!("risk:dui:{hi}"),
-        ips_per_user: format!("risk:diu:{hu}"),
+        failures_user: hex_key("risk:fu:", &hu),
+        failures_ip: hex_key("risk:fi:", &hi),
+        failures_user_ip: hex_key("risk:fui:", &h(&[u, ip])),
+        users_per_ip: hex_key("risk:dui:", &hi),
+        ips_per_user: hex_key("risk:diu:", &hu),
+        user: hu,
+        ip: hi,
     }
 }
 
@@ -194,15 +206,20 @@ impl RiskStage {
     }
 
     /// The event for this attempt.
-    fn event(&self, ex: &Exchange, a: &Assessed, outcome: &str, now: u64) -> Pending {
+    fn event(&self, ex: &Exchange, a: &Assessed, outcome: &'static str, now: u64) -> Pending {
         let mut e = Event::for_exchange(ex, a.kind, now);
-        e.username = a.username.clone().or(e.username);
-        e.client_id = a.client_id.clone().or(e.client_id);
+        // Usually the same names as the request's: `clone_from` copies into the strings already made.
+        if a.username.is_some() {
+            e.username.clone_from(&a.username);
+        }
+        if a.client_id.is_some() {
+            e.client_id.clone_from(&a.client_id);
+        }
         e.device.id = a.device_id.clone().or_else(|| Some(a.fingerprint.clone()));
         e.risk = Some(a.assessment.to_event());
-        e.decision = a.decision.as_str().to_string();
-        e.mode = a.mode.as_str().to_string();
-        e.outcome = outcome.to_string();
+        e.decision = a.decision.as_str().into();
+        e.mode = a.mode.as_str().into();
+        e.outcome = outcome.into();
         e.shadow.extend(a.shadow.iter().cloned());
         if let Some(f) = &a.flow {
             e.challenges = f.challenges.clone();
@@ -221,7 +238,7 @@ impl RiskStage {
             by: 1,
             ttl: v.failures_ip.window.get(),
         }];
-        if let Some(u) = &a.user {
+        if a.user.is_some() {
             ops.extend([
                 Op::Incr {
                     key: k.failures_user,
@@ -235,12 +252,12 @@ impl RiskStage {
                 },
                 Op::SetAdd {
                     key: k.users_per_ip,
-                    member: h(&[u]),
+                    member: hex_key("", &k.user),
                     ttl: v.distinct_users_per_ip.window.get(),
                 },
                 Op::SetAdd {
                     key: k.ips_per_user,
-                    member: h(&[ip]),
+                    member: hex_key("", &k.ip),
                     ttl: v.distinct_ips_per_user.window.get(),
                 },
             ]);
@@ -258,14 +275,10 @@ pub async fn load_facts(
 ) -> Result<(Option<UserHistory>, [u64; 5]), StoreError> {
     let k = keys(user, ip);
     let mut ops = vec![
+        Op::Counter { key: k.failures_user },
+        Op::Counter { key: k.failures_ip },
         Op::Counter {
-            key: k.failures_user.clone(),
-        },
-        Op::Counter {
-            key: k.failures_ip.clone(),
-        },
-        Op::Counter {
-            key: k.failures_user_ip.clone(),
+            key: k.failures_user_ip,
         },
         Op::SetLen { key: k.users_per_ip },
         Op::SetLen { key: k.ips_per_user },
@@ -574,7 +587,6 @@ impl RiskStage {
     /// The response hook's work: act on the decision, count failures, learn from successes, make the event.
     async fn decide(&self, risk: &Risk, ex: &mut Exchange, a: &mut Assessed, response: &mut Response<Body>) {
         let now = self.clock.now_ms();
-        let ip = ex.ctx.client_ip.to_string();
         let outcome = ex.outcome.unwrap_or(Outcome::Unknown);
         let flow_cfg = ex.profile.as_ref().and_then(|m| m.profile.flow().cloned());
 
@@ -638,6 +650,7 @@ impl RiskStage {
             }
             Outcome::Failure => {
                 if a.kind == EventType::SignIn {
+                    let ip = ex.ctx.client_ip.to_string();
                     if let Err(e) = self.count_failure(risk, a, &ip).await {
                         tracing::warn!(error = %e, "risk: failure count lost");
                     }
@@ -690,7 +703,8 @@ impl RiskStage {
         response: &mut Response<Body>,
         now: u64,
     ) {
-        let mut issued = None;
+        // Whether `a.device_id` is a cookie given out just now.
+        let mut issued = false;
         if a.device_id.is_none() {
             if let Ok(k) = self.device_key(risk).await {
                 let (id, value) = k.issue();
@@ -708,11 +722,11 @@ impl RiskStage {
                 if let Some(v) = header(&cookie) {
                     response.headers_mut().append(SET_COOKIE, v);
                 }
-                issued = Some(id.clone());
                 a.device_id = Some(id);
+                issued = true;
             }
         }
-        let Some(user) = a.user.clone() else {
+        let Some(user) = a.user.as_deref() else {
             return;
         };
         let geo = ex.ctx.geo();
@@ -724,16 +738,19 @@ impl RiskStage {
             longitude: geo.longitude,
         };
         // A cookie the client presented is a device; one given out just now waits until it comes back.
-        let mut devices = vec![a.fingerprint.as_str()];
-        if let (Some(d), None) = (&a.device_id, &issued) {
-            devices.push(d);
+        let mut devices = Vec::with_capacity(2);
+        devices.push(a.fingerprint.as_str());
+        let device = a.device_id.as_deref();
+        if !issued {
+            devices.extend(device);
         }
+        let issued = device.filter(|_| issued);
         let remembered = remember(
             self.store.as_ref(),
             &risk.history,
-            &user,
+            user,
             &devices,
-            issued.as_deref(),
+            issued,
             &place,
             now,
         );
@@ -766,7 +783,9 @@ pub async fn remember(
     if let Some(id) = issued {
         history.note_issued(id);
     }
-    let bytes = serde_json::to_vec(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    // A history is a few hundred bytes: written without regrowing the buffer.
+    let mut bytes = Vec::with_capacity(512);
+    serde_json::to_writer(&mut bytes, &history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     store.put(&key, bytes.into(), Some(settings.ttl.get())).await?;
     Ok(history)
 }
@@ -816,9 +835,9 @@ fn add_headers(ex: &mut Exchange, a: &Assessed) {
     };
     let hs = &mut ex.request.headers;
     if let Some(v) = header(&a.assessment.header()) {
-        hs.insert("x-authward-risk", v);
+        hs.insert(RISK_HEADER, v);
     }
-    hs.insert("x-authward-decision", HeaderValue::from_static(decision));
+    hs.insert(DECISION_HEADER, HeaderValue::from_static(decision));
 }
 
 impl Risk {
@@ -893,6 +912,24 @@ mod tests {
             Familiarity::Other
         );
         assert_eq!(Familiarity::of(Some(&h), None, "fp:b"), Familiarity::Other);
+    }
+
+    #[test]
+    fn counter_keys_keep_their_format() {
+        // Hex of the first 12 bytes of SHA-256 over the parts, each followed by a zero byte.
+        let sha = |s: &[u8]| hex::encode(&Sha256::digest(s)[..12]);
+        let (user, ip) = (sha(b"alice\0"), sha(b"198.51.100.1\0"));
+        let k = keys(Some("alice"), "198.51.100.1");
+        assert_eq!(k.failures_user, format!("risk:fu:{user}"));
+        assert_eq!(k.failures_ip, format!("risk:fi:{ip}"));
+        assert_eq!(
+            k.failures_user_ip,
+            format!("risk:fui:{}", sha(b"alice\x00198.51.100.1\0"))
+        );
+        assert_eq!(k.users_per_ip, format!("risk:dui:{ip}"));
+        assert_eq!(k.ips_per_user, format!("risk:diu:{user}"));
+        assert_eq!((hex::encode(k.user), hex::encode(k.ip)), (user, ip));
+        assert_eq!(keys(None, "::1").failures_user, format!("risk:fu:{}", sha(b"\0")));
     }
 
     #[tokio::test]

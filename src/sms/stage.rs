@@ -254,7 +254,7 @@ impl Stage for Settle {
 }
 
 impl Settle {
-    fn event(&self, ex: &Exchange, v: &Verdict, kind: EventType, outcome: &str, now: u64) -> Event {
+    fn event(&self, ex: &Exchange, v: &Verdict, kind: EventType, outcome: &'static str, now: u64) -> Event {
         let mut e = Event::for_exchange(ex, kind, now);
         e.mode = self.guard.mode_name().into();
         e.outcome = outcome.into();
@@ -376,7 +376,7 @@ mod tests {
         };
         let e = &pending.event;
         assert_eq!(
-            (e.kind, e.decision.as_str(), e.outcome.as_str(), e.mode.as_str()),
+            (e.kind, &*e.decision, &*e.outcome, &*e.mode),
             (EventType::SmsSend, "block", "blocked", "enforce")
         );
         assert_eq!(
@@ -416,7 +416,7 @@ mod tests {
             .await;
         let e = &ex.events[0].event;
         assert_eq!(
-            (e.decision.as_str(), e.outcome.as_str(), e.mode.as_str()),
+            (&*e.decision, &*e.outcome, &*e.mode),
             ("allow", "success", "audit")
         );
         assert_eq!(

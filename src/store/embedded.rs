@@ -30,7 +30,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, StorageError, Table, 
 use tokio::sync::{mpsc, oneshot};
 
 use super::memory::{self, MemoryLimits, MemoryStore};
-use super::{RECORD_PREFIX, RateDecision, Store, StoreError};
+use super::{Op, RECORD_PREFIX, RateDecision, Replies, Reply, Store, StoreError, run_op};
 use crate::clock::SharedClock;
 
 /// Record key → header and value (see [`Head`]).
@@ -1009,6 +1009,21 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    /// Ops on in-memory keys run synchronously in the memory store; ops on record keys go through this
+    /// store's methods, in order with the others.
+    async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
+        let mut replies = Replies::with_capacity(ops.len());
+        for op in ops {
+            let reply = if is_record(op.key()) {
+                run_op(self, op).await
+            } else {
+                self.memory.apply(op)
+            };
+            replies.push(reply);
+        }
+        replies.finish()
+    }
+
     fn kind(&self) -> &'static str {
         BACKEND
     }
@@ -1035,7 +1050,7 @@ mod tests {
     use super::{EmbeddedOptions, EmbeddedStore, MAX_RECORD_BYTES, OpenError, RECORDS};
     use crate::clock::ManualClock;
     use crate::store::memory::MemoryLimits;
-    use crate::store::{RateDecision, Store, StoreError, conformance, record_key};
+    use crate::store::{Op, RateDecision, Reply, Store, StoreError, conformance, record_key};
 
     const START_MS: u64 = 1_700_000_000_000;
     const SEC: Duration = Duration::from_secs(1);
@@ -1280,6 +1295,69 @@ mod tests {
         assert!(s.list_range("l", 0, 5).await.unwrap().is_empty());
         assert_eq!(s.rate_peek("r", 10, HOUR).await.unwrap().remaining, 10);
         assert_eq!(s.get(&rec("kept")).await.unwrap(), Some(b("v")));
+    }
+
+    #[tokio::test]
+    async fn a_batch_mixes_records_and_memory_keys_in_order() {
+        let f = Fixture::new();
+        let s = f.open();
+        let (r, n) = (rec("r"), "n".to_string());
+        let ops = vec![
+            Op::Put {
+                key: r.clone(),
+                value: b("v1"),
+                ttl: None,
+            },
+            Op::Incr {
+                key: n.clone(),
+                by: 2,
+                ttl: SEC,
+            },
+            Op::Get { key: r.clone() },
+            Op::Counter { key: n.clone() },
+            Op::ListPush {
+                key: rec("l"),
+                value: b("i"),
+                cap: 3,
+                ttl: None,
+            },
+        ];
+        let replies = s.batch(ops).await.unwrap();
+        assert_eq!(
+            replies,
+            vec![
+                Reply::Unit,
+                Reply::Int(2),
+                Reply::Value(Some(b("v1"))),
+                Reply::Int(2),
+                Reply::Len(1)
+            ]
+        );
+        // Every op is attempted; the first error is the batch's.
+        let ops = vec![
+            Op::Counter { key: r.clone() },
+            Op::Incr {
+                key: n.clone(),
+                by: 1,
+                ttl: SEC,
+            },
+            Op::Put {
+                key: r.clone(),
+                value: b("v2"),
+                ttl: None,
+            },
+        ];
+        assert!(matches!(s.batch(ops).await, Err(StoreError::WrongType { .. })));
+        assert_eq!(s.counter(&n).await.unwrap(), 3);
+        assert_eq!(s.get(&r).await.unwrap(), Some(b("v2")));
+        drop(s);
+        let mut keys = f.keys_in_file();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![rec("l"), rec("r")],
+            "records in the file, counters not"
+        );
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use crate::clock::SharedClock;
-use crate::store::{RateDecision, Store, StoreError};
+use crate::store::{Op, RateDecision, Replies, Reply, Store, StoreError};
 
 const SHARDS: usize = 32;
 /// Allocations up to this size are counted at their allocator size class, bigger ones in whole pages.
@@ -1017,9 +1017,40 @@ impl MemoryStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for MemoryStore {
-    async fn rate_take(
+/// The operations, run synchronously: each takes its shard's lock once. The [`Store`] methods are thin
+/// wrappers, and [`Store::batch`] runs its ops through [`MemoryStore::apply`] without making a future for
+/// each.
+impl MemoryStore {
+    /// Runs one batched op.
+    pub(super) fn apply(&self, op: Op) -> Result<Reply, StoreError> {
+        match op {
+            Op::RateTake {
+                key,
+                limit,
+                period,
+                cost,
+            } => self.rate_take_sync(&key, limit, period, cost).map(Reply::Rate),
+            Op::RatePeek { key, limit, period } => self.rate_peek_sync(&key, limit, period).map(Reply::Rate),
+            Op::Incr { key, by, ttl } => self.incr_sync(&key, by, ttl).map(Reply::Int),
+            Op::Counter { key } => self.counter_sync(&key).map(Reply::Int),
+            Op::SetAdd { key, member, ttl } => self.set_add_sync(&key, &member, ttl).map(Reply::Count),
+            Op::SetLen { key } => self.set_len_sync(&key).map(Reply::Count),
+            Op::SetContains { key, member } => self.set_contains_sync(&key, &member).map(Reply::Bool),
+            Op::Put { key, value, ttl } => self.put_sync(&key, value, ttl).map(|()| Reply::Unit),
+            Op::PutIfAbsent { key, value, ttl } => self.put_if_absent_sync(&key, value, ttl).map(Reply::Bool),
+            Op::Get { key } => self.get_sync(&key).map(Reply::Value),
+            Op::Take { key } => self.take_sync(&key).map(Reply::Value),
+            Op::Delete { key } => self.delete_sync(&key).map(Reply::Bool),
+            Op::ListPush { key, value, cap, ttl } => {
+                self.list_push_sync(&key, value, cap, ttl).map(Reply::Len)
+            }
+            Op::ListRange { key, start, count } => {
+                self.list_range_sync(&key, start, count).map(Reply::Values)
+            }
+        }
+    }
+
+    fn rate_take_sync(
         &self,
         key: &str,
         limit: u32,
@@ -1060,7 +1091,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn rate_peek(&self, key: &str, limit: u32, period: Duration) -> Result<RateDecision, StoreError> {
+    fn rate_peek_sync(&self, key: &str, limit: u32, period: Duration) -> Result<RateDecision, StoreError> {
         let g = match Rule::new(limit, period) {
             Rule::Deny => return Ok(denied(period)),
             Rule::Allow => return Ok(unlimited(limit)),
@@ -1076,7 +1107,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+    fn incr_sync(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
             None => Ok(0),
             Some(Val::Counter(_)) => Ok(0),
@@ -1093,7 +1124,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn counter(&self, key: &str) -> Result<i64, StoreError> {
+    fn counter_sync(&self, key: &str) -> Result<i64, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(0),
             Some(Val::Counter(n)) => Ok(*n),
@@ -1101,7 +1132,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<u64, StoreError> {
+    fn set_add_sync(&self, key: &str, member: &str, ttl: Duration) -> Result<u64, StoreError> {
         let (cap, member) = (self.limits.max_set_members, self.fingerprints.of(member));
         let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
             None => Ok(heap(size_of::<MemberSet>()) + MemberSet::new().growth(member, cap)),
@@ -1126,7 +1157,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn set_len(&self, key: &str) -> Result<u64, StoreError> {
+    fn set_len_sync(&self, key: &str) -> Result<u64, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(0),
             Some(Val::Set(s)) => Ok(s.len() as u64),
@@ -1134,7 +1165,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn set_contains(&self, key: &str, member: &str) -> Result<bool, StoreError> {
+    fn set_contains_sync(&self, key: &str, member: &str) -> Result<bool, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(false),
             Some(Val::Set(s)) => Ok(s.find(self.fingerprints.of(member)).is_some()),
@@ -1142,7 +1173,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), StoreError> {
+    fn put_sync(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), StoreError> {
         // Copied so that a slice of a bigger buffer does not pin (unaccounted) memory.
         let value = Bytes::copy_from_slice(&value);
         let size = value_size(value.len());
@@ -1159,12 +1190,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn put_if_absent(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    fn put_if_absent_sync(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool, StoreError> {
         let value = Bytes::copy_from_slice(&value);
         let size = value_size(value.len());
         let need = |e: Option<&Entry>| Ok(if e.is_some() { 0 } else { size });
@@ -1177,7 +1203,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+    fn get_sync(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(None),
             Some(Val::Bytes(b)) => Ok(Some(b.clone())),
@@ -1185,7 +1211,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+    fn take_sync(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         self.with_shard(key, |shard, k, now, usage| {
             let Some(i) = shard.live(k, now, usage) else {
                 return Ok(None);
@@ -1200,7 +1226,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+    fn delete_sync(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self.with_shard(key, |shard, k, now, usage| {
             shard
                 .live(k, now, usage)
@@ -1209,7 +1235,7 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn list_push(
+    fn list_push_sync(
         &self,
         key: &str,
         value: Bytes,
@@ -1258,12 +1284,96 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn list_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError> {
+    fn list_range_sync(&self, key: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError> {
         self.read(key, |e| match e.map(|e| &e.val) {
             None => Ok(Vec::new()),
             Some(Val::List(l)) => Ok(l.items.iter().skip(start).take(count).cloned().collect()),
             Some(_) => Err(wrong(key, "list")),
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn rate_take(
+        &self,
+        key: &str,
+        limit: u32,
+        period: Duration,
+        cost: u32,
+    ) -> Result<RateDecision, StoreError> {
+        self.rate_take_sync(key, limit, period, cost)
+    }
+
+    async fn rate_peek(&self, key: &str, limit: u32, period: Duration) -> Result<RateDecision, StoreError> {
+        self.rate_peek_sync(key, limit, period)
+    }
+
+    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        self.incr_sync(key, by, ttl)
+    }
+
+    async fn counter(&self, key: &str) -> Result<i64, StoreError> {
+        self.counter_sync(key)
+    }
+
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<u64, StoreError> {
+        self.set_add_sync(key, member, ttl)
+    }
+
+    async fn set_len(&self, key: &str) -> Result<u64, StoreError> {
+        self.set_len_sync(key)
+    }
+
+    async fn set_contains(&self, key: &str, member: &str) -> Result<bool, StoreError> {
+        self.set_contains_sync(key, member)
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.put_sync(key, value, ttl)
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.put_if_absent_sync(key, value, ttl)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        self.get_sync(key)
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        self.take_sync(key)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.delete_sync(key)
+    }
+
+    async fn list_push(
+        &self,
+        key: &str,
+        value: Bytes,
+        cap: usize,
+        ttl: Option<Duration>,
+    ) -> Result<usize, StoreError> {
+        self.list_push_sync(key, value, cap, ttl)
+    }
+
+    async fn list_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError> {
+        self.list_range_sync(key, start, count)
+    }
+
+    async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
+        let mut replies = Replies::with_capacity(ops.len());
+        for op in ops {
+            replies.push(self.apply(op));
+        }
+        replies.finish()
     }
 
     fn kind(&self) -> &'static str {

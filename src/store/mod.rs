@@ -18,6 +18,15 @@ pub fn record_key(kind: &str, id: &str) -> String {
     k
 }
 
+/// A key (or id) made of `prefix` and the lowercase hex of `digest`, such as `risk:fu:<hex>`: written
+/// straight into one string of the right size.
+pub fn hex_key<const N: usize>(prefix: &str, digest: &[u8; N]) -> String {
+    let mut k = String::with_capacity(prefix.len() + 2 * N);
+    k.push_str(prefix);
+    k.push_str(hex::Buffer::<N>::new().format(digest));
+    k
+}
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,6 +120,28 @@ pub enum Op {
     ListRange { key: String, start: usize, count: usize },
 }
 
+impl Op {
+    /// The key the op works on.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::RateTake { key, .. }
+            | Op::RatePeek { key, .. }
+            | Op::Incr { key, .. }
+            | Op::Counter { key }
+            | Op::SetAdd { key, .. }
+            | Op::SetLen { key }
+            | Op::SetContains { key, .. }
+            | Op::Put { key, .. }
+            | Op::PutIfAbsent { key, .. }
+            | Op::Get { key }
+            | Op::Take { key }
+            | Op::Delete { key }
+            | Op::ListPush { key, .. }
+            | Op::ListRange { key, .. } => key,
+        }
+    }
+}
+
 /// The result of one [`Op`], in the same position as the op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -130,6 +161,66 @@ pub enum Reply {
     Len(usize),
     /// From `ListRange`.
     Values(Vec<Bytes>),
+}
+
+/// Runs one op through the store's own methods (as [`Store::batch`] does unless a backend runs its ops
+/// another way).
+pub(crate) async fn run_op<S: Store + ?Sized>(store: &S, op: Op) -> Result<Reply, StoreError> {
+    match op {
+        Op::RateTake {
+            key,
+            limit,
+            period,
+            cost,
+        } => store.rate_take(&key, limit, period, cost).await.map(Reply::Rate),
+        Op::RatePeek { key, limit, period } => store.rate_peek(&key, limit, period).await.map(Reply::Rate),
+        Op::Incr { key, by, ttl } => store.incr(&key, by, ttl).await.map(Reply::Int),
+        Op::Counter { key } => store.counter(&key).await.map(Reply::Int),
+        Op::SetAdd { key, member, ttl } => store.set_add(&key, &member, ttl).await.map(Reply::Count),
+        Op::SetLen { key } => store.set_len(&key).await.map(Reply::Count),
+        Op::SetContains { key, member } => store.set_contains(&key, &member).await.map(Reply::Bool),
+        Op::Put { key, value, ttl } => store.put(&key, value, ttl).await.map(|()| Reply::Unit),
+        Op::PutIfAbsent { key, value, ttl } => store.put_if_absent(&key, value, ttl).await.map(Reply::Bool),
+        Op::Get { key } => store.get(&key).await.map(Reply::Value),
+        Op::Take { key } => store.take(&key).await.map(Reply::Value),
+        Op::Delete { key } => store.delete(&key).await.map(Reply::Bool),
+        Op::ListPush { key, value, cap, ttl } => store.list_push(&key, value, cap, ttl).await.map(Reply::Len),
+        Op::ListRange { key, start, count } => store.list_range(&key, start, count).await.map(Reply::Values),
+    }
+}
+
+/// The replies of a [`Store::batch`] as its ops run: every op is attempted, and the first error, if any,
+/// is the batch's.
+pub(crate) struct Replies {
+    replies: Vec<Reply>,
+    first_err: Option<StoreError>,
+}
+
+impl Replies {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Replies {
+            replies: Vec::with_capacity(n),
+            first_err: None,
+        }
+    }
+
+    /// Records the result of the next op.
+    pub(crate) fn push(&mut self, reply: Result<Reply, StoreError>) {
+        match reply {
+            Ok(r) => self.replies.push(r),
+            Err(e) => {
+                self.first_err.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The replies in order, or the first error.
+    pub(crate) fn finish(self) -> Result<Vec<Reply>, StoreError> {
+        match self.first_err {
+            Some(e) => Err(e),
+            None => Ok(self.replies),
+        }
+    }
 }
 
 /// Shared state. Every method is one atomic operation on one key and returns owned data; expiry is
@@ -201,49 +292,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Runs `ops` in order (a network store sends them in one round trip) and returns their replies in
     /// order. Not a transaction: every op is attempted and the first error, if any, is returned.
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
-        let mut replies = Vec::with_capacity(ops.len());
-        let mut first_err = None;
+        let mut replies = Replies::with_capacity(ops.len());
         for op in ops {
-            let reply = match op {
-                Op::RateTake {
-                    key,
-                    limit,
-                    period,
-                    cost,
-                } => self.rate_take(&key, limit, period, cost).await.map(Reply::Rate),
-                Op::RatePeek { key, limit, period } => {
-                    self.rate_peek(&key, limit, period).await.map(Reply::Rate)
-                }
-                Op::Incr { key, by, ttl } => self.incr(&key, by, ttl).await.map(Reply::Int),
-                Op::Counter { key } => self.counter(&key).await.map(Reply::Int),
-                Op::SetAdd { key, member, ttl } => self.set_add(&key, &member, ttl).await.map(Reply::Count),
-                Op::SetLen { key } => self.set_len(&key).await.map(Reply::Count),
-                Op::SetContains { key, member } => self.set_contains(&key, &member).await.map(Reply::Bool),
-                Op::Put { key, value, ttl } => self.put(&key, value, ttl).await.map(|()| Reply::Unit),
-                Op::PutIfAbsent { key, value, ttl } => {
-                    self.put_if_absent(&key, value, ttl).await.map(Reply::Bool)
-                }
-                Op::Get { key } => self.get(&key).await.map(Reply::Value),
-                Op::Take { key } => self.take(&key).await.map(Reply::Value),
-                Op::Delete { key } => self.delete(&key).await.map(Reply::Bool),
-                Op::ListPush { key, value, cap, ttl } => {
-                    self.list_push(&key, value, cap, ttl).await.map(Reply::Len)
-                }
-                Op::ListRange { key, start, count } => {
-                    self.list_range(&key, start, count).await.map(Reply::Values)
-                }
-            };
-            match reply {
-                Ok(r) => replies.push(r),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
+            replies.push(run_op(self, op).await);
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(replies),
-        }
+        replies.finish()
     }
 
     /// The backend's name, as in the `store.kind` setting.
@@ -735,5 +788,25 @@ pub(crate) mod conformance {
             winners += usize::from(t.await.unwrap());
         }
         assert_eq!(winners, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hex_key, record_key};
+
+    #[test]
+    fn hex_keys_are_the_prefix_and_the_hex_of_the_digest() {
+        let mut all = [0u8; 256];
+        for (i, b) in all.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let k = hex_key("risk:fu:", &all);
+        assert_eq!(k, format!("risk:fu:{}", hex::encode(all)));
+        assert_eq!(k.capacity(), k.len(), "one allocation of the right size");
+        assert_eq!(hex_key("p:", &[]), "p:");
+        assert_eq!(hex_key("fp:", &[0xff, 0x0a, 0xb0]), "fp:ff0ab0");
+        assert_eq!(hex_key("", &[0x12, 0xef]), "12ef");
+        assert_eq!(record_key("user", "alice"), "rec/user/alice");
     }
 }
