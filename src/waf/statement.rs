@@ -82,13 +82,18 @@ pub struct RateRule {
     pub limit: u32,
     pub window: std::time::Duration,
     pub keys: Vec<RateKey>,
+    /// The memo slot of `keys`: rules that count by the same keys digest them once per request. `None`
+    /// when a key reads labels, which change as rules match.
+    pub keys_memo: Option<usize>,
     pub scope_down: Option<Statement>,
     pub count: RateCount,
     pub distinct: Option<RateKey>,
+    /// The memo slot of `distinct`, as for `keys`.
+    pub distinct_memo: Option<usize>,
 }
 
 /// One aggregation key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RateKey {
     Ip,
     ForwardedIp(http::HeaderName),
