@@ -186,32 +186,41 @@ pub struct Values {
 /// Per-request cache: each input is read and transformed at most once; the JSON body parsed at most once.
 pub struct Cache<'a> {
     view: &'a RequestView<'a>,
-    slots: Vec<OnceCell<Values>>,
+    slots: Vec<Slot>,
     json: OnceCell<Option<serde_json::Value>>,
     json_hidden: OnceCell<Option<serde_json::Value>>,
-    /// Injection verdicts per (slot, detector, sensitivity): rule sets test the same field many times.
-    detections: Vec<OnceCell<Option<(usize, String)>>>,
+    /// What the content type says the body is.
+    body_kinds: OnceCell<BodyKinds>,
+}
+
+/// One input's values and injection verdicts.
+#[derive(Default)]
+struct Slot {
+    values: OnceCell<Values>,
+    /// The index of the first value flagged, per (detector, sensitivity): rule sets test the same field
+    /// many times.
+    detections: [OnceCell<Option<usize>>; 4],
 }
 
 impl<'a> Cache<'a> {
     pub fn new(view: &'a RequestView<'a>, slots: usize) -> Self {
         Cache {
             view,
-            slots: (0..slots).map(|_| OnceCell::new()).collect(),
-            detections: (0..slots * 4).map(|_| OnceCell::new()).collect(),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
             json: OnceCell::new(),
             json_hidden: OnceCell::new(),
+            body_kinds: OnceCell::new(),
         }
     }
 
-    /// The injection verdict `key` (see [`Cache::detections`]) of a slot, computed once.
+    /// The injection verdict `key` (see [`Slot::detections`]) of a slot, computed once.
     pub fn detection(
         &self,
         slot: usize,
         key: usize,
-        compute: impl FnOnce() -> Option<(usize, String)>,
-    ) -> &Option<(usize, String)> {
-        self.detections[slot * 4 + key].get_or_init(compute)
+        compute: impl FnOnce() -> Option<usize>,
+    ) -> &Option<usize> {
+        self.slots[slot].detections[key].get_or_init(compute)
     }
 
     pub fn view(&self) -> &RequestView<'a> {
@@ -220,7 +229,7 @@ impl<'a> Cache<'a> {
 
     /// The transformed values of input `slot`.
     pub fn values(&self, slot: usize, input: &Input) -> &Values {
-        self.slots[slot].get_or_init(|| {
+        self.slots[slot].values.get_or_init(|| {
             let mut v = self.read(input);
             if !input.transforms.is_empty() {
                 for item in &mut v.items {
@@ -488,19 +497,32 @@ enum BodyKind {
     Form,
 }
 
+/// What the content type says the body may be read as; `None` without a readable content type.
+#[derive(Clone, Copy)]
+struct BodyKinds(Option<(bool, bool)>);
+
 impl Cache<'_> {
     /// Whether the body may be read as `kind`: a content type that says so, or none at all and a body
     /// that looks like it (so a JSON body is never read as a form, nor a form as JSON).
     fn body_kind(&self, kind: BodyKind) -> bool {
-        let ct = self
-            .view
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        match ct.map(str::to_ascii_lowercase) {
-            Some(ct) => match kind {
-                BodyKind::Json => ct.contains("json"),
-                BodyKind::Form => ct.starts_with("application/x-www-form-urlencoded"),
+        let kinds = self.body_kinds.get_or_init(|| {
+            const FORM: &[u8] = b"application/x-www-form-urlencoded";
+            let ct = self
+                .view
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::as_bytes);
+            BodyKinds(ct.map(|ct| {
+                let json = ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"));
+                let form = ct.get(..FORM.len()).is_some_and(|p| p.eq_ignore_ascii_case(FORM));
+                (json, form)
+            }))
+        });
+        match kinds.0 {
+            Some((json, form)) => match kind {
+                BodyKind::Json => json,
+                BodyKind::Form => form,
             },
             None => {
                 let first = self
