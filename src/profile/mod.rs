@@ -1,6 +1,7 @@
 //! Route profiles: which requests are login operations, what they carry, and how the upstream answered.
 
 pub mod file;
+pub mod pointer;
 pub mod stage;
 
 use std::cell::OnceCell;

@@ -2,11 +2,13 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use http::{HeaderMap, Method, Uri};
 
 use super::file::{FileField, InvalidJson, Oversize, Part};
 use super::transform::{Transform, apply_chain};
+use crate::profile::pointer::{self, Tokens};
 use crate::profile::{BodyLocation, Fields};
 
 /// Most values one field yields (headers, cookies, arguments, JSON members); the rest are not inspected.
@@ -173,42 +175,47 @@ pub struct RequestView<'a> {
     pub ja4: Option<&'a str>,
 }
 
-/// The values of one input for one request.
+/// The values of one input for one request, borrowed from the request where no transformation changed
+/// them.
 #[derive(Debug, Default)]
-pub struct Values {
-    pub items: Vec<Vec<u8>>,
+pub struct Values<'a> {
+    pub items: Vec<Cow<'a, [u8]>>,
     /// The field's source was cut off (body larger than the cap).
     pub oversize: bool,
     /// The body was not valid JSON and the policy says match / no match.
     pub invalid_json: Option<bool>,
 }
 
-/// Per-request cache: each input is read and transformed at most once; the JSON body parsed at most once.
+/// The request body parsed as JSON, at most once per request. It lives beside the [`Cache`], not in it,
+/// so that the cache's values can borrow the document's strings (a `OnceLock`: the cache is held across
+/// the store's awaits, so what it borrows must be `Sync`).
+#[derive(Default)]
+pub struct BodyJson(OnceLock<Option<serde_json::Value>>);
+
+/// Per-request cache: each input is read and transformed at most once.
 pub struct Cache<'a> {
     view: &'a RequestView<'a>,
-    slots: Vec<Slot>,
-    json: OnceCell<Option<serde_json::Value>>,
-    json_hidden: OnceCell<Option<serde_json::Value>>,
+    json: &'a BodyJson,
+    slots: Vec<Slot<'a>>,
     /// What the content type says the body is.
     body_kinds: OnceCell<BodyKinds>,
 }
 
 /// One input's values and injection verdicts.
 #[derive(Default)]
-struct Slot {
-    values: OnceCell<Values>,
+struct Slot<'a> {
+    values: OnceCell<Values<'a>>,
     /// The index of the first value flagged, per (detector, sensitivity): rule sets test the same field
     /// many times.
     detections: [OnceCell<Option<usize>>; 4],
 }
 
 impl<'a> Cache<'a> {
-    pub fn new(view: &'a RequestView<'a>, slots: usize) -> Self {
+    pub fn new(view: &'a RequestView<'a>, json: &'a BodyJson, slots: usize) -> Self {
         Cache {
             view,
+            json,
             slots: (0..slots).map(|_| Slot::default()).collect(),
-            json: OnceCell::new(),
-            json_hidden: OnceCell::new(),
             body_kinds: OnceCell::new(),
         }
     }
@@ -228,7 +235,7 @@ impl<'a> Cache<'a> {
     }
 
     /// The transformed values of input `slot`.
-    pub fn values(&self, slot: usize, input: &Input) -> &Values {
+    pub fn values(&self, slot: usize, input: &Input) -> &Values<'a> {
         self.slots[slot].values.get_or_init(|| {
             let mut v = self.read(input);
             if !input.transforms.is_empty() {
@@ -240,7 +247,7 @@ impl<'a> Cache<'a> {
                         Cow::Borrowed(_) => None,
                     };
                     if let Some(t) = changed {
-                        *item = t;
+                        *item = Cow::Owned(t);
                     }
                 }
             }
@@ -248,41 +255,29 @@ impl<'a> Cache<'a> {
         })
     }
 
-    fn json(&self) -> Option<&serde_json::Value> {
-        self.json
+    fn json(&self) -> Option<&'a serde_json::Value> {
+        let json: &'a BodyJson = self.json;
+        json.0
             .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
             .as_ref()
     }
 
     /// Where the profile found the password in the body.
-    fn password_at(&self) -> Option<&BodyLocation> {
+    fn password_at(&self) -> Option<&'a BodyLocation> {
         self.view.profile.and_then(|f| f.password_at.as_ref())
     }
 
-    /// The JSON body with the password's member set to null.
-    fn json_without_password(&self, pointer: &str) -> Option<&serde_json::Value> {
-        self.json_hidden
-            .get_or_init(|| {
-                let mut doc = self.json()?.clone();
-                if let Some(v) = doc.pointer_mut(pointer) {
-                    *v = serde_json::Value::Null;
-                }
-                Some(doc)
-            })
-            .as_ref()
-    }
-
-    fn read(&self, input: &Input) -> Values {
-        let v = self.view;
-        let one = |s: &[u8]| Values {
-            items: vec![s.to_vec()],
+    fn read(&self, input: &Input) -> Values<'a> {
+        let v: &'a RequestView<'a> = self.view;
+        let one = |s: Cow<'a, [u8]>| Values {
+            items: vec![s],
             ..Default::default()
         };
         let profile_field = |get: fn(&Fields) -> Option<&str>| Values {
             items: v
                 .profile
                 .and_then(get)
-                .map(|s| vec![s.as_bytes().to_vec()])
+                .map(|s| vec![Cow::Borrowed(s.as_bytes())])
                 .unwrap_or_default(),
             ..Default::default()
         };
@@ -293,20 +288,20 @@ impl<'a> Cache<'a> {
             None
         };
         match &input.field {
-            Field::Method => one(v.method.as_str().as_bytes()),
-            Field::UriPath => one(v.uri.path().as_bytes()),
-            Field::QueryString => one(v.uri.query().unwrap_or("").as_bytes()),
+            Field::Method => one(Cow::Borrowed(v.method.as_str().as_bytes())),
+            Field::UriPath => one(Cow::Borrowed(v.uri.path().as_bytes())),
+            Field::QueryString => one(Cow::Borrowed(v.uri.query().unwrap_or("").as_bytes())),
             Field::SingleQueryArg(name) => Values {
                 items: query_pairs(v.uri.query())
                     .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, val)| val.as_bytes().to_vec())
+                    .map(|(_, val)| Cow::Borrowed(val.as_bytes()))
                     .take(MAX_VALUES)
                     .collect(),
                 ..Default::default()
             },
             Field::AllQueryArgs => Values {
                 items: query_pairs(v.uri.query())
-                    .map(|(_, val)| val.as_bytes().to_vec())
+                    .map(|(_, val)| Cow::Borrowed(val.as_bytes()))
                     .take(MAX_VALUES)
                     .collect(),
                 ..Default::default()
@@ -316,7 +311,7 @@ impl<'a> Cache<'a> {
                     .headers
                     .get_all(name)
                     .iter()
-                    .map(|h| h.as_bytes().to_vec())
+                    .map(|h| Cow::Borrowed(h.as_bytes()))
                     .take(MAX_VALUES)
                     .collect(),
                 ..Default::default()
@@ -363,7 +358,7 @@ impl<'a> Cache<'a> {
                 }
             }
             Field::Body => {
-                let body = v.body.unwrap_or_default();
+                let body: &'a [u8] = v.body.unwrap_or_default();
                 Values {
                     items: vec![hide_in_body(body, hidden)],
                     oversize: v.body_oversize,
@@ -380,7 +375,7 @@ impl<'a> Cache<'a> {
                 let Some(doc) = self.json() else {
                     return match invalid {
                         InvalidJson::EvaluateAsString => {
-                            let raw = v.body.unwrap_or_default();
+                            let raw: &'a [u8] = v.body.unwrap_or_default();
                             Values {
                                 items: vec![hide_in_body(raw, hidden)],
                                 oversize: v.body_oversize,
@@ -398,19 +393,13 @@ impl<'a> Cache<'a> {
                     };
                 };
                 // A rule that points at the password member itself has named it.
-                let doc = match hidden {
-                    Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(p.as_str()) => {
-                        self.json_without_password(p).unwrap_or(doc)
-                    }
-                    _ => doc,
-                };
-                let target = match pointer.as_deref() {
-                    None | Some("") => Some(doc),
-                    Some(p) => doc.pointer(p),
+                let hidden = match hidden {
+                    Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(p.as_str()) => Some(p.as_str()),
+                    _ => None,
                 };
                 let mut items = Vec::new();
-                if let Some(t) = target {
-                    collect_json(t, *part, &mut items, 0);
+                if let Some((target, hide)) = json_target(doc, pointer.as_deref().unwrap_or(""), hidden) {
+                    collect_json(target, *part, hide, &mut items, 0);
                 }
                 Values {
                     items,
@@ -421,7 +410,7 @@ impl<'a> Cache<'a> {
             Field::Form(name) => Values {
                 items: form_pairs(v.body)
                     .filter(|(k, _)| k == name)
-                    .map(|(_, val)| val.into_owned().into_bytes())
+                    .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
                     .collect(),
                 oversize: v.body_oversize,
@@ -430,13 +419,13 @@ impl<'a> Cache<'a> {
             Field::AllFormFields => Values {
                 items: form_pairs(v.body)
                     .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if n == k))
-                    .map(|(_, val)| val.into_owned().into_bytes())
+                    .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
                     .collect(),
                 oversize: v.body_oversize,
                 invalid_json: None,
             },
-            Field::Ja4 => one(v.ja4.unwrap_or("").as_bytes()),
+            Field::Ja4 => one(Cow::Borrowed(v.ja4.unwrap_or("").as_bytes())),
             Field::HeaderOrder => {
                 let mut order = String::new();
                 for name in v.headers.keys() {
@@ -445,7 +434,7 @@ impl<'a> Cache<'a> {
                     }
                     order.push_str(name.as_str());
                 }
-                one(order.as_bytes())
+                one(Cow::Owned(order.into_bytes()))
             }
             Field::Username => profile_field(|f| f.username.as_deref()),
             Field::Phone => profile_field(|f| f.phone.as_deref()),
@@ -467,12 +456,20 @@ fn selected(name: &str, include: &[String], exclude: &[String], lowercase: bool)
     !exclude.iter().any(|e| *e == name)
 }
 
-fn push_part(items: &mut Vec<Vec<u8>>, part: Part, key: &[u8], value: &[u8]) {
+fn push_part<'a>(items: &mut Vec<Cow<'a, [u8]>>, part: Part, key: &'a [u8], value: &'a [u8]) {
     if matches!(part, Part::Keys | Part::All) {
-        items.push(key.to_vec());
+        items.push(Cow::Borrowed(key));
     }
     if matches!(part, Part::Values | Part::All) {
-        items.push(value.to_vec());
+        items.push(Cow::Borrowed(value));
+    }
+}
+
+/// A text's bytes, borrowed or owned as the text was.
+fn str_bytes(s: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match s {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
     }
 }
 
@@ -538,9 +535,9 @@ impl Cache<'_> {
 
 /// The raw body without the password's value, found by where the profile read it: the form field's pairs
 /// are dropped, the JSON member's string value is emptied. Other bodies are returned as they are.
-fn hide_in_body(body: &[u8], at: Option<&BodyLocation>) -> Vec<u8> {
-    match at {
-        None => body.to_vec(),
+fn hide_in_body<'a>(body: &'a [u8], at: Option<&BodyLocation>) -> Cow<'a, [u8]> {
+    Cow::Owned(match at {
+        None => return Cow::Borrowed(body),
         Some(BodyLocation::Form(name)) => {
             let kept: Vec<&[u8]> = body
                 .split(|b| *b == b'&')
@@ -561,7 +558,7 @@ fn hide_in_body(body: &[u8], at: Option<&BodyLocation>) -> Vec<u8> {
             let quoted = serde_json::to_string(&key).unwrap_or_default();
             empty_json_string_after(body, quoted.as_bytes())
         }
-    }
+    })
 }
 
 /// Empties every JSON string value that follows the member name `quoted_key` (`"password"`).
@@ -604,33 +601,175 @@ fn empty_json_string_after(body: &[u8], quoted_key: &[u8]) -> Vec<u8> {
     out
 }
 
-fn collect_json(v: &serde_json::Value, part: Part, out: &mut Vec<Vec<u8>>, depth: usize) {
+/// The value `pointer` selects for a rule, as if the member at `hidden` (the password, when given) were
+/// `null`: the target, and the hidden member's tokens below it when it lies inside the target.
+fn json_target<'v, 'p>(
+    doc: &'v serde_json::Value,
+    pointer: &str,
+    hidden: Option<&'p str>,
+) -> Option<(&'v serde_json::Value, Option<Tokens<'p>>)> {
+    let target = pointer::get(doc, pointer)?;
+    let Some(mut below) = hidden.and_then(pointer::tokens) else {
+        return Some((target, None));
+    };
+    for token in pointer::tokens(pointer)? {
+        match below.next() {
+            Some(h) if h == token => {}
+            // The paths part: the hidden member is not in the target.
+            Some(_) => return Some((target, None)),
+            // The target lies in the hidden member, and it exists: all `null`.
+            None => return None,
+        }
+    }
+    // The target is the hidden member itself: `null`.
+    below.clone().next()?;
+    Some((target, Some(below)))
+}
+
+/// Collects the keys and/or values of a JSON value, skipping the member `hide` names below it (when it
+/// names one: no tokens left means the value itself is hidden, which [`json_target`] handles).
+fn collect_json<'v>(
+    v: &'v serde_json::Value,
+    part: Part,
+    hide: Option<Tokens<'_>>,
+    out: &mut Vec<Cow<'v, [u8]>>,
+    depth: usize,
+) {
     if out.len() >= MAX_VALUES || depth > MAX_JSON_DEPTH {
         return;
     }
+    // The hidden member's tokens below a child: `Some(None)` when the child is the hidden member.
+    let below = |is_child: &dyn Fn(&str) -> bool| {
+        let mut rest = hide.clone()?;
+        let first = rest.next()?;
+        if !is_child(&first) {
+            return None;
+        }
+        let mut peek = rest.clone();
+        Some(peek.next().is_some().then_some(rest))
+    };
     match v {
         serde_json::Value::Object(map) => {
             for (k, val) in map {
                 if matches!(part, Part::Keys | Part::All) && out.len() < MAX_VALUES {
-                    out.push(k.as_bytes().to_vec());
+                    out.push(Cow::Borrowed(k.as_bytes()));
                 }
-                collect_json(val, part, out, depth + 1);
+                match below(&|t| t == k) {
+                    Some(None) => {}
+                    Some(rest) => collect_json(val, part, rest, out, depth + 1),
+                    None => collect_json(val, part, None, out, depth + 1),
+                }
             }
         }
         serde_json::Value::Array(items) => {
-            for val in items {
-                collect_json(val, part, out, depth + 1);
+            for (i, val) in items.iter().enumerate() {
+                match below(&|t| pointer::index(t) == Some(i)) {
+                    Some(None) => {}
+                    Some(rest) => collect_json(val, part, rest, out, depth + 1),
+                    None => collect_json(val, part, None, out, depth + 1),
+                }
             }
         }
         serde_json::Value::String(s) => {
             if matches!(part, Part::Values | Part::All) {
-                out.push(s.as_bytes().to_vec());
+                out.push(Cow::Borrowed(s.as_bytes()));
             }
         }
         serde_json::Value::Null => {}
         other => {
             if matches!(part, Part::Values | Part::All) {
-                out.push(other.to_string().into_bytes());
+                out.push(Cow::Owned(other.to_string().into_bytes()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the JSON field held before the walk learnt to skip the password: a copy of the document
+    /// with the member at `hidden` set to `null`, read at `pointer`.
+    fn by_copy(doc: &serde_json::Value, pointer: &str, hidden: Option<&str>, part: Part) -> Vec<Vec<u8>> {
+        fn collect(v: &serde_json::Value, part: Part, out: &mut Vec<Vec<u8>>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, val) in map {
+                        if matches!(part, Part::Keys | Part::All) {
+                            out.push(k.as_bytes().to_vec());
+                        }
+                        collect(val, part, out);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|val| collect(val, part, out)),
+                serde_json::Value::String(s) if matches!(part, Part::Values | Part::All) => {
+                    out.push(s.as_bytes().to_vec())
+                }
+                serde_json::Value::String(_) | serde_json::Value::Null => {}
+                other if matches!(part, Part::Values | Part::All) => out.push(other.to_string().into_bytes()),
+                _ => {}
+            }
+        }
+        let mut doc = doc.clone();
+        if let Some(v) = hidden.and_then(|h| doc.pointer_mut(h)) {
+            *v = serde_json::Value::Null;
+        }
+        let mut out = Vec::new();
+        if let Some(t) = doc.pointer(pointer) {
+            collect(t, part, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn the_password_is_skipped_where_a_copy_would_hold_null() {
+        let doc: serde_json::Value = serde_json::from_str(
+            r#"{"username": "u", "password": "p", "n": 7, "t": true,
+                "a": {"b": ["x", {"password": "q", "k": 1.5}], "c~/": "y", "": "e"},
+                "list": [["i"], "j", {"password": "r"}]}"#,
+        )
+        .unwrap();
+        let pointers = [
+            "",
+            "/",
+            "/username",
+            "/password",
+            "/password/x",
+            "/a",
+            "/a/b",
+            "/a/b/1",
+            "/a/b/1/password",
+            "/a/b/01",
+            "/a/c~0~1",
+            "/a/c~0/",
+            "/a/",
+            "/list",
+            "/list/2",
+            "/list/2/password",
+            "/list/0/0",
+            "/missing",
+            "/missing/password",
+            "/n",
+            "/t",
+        ];
+        for hidden in pointers
+            .iter()
+            .map(|h| Some(*h))
+            .chain([None, Some("password"), Some("/a/c~~1")])
+        {
+            for pointer in pointers.iter().copied().chain(["/a/c~~1", "/a/c~0~1"]) {
+                for part in [Part::Keys, Part::Values, Part::All] {
+                    let mut items = Vec::new();
+                    if let Some((target, hide)) = json_target(&doc, pointer, hidden) {
+                        collect_json(target, part, hide, &mut items, 0);
+                    }
+                    let items: Vec<Vec<u8>> = items.into_iter().map(Cow::into_owned).collect();
+                    assert_eq!(
+                        items,
+                        by_copy(&doc, pointer, hidden, part),
+                        "pointer {pointer:?}, hidden {hidden:?}, {part:?}"
+                    );
+                }
             }
         }
     }

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 pub use compile::{RulePart, compile};
-use field::{Cache, Input, RequestView};
+use field::{BodyJson, Cache, Input, RequestView};
 use statement::{Env, RateKey, RateRule, Statement, Trace};
 
 use crate::context::IpText;
@@ -163,7 +163,8 @@ impl WebAcl {
         cx: &Context<'_>,
         labels: &mut Vec<String>,
     ) -> Verdict {
-        let cache = Cache::new(view, self.inputs.len());
+        let json = BodyJson::default();
+        let cache = Cache::new(view, &json, self.inputs.len());
         let rates = RateMemo::new(cx.client_ip, self.rate_key_lists);
         let mut verdict = Verdict::default();
         for (index, rule) in self.rules.iter().enumerate() {
