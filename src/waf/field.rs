@@ -172,6 +172,8 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     pub body_oversize: bool,
     pub profile: Option<&'a Fields>,
+    /// The body as JSON, when the profile stage parsed it (a byte order mark skipped).
+    pub json: Option<&'a serde_json::Value>,
     pub ja4: Option<&'a str>,
 }
 
@@ -186,16 +188,29 @@ pub struct Values<'a> {
     pub invalid_json: Option<bool>,
 }
 
-/// The request body parsed as JSON, at most once per request. It lives beside the [`Cache`], not in it,
-/// so that the cache's values can borrow the document's strings (a `OnceLock`: the cache is held across
-/// the store's awaits, so what it borrows must be `Sync`).
-#[derive(Default)]
-pub struct BodyJson(OnceLock<Option<serde_json::Value>>);
+/// The request body as JSON: the profile stage's document, or parsed here at most once per request. It
+/// lives beside the [`Cache`], not in it, so that the cache's values can borrow the document's strings
+/// (a `OnceLock`: the cache is held across the store's awaits, so what it borrows must be `Sync`).
+pub struct BodyJson<'a> {
+    profiled: Option<&'a serde_json::Value>,
+    parsed: OnceLock<Option<serde_json::Value>>,
+}
+
+impl<'a> BodyJson<'a> {
+    pub fn new(view: &RequestView<'a>) -> Self {
+        // The web ACL reads a body with a byte order mark as invalid JSON; the profile skips the mark.
+        let same_document = view.body.is_some_and(|b| !b.starts_with(b"\xEF\xBB\xBF"));
+        BodyJson {
+            profiled: view.json.filter(|_| same_document),
+            parsed: OnceLock::new(),
+        }
+    }
+}
 
 /// Per-request cache: each input is read and transformed at most once.
 pub struct Cache<'a> {
     view: &'a RequestView<'a>,
-    json: &'a BodyJson,
+    json: &'a BodyJson<'a>,
     slots: Vec<Slot<'a>>,
     /// What the content type says the body is.
     body_kinds: OnceCell<BodyKinds>,
@@ -211,7 +226,7 @@ struct Slot<'a> {
 }
 
 impl<'a> Cache<'a> {
-    pub fn new(view: &'a RequestView<'a>, json: &'a BodyJson, slots: usize) -> Self {
+    pub fn new(view: &'a RequestView<'a>, json: &'a BodyJson<'a>, slots: usize) -> Self {
         Cache {
             view,
             json,
@@ -256,10 +271,12 @@ impl<'a> Cache<'a> {
     }
 
     fn json(&self) -> Option<&'a serde_json::Value> {
-        let json: &'a BodyJson = self.json;
-        json.0
-            .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
-            .as_ref()
+        let json: &'a BodyJson<'a> = self.json;
+        json.profiled.or_else(|| {
+            json.parsed
+                .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
+                .as_ref()
+        })
     }
 
     /// Where the profile found the password in the body.
@@ -638,36 +655,31 @@ fn collect_json<'v>(
     if out.len() >= MAX_VALUES || depth > MAX_JSON_DEPTH {
         return;
     }
-    // The hidden member's tokens below a child: `Some(None)` when the child is the hidden member.
-    let below = |is_child: &dyn Fn(&str) -> bool| {
-        let mut rest = hide.clone()?;
-        let first = rest.next()?;
-        if !is_child(&first) {
-            return None;
-        }
-        let mut peek = rest.clone();
-        Some(peek.next().is_some().then_some(rest))
+    // The child that holds the hidden member, and the tokens below that child (none: the child is it).
+    let (hidden_child, below) = match hide {
+        Some(mut tokens) => (tokens.next(), Some(tokens)),
+        None => (None, None),
     };
+    let below = below.filter(|t| t.clone().next().is_some());
+    let child =
+        |val: &'v serde_json::Value, hidden: bool, out: &mut Vec<Cow<'v, [u8]>>| match (hidden, &below) {
+            (false, _) => collect_json(val, part, None, out, depth + 1),
+            (true, Some(below)) => collect_json(val, part, Some(below.clone()), out, depth + 1),
+            (true, None) => {}
+        };
     match v {
         serde_json::Value::Object(map) => {
             for (k, val) in map {
                 if matches!(part, Part::Keys | Part::All) && out.len() < MAX_VALUES {
                     out.push(Cow::Borrowed(k.as_bytes()));
                 }
-                match below(&|t| t == k) {
-                    Some(None) => {}
-                    Some(rest) => collect_json(val, part, rest, out, depth + 1),
-                    None => collect_json(val, part, None, out, depth + 1),
-                }
+                child(val, hidden_child.as_deref() == Some(k.as_str()), out);
             }
         }
         serde_json::Value::Array(items) => {
+            let hidden_index = hidden_child.as_deref().and_then(pointer::index);
             for (i, val) in items.iter().enumerate() {
-                match below(&|t| pointer::index(t) == Some(i)) {
-                    Some(None) => {}
-                    Some(rest) => collect_json(val, part, rest, out, depth + 1),
-                    None => collect_json(val, part, None, out, depth + 1),
-                }
+                child(val, hidden_index == Some(i), out);
             }
         }
         serde_json::Value::String(s) => {

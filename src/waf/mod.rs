@@ -163,7 +163,7 @@ impl WebAcl {
         cx: &Context<'_>,
         labels: &mut Vec<String>,
     ) -> Verdict {
-        let json = BodyJson::default();
+        let json = BodyJson::new(view);
         let cache = Cache::new(view, &json, self.inputs.len());
         let rates = RateMemo::new(cx.client_ip, self.rate_key_lists);
         let mut verdict = Verdict::default();
