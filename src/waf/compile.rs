@@ -188,6 +188,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
     let needs_body = c.inputs.iter().any(|i| i.field.needs_body());
     Ok(WebAcl {
         rules,
+        read_as: super::field::read_as(&c.inputs),
         inputs: c.inputs,
         default_block,
         needs_body,

@@ -154,6 +154,21 @@ impl Field {
     }
 }
 
+/// For each input, the first input with the same field and password hiding: the one whose slot holds
+/// the field's untransformed values, shared by every transformation chain over it.
+pub fn read_as(inputs: &[Input]) -> Vec<usize> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            inputs[..i]
+                .iter()
+                .position(|o| o.field == input.field && o.hide_password == input.hide_password)
+                .unwrap_or(i)
+        })
+        .collect()
+}
+
 /// A field with its transformations: one slot in the per-request cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Input {
@@ -211,6 +226,8 @@ impl<'a> BodyJson<'a> {
 pub struct Cache<'a> {
     view: &'a RequestView<'a>,
     json: &'a BodyJson<'a>,
+    /// Per input, the slot that holds its field's values before transformation (see [`read_as`]).
+    read_as: &'a [usize],
     slots: Vec<Slot<'a>>,
     /// What the content type says the body is.
     body_kinds: OnceCell<BodyKinds>,
@@ -219,6 +236,9 @@ pub struct Cache<'a> {
 /// One input's values and injection verdicts.
 #[derive(Default)]
 struct Slot<'a> {
+    /// The field's values before transformation, for every input that [`read_as`] this slot.
+    raw: OnceCell<Values<'a>>,
+    /// The input's values, when it transforms them.
     values: OnceCell<Values<'a>>,
     /// The index of the first value flagged, per (detector, sensitivity): rule sets test the same field
     /// many times.
@@ -226,11 +246,13 @@ struct Slot<'a> {
 }
 
 impl<'a> Cache<'a> {
-    pub fn new(view: &'a RequestView<'a>, json: &'a BodyJson<'a>, slots: usize) -> Self {
+    /// A cache for the inputs of one ACL, given their [`read_as`] table.
+    pub fn new(view: &'a RequestView<'a>, json: &'a BodyJson<'a>, read_as: &'a [usize]) -> Self {
         Cache {
             view,
             json,
-            slots: (0..slots).map(|_| Slot::default()).collect(),
+            read_as,
+            slots: (0..read_as.len()).map(|_| Slot::default()).collect(),
             body_kinds: OnceCell::new(),
         }
     }
@@ -249,24 +271,30 @@ impl<'a> Cache<'a> {
         self.view
     }
 
-    /// The transformed values of input `slot`.
+    /// The transformed values of input `slot`: its field is read once for every input that reads it.
     pub fn values(&self, slot: usize, input: &Input) -> &Values<'a> {
+        let raw = self.slots[self.read_as[slot]]
+            .raw
+            .get_or_init(|| self.read(input));
+        if input.transforms.is_empty() {
+            return raw;
+        }
         self.slots[slot].values.get_or_init(|| {
-            let mut v = self.read(input);
-            if !input.transforms.is_empty() {
-                for item in &mut v.items {
+            let items = raw
+                .items
+                .iter()
+                .map(|item| match apply_chain(&input.transforms, item) {
+                    Cow::Owned(t) => Cow::Owned(t),
                     // A trim gives a shorter borrowed slice: that is a change too.
-                    let changed = match apply_chain(&input.transforms, item) {
-                        Cow::Owned(t) => Some(t),
-                        Cow::Borrowed(b) if b.len() != item.len() => Some(b.to_vec()),
-                        Cow::Borrowed(_) => None,
-                    };
-                    if let Some(t) = changed {
-                        *item = Cow::Owned(t);
-                    }
-                }
+                    Cow::Borrowed(b) if b.len() != item.len() => Cow::Owned(b.to_vec()),
+                    Cow::Borrowed(_) => item.clone(),
+                })
+                .collect();
+            Values {
+                items,
+                oversize: raw.oversize,
+                invalid_json: raw.invalid_json,
             }
-            v
         })
     }
 

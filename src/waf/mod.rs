@@ -44,6 +44,8 @@ use crate::store::Store;
 pub struct WebAcl {
     rules: Vec<Rule>,
     inputs: Vec<Input>,
+    /// [`field::read_as`] of `inputs`.
+    read_as: Vec<usize>,
     default_block: Option<Arc<BlockResponse>>,
     needs_body: bool,
     store_fail_closed: bool,
@@ -164,7 +166,7 @@ impl WebAcl {
         labels: &mut Vec<String>,
     ) -> Verdict {
         let json = BodyJson::new(view);
-        let cache = Cache::new(view, &json, self.inputs.len());
+        let cache = Cache::new(view, &json, &self.read_as);
         let rates = RateMemo::new(cx.client_ip, self.rate_key_lists);
         let mut verdict = Verdict::default();
         for (index, rule) in self.rules.iter().enumerate() {
