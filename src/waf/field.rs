@@ -238,12 +238,18 @@ pub struct Cache<'a> {
 struct Slot<'a> {
     /// The field's values before transformation, for every input that [`read_as`] this slot.
     raw: OnceCell<Values<'a>>,
-    /// The input's values, when it transforms them.
-    values: OnceCell<Values<'a>>,
-    /// The index of the first value flagged, per (detector, sensitivity): rule sets test the same field
-    /// many times.
-    detections: [OnceCell<Option<usize>>; 4],
+    /// Injection verdicts on `raw`: the index of the first value flagged, per (detector, sensitivity);
+    /// rule sets test the same field many times.
+    raw_detections: Detections,
+    /// The input's values when its transformations changed some; `None` when they changed none (the
+    /// field's values are the input's, and so are their injection verdicts).
+    values: OnceCell<Option<Values<'a>>>,
+    /// Injection verdicts on `values`, when it holds some.
+    detections: Detections,
 }
+
+/// Injection verdicts per (detector, sensitivity), see [`Cache::detection`].
+type Detections = [OnceCell<Option<usize>>; 4];
 
 impl<'a> Cache<'a> {
     /// A cache for the inputs of one ACL, given their [`read_as`] table.
@@ -257,14 +263,21 @@ impl<'a> Cache<'a> {
         }
     }
 
-    /// The injection verdict `key` (see [`Slot::detections`]) of a slot, computed once.
+    /// The injection verdict `key` (detector and sensitivity) on a slot's values (read first), computed
+    /// once for every input with the same values.
     pub fn detection(
         &self,
         slot: usize,
         key: usize,
         compute: impl FnOnce() -> Option<usize>,
     ) -> &Option<usize> {
-        self.slots[slot].detections[key].get_or_init(compute)
+        let own = &self.slots[slot];
+        let cells = if own.values.get().is_some_and(Option::is_some) {
+            &own.detections
+        } else {
+            &self.slots[self.read_as[slot]].raw_detections
+        };
+        cells[key].get_or_init(compute)
     }
 
     pub fn view(&self) -> &RequestView<'a> {
@@ -279,23 +292,34 @@ impl<'a> Cache<'a> {
         if input.transforms.is_empty() {
             return raw;
         }
-        self.slots[slot].values.get_or_init(|| {
-            let items = raw
-                .items
-                .iter()
-                .map(|item| match apply_chain(&input.transforms, item) {
-                    Cow::Owned(t) => Cow::Owned(t),
+        let values = self.slots[slot].values.get_or_init(|| {
+            // Built from the first value the transformations change.
+            let mut items: Option<Vec<Cow<'a, [u8]>>> = None;
+            for (i, item) in raw.items.iter().enumerate() {
+                let changed = match apply_chain(&input.transforms, item) {
+                    Cow::Owned(t) => Some(t),
                     // A trim gives a shorter borrowed slice: that is a change too.
-                    Cow::Borrowed(b) if b.len() != item.len() => Cow::Owned(b.to_vec()),
-                    Cow::Borrowed(_) => item.clone(),
-                })
-                .collect();
-            Values {
+                    Cow::Borrowed(b) if b.len() != item.len() => Some(b.to_vec()),
+                    Cow::Borrowed(_) => None,
+                };
+                match (&mut items, changed) {
+                    (Some(items), changed) => items.push(changed.map_or_else(|| item.clone(), Cow::Owned)),
+                    (None, Some(t)) => {
+                        let mut all = Vec::with_capacity(raw.items.len());
+                        all.extend(raw.items[..i].iter().cloned());
+                        all.push(Cow::Owned(t));
+                        items = Some(all);
+                    }
+                    (None, None) => {}
+                }
+            }
+            items.map(|items| Values {
                 items,
                 oversize: raw.oversize,
                 invalid_json: raw.invalid_json,
-            }
-        })
+            })
+        });
+        values.as_ref().unwrap_or(raw)
     }
 
     fn json(&self) -> Option<&'a serde_json::Value> {

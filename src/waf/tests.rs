@@ -566,6 +566,34 @@ fn injection_cases() -> Vec<Case> {
         header_v("' OR 1=1--"),
         block("s"),
     ));
+    // A transformation chain that changes the value has its own verdict; one that changes nothing
+    // shares the field's.
+    let raw_then_decoded = format!(
+        "rules: [{{name: raw, priority: 1, statement: {{sqli: {{{field}}}}}}}, \
+         {{name: decoded, priority: 2, statement: {{sqli: {{{field}, transforms: [url_decode]}}}}}}]"
+    );
+    cases.push(case(
+        "sqli: the raw value passes, the decoded one is flagged",
+        &raw_then_decoded,
+        header_v("%27%20OR%201%3D1--"),
+        block("decoded"),
+    ));
+    cases.push(case(
+        "sqli: a decoding that changes nothing flags what the raw value flags",
+        &raw_then_decoded,
+        header_v("' OR 1=1--"),
+        block("raw"),
+    ));
+    let decoded_then_raw = format!(
+        "rules: [{{name: decoded, priority: 1, action: count, labels: [t:decoded], statement: {{sqli: {{{field}, transforms: [url_decode]}}}}}}, \
+         {{name: raw, priority: 2, statement: {{sqli: {{{field}}}}}}}]"
+    );
+    cases.push(case(
+        "sqli: a decoded verdict is not the raw value's",
+        &decoded_then_raw,
+        header_v("%27%20OR%201%3D1--"),
+        pass().labels(&["t:decoded"]),
+    ));
     cases
 }
 
