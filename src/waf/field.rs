@@ -196,7 +196,7 @@ pub struct RequestView<'a> {
 /// them.
 #[derive(Debug, Default)]
 pub struct Values<'a> {
-    pub items: Vec<Cow<'a, [u8]>>,
+    pub items: Items<'a>,
     /// The field's source was cut off (body larger than the cap).
     pub oversize: bool,
     /// The body was not valid JSON and the policy says match / no match.
@@ -219,6 +219,64 @@ impl<'a> BodyJson<'a> {
             profiled: view.json.filter(|_| same_document),
             parsed: OnceLock::new(),
         }
+    }
+}
+
+/// The values of a field: most fields yield one, held inline (no allocation); a slice to read.
+#[derive(Debug, Clone)]
+pub enum Items<'a> {
+    One(Cow<'a, [u8]>),
+    Many(Vec<Cow<'a, [u8]>>),
+}
+
+impl Default for Items<'_> {
+    fn default() -> Self {
+        Items::Many(Vec::new())
+    }
+}
+
+impl<'a> Items<'a> {
+    /// Adds a value (the second one moves both to the heap).
+    pub fn push(&mut self, value: Cow<'a, [u8]>) {
+        match self {
+            Items::Many(items) if !items.is_empty() => items.push(value),
+            Items::Many(_) => *self = Items::One(value),
+            Items::One(_) => {
+                if let Items::One(first) = std::mem::take(self) {
+                    *self = Items::Many(vec![first, value]);
+                }
+            }
+        }
+    }
+
+    /// Keeps the first `len` values.
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Items::Many(items) => items.truncate(len),
+            Items::One(_) if len == 0 => *self = Items::default(),
+            Items::One(_) => {}
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Items<'a> {
+    type Target = [Cow<'a, [u8]>];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Items::One(value) => std::slice::from_ref(value),
+            Items::Many(items) => items,
+        }
+    }
+}
+
+impl<'a> FromIterator<Cow<'a, [u8]>> for Items<'a> {
+    fn from_iter<I: IntoIterator<Item = Cow<'a, [u8]>>>(iter: I) -> Self {
+        let mut items = Items::default();
+        for value in iter {
+            items.push(value);
+        }
+        items
     }
 }
 
@@ -294,7 +352,7 @@ impl<'a> Cache<'a> {
         }
         let values = self.slots[slot].values.get_or_init(|| {
             // Built from the first value the transformations change.
-            let mut items: Option<Vec<Cow<'a, [u8]>>> = None;
+            let mut items: Option<Items<'a>> = None;
             for (i, item) in raw.items.iter().enumerate() {
                 let changed = match apply_chain(&input.transforms, item) {
                     Cow::Owned(t) => Some(t),
@@ -305,8 +363,7 @@ impl<'a> Cache<'a> {
                 match (&mut items, changed) {
                     (Some(items), changed) => items.push(changed.map_or_else(|| item.clone(), Cow::Owned)),
                     (None, Some(t)) => {
-                        let mut all = Vec::with_capacity(raw.items.len());
-                        all.extend(raw.items[..i].iter().cloned());
+                        let mut all: Items<'a> = raw.items[..i].iter().cloned().collect();
                         all.push(Cow::Owned(t));
                         items = Some(all);
                     }
@@ -339,14 +396,14 @@ impl<'a> Cache<'a> {
     fn read(&self, input: &Input) -> Values<'a> {
         let v: &'a RequestView<'a> = self.view;
         let one = |s: Cow<'a, [u8]>| Values {
-            items: vec![s],
+            items: Items::One(s),
             ..Default::default()
         };
         let profile_field = |get: fn(&Fields) -> Option<&str>| Values {
             items: v
                 .profile
                 .and_then(get)
-                .map(|s| vec![Cow::Borrowed(s.as_bytes())])
+                .map(|s| Items::One(Cow::Borrowed(s.as_bytes())))
                 .unwrap_or_default(),
             ..Default::default()
         };
@@ -390,7 +447,7 @@ impl<'a> Cache<'a> {
                 include,
                 exclude,
             } => {
-                let mut items = Vec::new();
+                let mut items = Items::default();
                 for (name, value) in v.headers.iter() {
                     if !selected(name.as_str(), include, exclude, true) {
                         continue;
@@ -408,7 +465,7 @@ impl<'a> Cache<'a> {
                 include,
                 exclude,
             } => {
-                let mut items = Vec::new();
+                let mut items = Items::default();
                 for header in v.headers.get_all(http::header::COOKIE) {
                     let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
                         continue;
@@ -429,7 +486,7 @@ impl<'a> Cache<'a> {
             Field::Body => {
                 let body: &'a [u8] = v.body.unwrap_or_default();
                 Values {
-                    items: vec![hide_in_body(body, hidden)],
+                    items: Items::One(hide_in_body(body, hidden)),
                     oversize: v.body_oversize,
                     invalid_json: None,
                 }
@@ -446,7 +503,7 @@ impl<'a> Cache<'a> {
                         InvalidJson::EvaluateAsString => {
                             let raw: &'a [u8] = v.body.unwrap_or_default();
                             Values {
-                                items: vec![hide_in_body(raw, hidden)],
+                                items: Items::One(hide_in_body(raw, hidden)),
                                 oversize: v.body_oversize,
                                 invalid_json: None,
                             }
@@ -466,7 +523,7 @@ impl<'a> Cache<'a> {
                     Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(p.as_str()) => Some(p.as_str()),
                     _ => None,
                 };
-                let mut items = Vec::new();
+                let mut items = Items::default();
                 if let Some((target, hide)) = json_target(doc, pointer.as_deref().unwrap_or(""), hidden) {
                     collect_json(target, *part, hide, &mut items, 0);
                 }
@@ -525,7 +582,7 @@ fn selected(name: &str, include: &[String], exclude: &[String], lowercase: bool)
     !exclude.iter().any(|e| *e == name)
 }
 
-fn push_part<'a>(items: &mut Vec<Cow<'a, [u8]>>, part: Part, key: &'a [u8], value: &'a [u8]) {
+fn push_part<'a>(items: &mut Items<'a>, part: Part, key: &'a [u8], value: &'a [u8]) {
     if matches!(part, Part::Keys | Part::All) {
         items.push(Cow::Borrowed(key));
     }
@@ -701,7 +758,7 @@ fn collect_json<'v>(
     v: &'v serde_json::Value,
     part: Part,
     hide: Option<Tokens<'_>>,
-    out: &mut Vec<Cow<'v, [u8]>>,
+    out: &mut Items<'v>,
     depth: usize,
 ) {
     if out.len() >= MAX_VALUES || depth > MAX_JSON_DEPTH {
@@ -713,12 +770,11 @@ fn collect_json<'v>(
         None => (None, None),
     };
     let below = below.filter(|t| t.clone().next().is_some());
-    let child =
-        |val: &'v serde_json::Value, hidden: bool, out: &mut Vec<Cow<'v, [u8]>>| match (hidden, &below) {
-            (false, _) => collect_json(val, part, None, out, depth + 1),
-            (true, Some(below)) => collect_json(val, part, Some(below.clone()), out, depth + 1),
-            (true, None) => {}
-        };
+    let child = |val: &'v serde_json::Value, hidden: bool, out: &mut Items<'v>| match (hidden, &below) {
+        (false, _) => collect_json(val, part, None, out, depth + 1),
+        (true, Some(below)) => collect_json(val, part, Some(below.clone()), out, depth + 1),
+        (true, None) => {}
+    };
     match v {
         serde_json::Value::Object(map) => {
             for (k, val) in map {
@@ -786,6 +842,30 @@ mod tests {
     }
 
     #[test]
+    fn items_hold_one_value_inline_and_read_as_a_slice() {
+        let v = |s: &'static str| Cow::Borrowed(s.as_bytes());
+        let mut items = Items::default();
+        assert!(items.is_empty());
+        items.push(v("a"));
+        assert!(matches!(items, Items::One(_)));
+        assert_eq!(&items[..], &[v("a")]);
+        items.push(v("b"));
+        items.push(v("c"));
+        assert_eq!(&items[..], &[v("a"), v("b"), v("c")]);
+        items.truncate(2);
+        assert_eq!(&items[..], &[v("a"), v("b")]);
+        let one: Items = [v("x")].into_iter().collect();
+        assert!(matches!(one, Items::One(_)));
+        let mut one = one;
+        one.truncate(1);
+        assert_eq!(one.len(), 1);
+        one.truncate(0);
+        assert!(one.is_empty());
+        let none: Items = std::iter::empty().collect();
+        assert!(none.is_empty());
+    }
+
+    #[test]
     fn the_password_is_skipped_where_a_copy_would_hold_null() {
         let doc: serde_json::Value = serde_json::from_str(
             r#"{"username": "u", "password": "p", "n": 7, "t": true,
@@ -823,11 +903,11 @@ mod tests {
         {
             for pointer in pointers.iter().copied().chain(["/a/c~~1", "/a/c~0~1"]) {
                 for part in [Part::Keys, Part::Values, Part::All] {
-                    let mut items = Vec::new();
+                    let mut items = Items::default();
                     if let Some((target, hide)) = json_target(&doc, pointer, hidden) {
                         collect_json(target, part, hide, &mut items, 0);
                     }
-                    let items: Vec<Vec<u8>> = items.into_iter().map(Cow::into_owned).collect();
+                    let items: Vec<Vec<u8>> = items.iter().map(|v| v.to_vec()).collect();
                     assert_eq!(
                         items,
                         by_copy(&doc, pointer, hidden, part),
