@@ -95,6 +95,7 @@ fn bench_acl(c: &mut Criterion) {
                         body: Some(body),
                         body_oversize: false,
                         profile: matched.as_ref().map(|m| &m.fields),
+                        json: matched.as_ref().and_then(|m| m.json.as_ref()).map(|j| j.value()),
                         ja4: None,
                     };
                     let cx = Context {

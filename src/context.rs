@@ -1,6 +1,6 @@
 //! The per-request view that every stage reads: request id, client address (trusted proxies only), geo.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -106,6 +106,109 @@ pub fn normalize_path(raw: &str) -> String {
         path.push('/');
     }
     path
+}
+
+/// An IP address as text, written into an inline buffer without the formatting machinery (keys built
+/// per request read the client address several times). The text is exactly the address's `Display`:
+/// dotted decimal for IPv4; for IPv6 lowercase hex groups without leading zeros, the first longest run
+/// of two or more zero groups shortened to `::` (RFC 5952), IPv4-mapped addresses as `::ffff:a.b.c.d`.
+#[derive(Clone, Copy)]
+pub struct IpText {
+    buf: [u8; IpText::MAX_LEN],
+    len: usize,
+}
+
+impl IpText {
+    /// The longest text: eight groups of four hex digits and seven colons.
+    const MAX_LEN: usize = 39;
+
+    /// The text of `ip`.
+    pub fn new(ip: IpAddr) -> Self {
+        let mut t = IpText {
+            buf: [0; Self::MAX_LEN],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => t.push_v4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => {
+                    t.push(b"::ffff:");
+                    t.push_v4(v4);
+                }
+                None => t.push_v6(v6),
+            },
+        }
+        t
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, hex letters, dots and colons are ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn push_v4(&mut self, ip: Ipv4Addr) {
+        for (i, n) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b".");
+            }
+            if n >= 100 {
+                self.push(&[b'0' + n / 100]);
+            }
+            if n >= 10 {
+                self.push(&[b'0' + n / 10 % 10]);
+            }
+            self.push(&[b'0' + n % 10]);
+        }
+    }
+
+    fn push_v6(&mut self, ip: Ipv6Addr) {
+        let groups = ip.segments();
+        // The first longest run of zero groups: (start, length).
+        let (mut zeros, mut run) = ((0, 0), (0, 0));
+        for (i, &g) in groups.iter().enumerate() {
+            if g != 0 {
+                run = (i + 1, 0);
+                continue;
+            }
+            run.1 += 1;
+            if run.1 > zeros.1 {
+                zeros = run;
+            }
+        }
+        if zeros.1 < 2 {
+            self.push_groups(&groups);
+            return;
+        }
+        self.push_groups(&groups[..zeros.0]);
+        self.push(b"::");
+        self.push_groups(&groups[zeros.0 + zeros.1..]);
+    }
+
+    /// Colon-separated hex groups without leading zeros.
+    fn push_groups(&mut self, groups: &[u16]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, &g) in groups.iter().enumerate() {
+            if i > 0 {
+                self.push(b":");
+            }
+            let digits = (16 - g.leading_zeros() as usize).div_ceil(4).max(1);
+            for d in (0..digits).rev() {
+                self.push(&[HEX[usize::from(g >> (d * 4)) & 0xf]]);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn new_request_id() -> String {
@@ -228,6 +331,84 @@ mod tests {
             ("", "/"),
         ] {
             assert_eq!(normalize_path(raw), want, "{raw}");
+        }
+    }
+
+    /// The text must equal `Display`'s, or keys built from it would change.
+    fn same_as_display(ip: IpAddr) {
+        assert_eq!(IpText::new(ip).as_str(), ip.to_string(), "{ip:?}");
+    }
+
+    #[test]
+    fn ipv4_text_is_display() {
+        let edges = [0u8, 1, 9, 10, 11, 99, 100, 101, 109, 110, 199, 200, 249, 250, 255];
+        for a in edges {
+            for b in edges {
+                for c in edges {
+                    for d in edges {
+                        same_as_display(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+                    }
+                }
+            }
+        }
+        for n in 0..=u8::MAX {
+            same_as_display(IpAddr::V4(Ipv4Addr::new(n, n, n, n)));
+        }
+        for _ in 0..100_000 {
+            same_as_display(IpAddr::V4(Ipv4Addr::from(rand::random::<u32>())));
+        }
+    }
+
+    #[test]
+    fn ipv6_text_is_display() {
+        for text in [
+            "::",
+            "::1",
+            "1::",
+            "2001:db8::1",
+            "2001:db8:0:0:1:0:0:1",
+            "2001:0:0:1:0:0:0:1",
+            "0:1:0:1:0:1:0:1",
+            "1:0:1:0:1:0:1:0",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:1.2.3.4",
+            "::ffff:0.0.0.0",
+            "::1.2.3.4",
+            "::ffff:0:1.2.3.4",
+            "64:ff9b::192.0.2.33",
+            "fe80::1:2",
+        ] {
+            same_as_display(text.parse().unwrap());
+        }
+        // Every pattern of zero and non-zero groups, with group values of every digit count.
+        let values = [
+            1u16, 0xa, 0xf, 0x10, 0xab, 0xff, 0x100, 0xabc, 0xfff, 0x1000, 0xabcd, 0xffff,
+        ];
+        for pattern in 0u32..256 {
+            for (k, v) in values.iter().enumerate() {
+                let mut groups = [0u16; 8];
+                for (i, g) in groups.iter_mut().enumerate() {
+                    if pattern & (1 << i) != 0 {
+                        *g = values[(k + i) % values.len()].max(*v % 7 + 1);
+                    }
+                }
+                same_as_display(IpAddr::V6(Ipv6Addr::from(groups)));
+            }
+        }
+        // IPv4-mapped addresses.
+        for _ in 0..10_000 {
+            same_as_display(IpAddr::V6(Ipv4Addr::from(rand::random::<u32>()).to_ipv6_mapped()));
+        }
+        // Random addresses, with groups zeroed often enough to make runs of every length.
+        for _ in 0..100_000 {
+            let mut groups: [u16; 8] = rand::random();
+            let zeros: u8 = rand::random();
+            for (i, g) in groups.iter_mut().enumerate() {
+                if zeros & (1 << i) != 0 {
+                    *g = 0;
+                }
+            }
+            same_as_display(IpAddr::V6(Ipv6Addr::from(groups)));
         }
     }
 

@@ -193,6 +193,7 @@ pub async fn evaluate(
             .as_ref()
             .is_some_and(|b| b.len() as u64 > config.listen.body_limit),
         profile: matched.as_ref().map(|m| &m.fields),
+        json: matched.as_ref().and_then(|m| m.json.as_ref()).map(|j| j.value()),
         ja4: req.ja4.as_deref(),
     };
     let cx = Context {

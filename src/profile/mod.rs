@@ -1,6 +1,7 @@
 //! Route profiles: which requests are login operations, what they carry, and how the upstream answered.
 
 pub mod file;
+pub mod pointer;
 pub mod stage;
 
 use std::cell::OnceCell;
@@ -322,6 +323,26 @@ pub struct Candidates {
 pub struct Matched {
     pub profile: Arc<Profile>,
     pub fields: Fields,
+    /// The request body as JSON (a byte order mark skipped), when a source read it and it parsed: the
+    /// web ACL reads this document rather than parse the body again.
+    pub json: Option<JsonBody>,
+}
+
+/// A request body parsed as JSON. It holds the password, so `Debug` prints `[redacted]`.
+#[derive(Clone)]
+pub struct JsonBody(Value);
+
+impl JsonBody {
+    /// The document.
+    pub fn value(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JsonBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 impl Matched {
@@ -389,6 +410,7 @@ impl Candidates {
         Some(Matched {
             profile: p.clone(),
             fields,
+            json: req.json.into_inner().flatten().map(JsonBody),
         })
     }
 }
@@ -1057,7 +1079,7 @@ impl Request<'_> {
     /// The source's value, non-empty and capped; absent on anything malformed.
     fn get(&self, src: &Source) -> Option<String> {
         let v = match src {
-            Source::Json(p) => self.json()?.pointer(p).and_then(scalar_text),
+            Source::Json(p) => pointer::get(self.json()?, p).and_then(scalar_text),
             Source::Form(name) => urlencoded_get(self.body, name),
             Source::Query(name) => urlencoded_get(self.query?.as_bytes(), name),
             Source::Header(name) => self
@@ -1075,7 +1097,7 @@ impl Request<'_> {
                 name_key,
                 value_key,
             } => {
-                let list = self.json()?.pointer(list)?.as_array()?;
+                let list = pointer::get(self.json()?, list)?.as_array()?;
                 let entry = list
                     .iter()
                     .find(|e| e.get(name_key).and_then(Value::as_str) == Some(name.as_str()))?;
@@ -1315,7 +1337,7 @@ impl Rule {
         Some(
             self.json
                 .iter()
-                .all(|(p, t)| t.matches_json(json.and_then(|j| j.pointer(p)))),
+                .all(|(p, t)| t.matches_json(json.and_then(|j| pointer::get(j, p)))),
         )
     }
 }

@@ -34,6 +34,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
         sources,
         inputs: Vec::new(),
         slots: HashMap::new(),
+        rate_key_lists: HashMap::new(),
         errors: Vec::new(),
         ip_files: BTreeMap::new(),
         ip_cache: HashMap::new(),
@@ -187,10 +188,12 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
     let needs_body = c.inputs.iter().any(|i| i.field.needs_body());
     Ok(WebAcl {
         rules,
+        read_as: super::field::read_as(&c.inputs),
         inputs: c.inputs,
         default_block,
         needs_body,
         store_fail_closed,
+        rate_key_lists: c.rate_key_lists.len(),
     })
 }
 
@@ -201,6 +204,8 @@ struct Compiler<'a> {
     sources: &'a dyn Sources,
     inputs: Vec<Input>,
     slots: HashMap<Input, usize>,
+    /// The distinct key lists of rate rules, each with its memo slot.
+    rate_key_lists: HashMap<Vec<RateKey>, usize>,
     errors: Vec<ConfigError>,
     ip_files: BTreeMap<String, (PathBuf, At<'a>)>,
     ip_cache: HashMap<String, Result<Vec<ipnet::IpNet>, ()>>,
@@ -307,8 +312,12 @@ impl<'a> Compiler<'a> {
                     self.err(at, format!("rule `{rule}`: rate_based takes one to five keys"));
                 }
                 let scope_down = r.scope_down.as_ref().map(|s| self.statement(at, rule, s));
-                let keys = r.keys.iter().filter_map(|k| self.rate_key(at, rule, k)).collect();
+                let keys: Vec<RateKey> = r.keys.iter().filter_map(|k| self.rate_key(at, rule, k)).collect();
                 let distinct = r.distinct.as_ref().and_then(|k| self.rate_key(at, rule, k));
+                let keys_memo = self.rate_memo(&keys);
+                let distinct_memo = distinct
+                    .as_ref()
+                    .and_then(|d| self.rate_memo(std::slice::from_ref(d)));
                 if distinct.is_some() && r.count != super::file::RateCount::All {
                     self.err(
                         at,
@@ -319,14 +328,26 @@ impl<'a> Compiler<'a> {
                     limit: r.limit.max(1),
                     window: r.window.get(),
                     keys,
+                    keys_memo,
                     scope_down,
                     count: r.count,
                     distinct,
+                    distinct_memo,
                 })
             }
             other => RuleBody::Statement(self.statement(at, rule, other)),
         };
         (self.errors.len() == before).then_some(body)
+    }
+
+    /// The memo slot of a rate rule's key list; `None` when a key reads labels (they change during
+    /// evaluation, so the digest cannot be shared).
+    fn rate_memo(&mut self, keys: &[RateKey]) -> Option<usize> {
+        if keys.iter().any(|k| matches!(k, RateKey::LabelNamespace(_))) {
+            return None;
+        }
+        let next = self.rate_key_lists.len();
+        Some(*self.rate_key_lists.entry(keys.to_vec()).or_insert(next))
     }
 
     fn rate_key(&mut self, at: At<'_>, rule: &str, k: &FileRateKey) -> Option<RateKey> {

@@ -2,11 +2,13 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use http::{HeaderMap, Method, Uri};
 
 use super::file::{FileField, InvalidJson, Oversize, Part};
 use super::transform::{Transform, apply_chain};
+use crate::profile::pointer::{self, Tokens};
 use crate::profile::{BodyLocation, Fields};
 
 /// Most values one field yields (headers, cookies, arguments, JSON members); the rest are not inspected.
@@ -152,6 +154,21 @@ impl Field {
     }
 }
 
+/// For each input, the first input with the same field and password hiding: the one whose slot holds
+/// the field's untransformed values, shared by every transformation chain over it.
+pub fn read_as(inputs: &[Input]) -> Vec<usize> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            inputs[..i]
+                .iter()
+                .position(|o| o.field == input.field && o.hide_password == input.hide_password)
+                .unwrap_or(i)
+        })
+        .collect()
+}
+
 /// A field with its transformations: one slot in the per-request cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Input {
@@ -170,110 +187,223 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     pub body_oversize: bool,
     pub profile: Option<&'a Fields>,
+    /// The body as JSON, when the profile stage parsed it (a byte order mark skipped).
+    pub json: Option<&'a serde_json::Value>,
     pub ja4: Option<&'a str>,
 }
 
-/// The values of one input for one request.
+/// The values of one input for one request, borrowed from the request where no transformation changed
+/// them.
 #[derive(Debug, Default)]
-pub struct Values {
-    pub items: Vec<Vec<u8>>,
+pub struct Values<'a> {
+    pub items: Items<'a>,
     /// The field's source was cut off (body larger than the cap).
     pub oversize: bool,
     /// The body was not valid JSON and the policy says match / no match.
     pub invalid_json: Option<bool>,
 }
 
-/// Per-request cache: each input is read and transformed at most once; the JSON body parsed at most once.
-pub struct Cache<'a> {
-    view: &'a RequestView<'a>,
-    slots: Vec<OnceCell<Values>>,
-    json: OnceCell<Option<serde_json::Value>>,
-    json_hidden: OnceCell<Option<serde_json::Value>>,
-    /// Injection verdicts per (slot, detector, sensitivity): rule sets test the same field many times.
-    detections: Vec<OnceCell<Option<(usize, String)>>>,
+/// The request body as JSON: the profile stage's document, or parsed here at most once per request. It
+/// lives beside the [`Cache`], not in it, so that the cache's values can borrow the document's strings
+/// (a `OnceLock`: the cache is held across the store's awaits, so what it borrows must be `Sync`).
+pub struct BodyJson<'a> {
+    profiled: Option<&'a serde_json::Value>,
+    parsed: OnceLock<Option<serde_json::Value>>,
 }
 
-impl<'a> Cache<'a> {
-    pub fn new(view: &'a RequestView<'a>, slots: usize) -> Self {
-        Cache {
-            view,
-            slots: (0..slots).map(|_| OnceCell::new()).collect(),
-            detections: (0..slots * 4).map(|_| OnceCell::new()).collect(),
-            json: OnceCell::new(),
-            json_hidden: OnceCell::new(),
+impl<'a> BodyJson<'a> {
+    pub fn new(view: &RequestView<'a>) -> Self {
+        // The web ACL reads a body with a byte order mark as invalid JSON; the profile skips the mark.
+        let same_document = view.body.is_some_and(|b| !b.starts_with(b"\xEF\xBB\xBF"));
+        BodyJson {
+            profiled: view.json.filter(|_| same_document),
+            parsed: OnceLock::new(),
+        }
+    }
+}
+
+/// The values of a field: most fields yield one, held inline (no allocation); a slice to read.
+#[derive(Debug, Clone)]
+pub enum Items<'a> {
+    One(Cow<'a, [u8]>),
+    Many(Vec<Cow<'a, [u8]>>),
+}
+
+impl Default for Items<'_> {
+    fn default() -> Self {
+        Items::Many(Vec::new())
+    }
+}
+
+impl<'a> Items<'a> {
+    /// Adds a value (the second one moves both to the heap).
+    pub fn push(&mut self, value: Cow<'a, [u8]>) {
+        match self {
+            Items::Many(items) if !items.is_empty() => items.push(value),
+            Items::Many(_) => *self = Items::One(value),
+            Items::One(_) => {
+                if let Items::One(first) = std::mem::take(self) {
+                    *self = Items::Many(vec![first, value]);
+                }
+            }
         }
     }
 
-    /// The injection verdict `key` (see [`Cache::detections`]) of a slot, computed once.
+    /// Keeps the first `len` values.
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Items::Many(items) => items.truncate(len),
+            Items::One(_) if len == 0 => *self = Items::default(),
+            Items::One(_) => {}
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Items<'a> {
+    type Target = [Cow<'a, [u8]>];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Items::One(value) => std::slice::from_ref(value),
+            Items::Many(items) => items,
+        }
+    }
+}
+
+impl<'a> FromIterator<Cow<'a, [u8]>> for Items<'a> {
+    fn from_iter<I: IntoIterator<Item = Cow<'a, [u8]>>>(iter: I) -> Self {
+        let mut items = Items::default();
+        for value in iter {
+            items.push(value);
+        }
+        items
+    }
+}
+
+/// Per-request cache: each input is read and transformed at most once.
+pub struct Cache<'a> {
+    view: &'a RequestView<'a>,
+    json: &'a BodyJson<'a>,
+    /// Per input, the slot that holds its field's values before transformation (see [`read_as`]).
+    read_as: &'a [usize],
+    slots: Vec<Slot<'a>>,
+    /// What the content type says the body is.
+    body_kinds: OnceCell<BodyKinds>,
+}
+
+/// One input's values and injection verdicts.
+#[derive(Default)]
+struct Slot<'a> {
+    /// The field's values before transformation, for every input that [`read_as`] this slot.
+    raw: OnceCell<Values<'a>>,
+    /// Injection verdicts on `raw`: the index of the first value flagged, per (detector, sensitivity);
+    /// rule sets test the same field many times.
+    raw_detections: Detections,
+    /// The input's values when its transformations changed some; `None` when they changed none (the
+    /// field's values are the input's, and so are their injection verdicts).
+    values: OnceCell<Option<Values<'a>>>,
+    /// Injection verdicts on `values`, when it holds some.
+    detections: Detections,
+}
+
+/// Injection verdicts per (detector, sensitivity), see [`Cache::detection`].
+type Detections = [OnceCell<Option<usize>>; 4];
+
+impl<'a> Cache<'a> {
+    /// A cache for the inputs of one ACL, given their [`read_as`] table.
+    pub fn new(view: &'a RequestView<'a>, json: &'a BodyJson<'a>, read_as: &'a [usize]) -> Self {
+        Cache {
+            view,
+            json,
+            read_as,
+            slots: (0..read_as.len()).map(|_| Slot::default()).collect(),
+            body_kinds: OnceCell::new(),
+        }
+    }
+
+    /// The injection verdict `key` (detector and sensitivity) on a slot's values (read first), computed
+    /// once for every input with the same values.
     pub fn detection(
         &self,
         slot: usize,
         key: usize,
-        compute: impl FnOnce() -> Option<(usize, String)>,
-    ) -> &Option<(usize, String)> {
-        self.detections[slot * 4 + key].get_or_init(compute)
+        compute: impl FnOnce() -> Option<usize>,
+    ) -> &Option<usize> {
+        let own = &self.slots[slot];
+        let cells = if own.values.get().is_some_and(Option::is_some) {
+            &own.detections
+        } else {
+            &self.slots[self.read_as[slot]].raw_detections
+        };
+        cells[key].get_or_init(compute)
     }
 
     pub fn view(&self) -> &RequestView<'a> {
         self.view
     }
 
-    /// The transformed values of input `slot`.
-    pub fn values(&self, slot: usize, input: &Input) -> &Values {
-        self.slots[slot].get_or_init(|| {
-            let mut v = self.read(input);
-            if !input.transforms.is_empty() {
-                for item in &mut v.items {
+    /// The transformed values of input `slot`: its field is read once for every input that reads it.
+    pub fn values(&self, slot: usize, input: &Input) -> &Values<'a> {
+        let raw = self.slots[self.read_as[slot]]
+            .raw
+            .get_or_init(|| self.read(input));
+        if input.transforms.is_empty() {
+            return raw;
+        }
+        let values = self.slots[slot].values.get_or_init(|| {
+            // Built from the first value the transformations change.
+            let mut items: Option<Items<'a>> = None;
+            for (i, item) in raw.items.iter().enumerate() {
+                let changed = match apply_chain(&input.transforms, item) {
+                    Cow::Owned(t) => Some(t),
                     // A trim gives a shorter borrowed slice: that is a change too.
-                    let changed = match apply_chain(&input.transforms, item) {
-                        Cow::Owned(t) => Some(t),
-                        Cow::Borrowed(b) if b.len() != item.len() => Some(b.to_vec()),
-                        Cow::Borrowed(_) => None,
-                    };
-                    if let Some(t) = changed {
-                        *item = t;
+                    Cow::Borrowed(b) if b.len() != item.len() => Some(b.to_vec()),
+                    Cow::Borrowed(_) => None,
+                };
+                match (&mut items, changed) {
+                    (Some(items), changed) => items.push(changed.map_or_else(|| item.clone(), Cow::Owned)),
+                    (None, Some(t)) => {
+                        let mut all: Items<'a> = raw.items[..i].iter().cloned().collect();
+                        all.push(Cow::Owned(t));
+                        items = Some(all);
                     }
+                    (None, None) => {}
                 }
             }
-            v
+            items.map(|items| Values {
+                items,
+                oversize: raw.oversize,
+                invalid_json: raw.invalid_json,
+            })
+        });
+        values.as_ref().unwrap_or(raw)
+    }
+
+    fn json(&self) -> Option<&'a serde_json::Value> {
+        let json: &'a BodyJson<'a> = self.json;
+        json.profiled.or_else(|| {
+            json.parsed
+                .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
+                .as_ref()
         })
     }
 
-    fn json(&self) -> Option<&serde_json::Value> {
-        self.json
-            .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
-            .as_ref()
-    }
-
     /// Where the profile found the password in the body.
-    fn password_at(&self) -> Option<&BodyLocation> {
+    fn password_at(&self) -> Option<&'a BodyLocation> {
         self.view.profile.and_then(|f| f.password_at.as_ref())
     }
 
-    /// The JSON body with the password's member set to null.
-    fn json_without_password(&self, pointer: &str) -> Option<&serde_json::Value> {
-        self.json_hidden
-            .get_or_init(|| {
-                let mut doc = self.json()?.clone();
-                if let Some(v) = doc.pointer_mut(pointer) {
-                    *v = serde_json::Value::Null;
-                }
-                Some(doc)
-            })
-            .as_ref()
-    }
-
-    fn read(&self, input: &Input) -> Values {
-        let v = self.view;
-        let one = |s: &[u8]| Values {
-            items: vec![s.to_vec()],
+    fn read(&self, input: &Input) -> Values<'a> {
+        let v: &'a RequestView<'a> = self.view;
+        let one = |s: Cow<'a, [u8]>| Values {
+            items: Items::One(s),
             ..Default::default()
         };
         let profile_field = |get: fn(&Fields) -> Option<&str>| Values {
             items: v
                 .profile
                 .and_then(get)
-                .map(|s| vec![s.as_bytes().to_vec()])
+                .map(|s| Items::One(Cow::Borrowed(s.as_bytes())))
                 .unwrap_or_default(),
             ..Default::default()
         };
@@ -284,20 +414,20 @@ impl<'a> Cache<'a> {
             None
         };
         match &input.field {
-            Field::Method => one(v.method.as_str().as_bytes()),
-            Field::UriPath => one(v.uri.path().as_bytes()),
-            Field::QueryString => one(v.uri.query().unwrap_or("").as_bytes()),
+            Field::Method => one(Cow::Borrowed(v.method.as_str().as_bytes())),
+            Field::UriPath => one(Cow::Borrowed(v.uri.path().as_bytes())),
+            Field::QueryString => one(Cow::Borrowed(v.uri.query().unwrap_or("").as_bytes())),
             Field::SingleQueryArg(name) => Values {
                 items: query_pairs(v.uri.query())
                     .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, val)| val.as_bytes().to_vec())
+                    .map(|(_, val)| Cow::Borrowed(val.as_bytes()))
                     .take(MAX_VALUES)
                     .collect(),
                 ..Default::default()
             },
             Field::AllQueryArgs => Values {
                 items: query_pairs(v.uri.query())
-                    .map(|(_, val)| val.as_bytes().to_vec())
+                    .map(|(_, val)| Cow::Borrowed(val.as_bytes()))
                     .take(MAX_VALUES)
                     .collect(),
                 ..Default::default()
@@ -307,7 +437,7 @@ impl<'a> Cache<'a> {
                     .headers
                     .get_all(name)
                     .iter()
-                    .map(|h| h.as_bytes().to_vec())
+                    .map(|h| Cow::Borrowed(h.as_bytes()))
                     .take(MAX_VALUES)
                     .collect(),
                 ..Default::default()
@@ -317,7 +447,7 @@ impl<'a> Cache<'a> {
                 include,
                 exclude,
             } => {
-                let mut items = Vec::new();
+                let mut items = Items::default();
                 for (name, value) in v.headers.iter() {
                     if !selected(name.as_str(), include, exclude, true) {
                         continue;
@@ -335,7 +465,7 @@ impl<'a> Cache<'a> {
                 include,
                 exclude,
             } => {
-                let mut items = Vec::new();
+                let mut items = Items::default();
                 for header in v.headers.get_all(http::header::COOKIE) {
                     let Ok(text) = std::str::from_utf8(header.as_bytes()) else {
                         continue;
@@ -354,9 +484,9 @@ impl<'a> Cache<'a> {
                 }
             }
             Field::Body => {
-                let body = v.body.unwrap_or_default();
+                let body: &'a [u8] = v.body.unwrap_or_default();
                 Values {
-                    items: vec![hide_in_body(body, hidden)],
+                    items: Items::One(hide_in_body(body, hidden)),
                     oversize: v.body_oversize,
                     invalid_json: None,
                 }
@@ -371,9 +501,9 @@ impl<'a> Cache<'a> {
                 let Some(doc) = self.json() else {
                     return match invalid {
                         InvalidJson::EvaluateAsString => {
-                            let raw = v.body.unwrap_or_default();
+                            let raw: &'a [u8] = v.body.unwrap_or_default();
                             Values {
-                                items: vec![hide_in_body(raw, hidden)],
+                                items: Items::One(hide_in_body(raw, hidden)),
                                 oversize: v.body_oversize,
                                 invalid_json: None,
                             }
@@ -389,19 +519,13 @@ impl<'a> Cache<'a> {
                     };
                 };
                 // A rule that points at the password member itself has named it.
-                let doc = match hidden {
-                    Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(p.as_str()) => {
-                        self.json_without_password(p).unwrap_or(doc)
-                    }
-                    _ => doc,
+                let hidden = match hidden {
+                    Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(p.as_str()) => Some(p.as_str()),
+                    _ => None,
                 };
-                let target = match pointer.as_deref() {
-                    None | Some("") => Some(doc),
-                    Some(p) => doc.pointer(p),
-                };
-                let mut items = Vec::new();
-                if let Some(t) = target {
-                    collect_json(t, *part, &mut items, 0);
+                let mut items = Items::default();
+                if let Some((target, hide)) = json_target(doc, pointer.as_deref().unwrap_or(""), hidden) {
+                    collect_json(target, *part, hide, &mut items, 0);
                 }
                 Values {
                     items,
@@ -412,7 +536,7 @@ impl<'a> Cache<'a> {
             Field::Form(name) => Values {
                 items: form_pairs(v.body)
                     .filter(|(k, _)| k == name)
-                    .map(|(_, val)| val.into_owned().into_bytes())
+                    .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
                     .collect(),
                 oversize: v.body_oversize,
@@ -421,13 +545,13 @@ impl<'a> Cache<'a> {
             Field::AllFormFields => Values {
                 items: form_pairs(v.body)
                     .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if n == k))
-                    .map(|(_, val)| val.into_owned().into_bytes())
+                    .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
                     .collect(),
                 oversize: v.body_oversize,
                 invalid_json: None,
             },
-            Field::Ja4 => one(v.ja4.unwrap_or("").as_bytes()),
+            Field::Ja4 => one(Cow::Borrowed(v.ja4.unwrap_or("").as_bytes())),
             Field::HeaderOrder => {
                 let mut order = String::new();
                 for name in v.headers.keys() {
@@ -436,7 +560,7 @@ impl<'a> Cache<'a> {
                     }
                     order.push_str(name.as_str());
                 }
-                one(order.as_bytes())
+                one(Cow::Owned(order.into_bytes()))
             }
             Field::Username => profile_field(|f| f.username.as_deref()),
             Field::Phone => profile_field(|f| f.phone.as_deref()),
@@ -458,12 +582,20 @@ fn selected(name: &str, include: &[String], exclude: &[String], lowercase: bool)
     !exclude.iter().any(|e| *e == name)
 }
 
-fn push_part(items: &mut Vec<Vec<u8>>, part: Part, key: &[u8], value: &[u8]) {
+fn push_part<'a>(items: &mut Items<'a>, part: Part, key: &'a [u8], value: &'a [u8]) {
     if matches!(part, Part::Keys | Part::All) {
-        items.push(key.to_vec());
+        items.push(Cow::Borrowed(key));
     }
     if matches!(part, Part::Values | Part::All) {
-        items.push(value.to_vec());
+        items.push(Cow::Borrowed(value));
+    }
+}
+
+/// A text's bytes, borrowed or owned as the text was.
+fn str_bytes(s: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match s {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
     }
 }
 
@@ -488,19 +620,32 @@ enum BodyKind {
     Form,
 }
 
+/// What the content type says the body may be read as; `None` without a readable content type.
+#[derive(Clone, Copy)]
+struct BodyKinds(Option<(bool, bool)>);
+
 impl Cache<'_> {
     /// Whether the body may be read as `kind`: a content type that says so, or none at all and a body
     /// that looks like it (so a JSON body is never read as a form, nor a form as JSON).
     fn body_kind(&self, kind: BodyKind) -> bool {
-        let ct = self
-            .view
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        match ct.map(str::to_ascii_lowercase) {
-            Some(ct) => match kind {
-                BodyKind::Json => ct.contains("json"),
-                BodyKind::Form => ct.starts_with("application/x-www-form-urlencoded"),
+        let kinds = self.body_kinds.get_or_init(|| {
+            const FORM: &[u8] = b"application/x-www-form-urlencoded";
+            let ct = self
+                .view
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::as_bytes);
+            BodyKinds(ct.map(|ct| {
+                let json = ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"));
+                let form = ct.get(..FORM.len()).is_some_and(|p| p.eq_ignore_ascii_case(FORM));
+                (json, form)
+            }))
+        });
+        match kinds.0 {
+            Some((json, form)) => match kind {
+                BodyKind::Json => json,
+                BodyKind::Form => form,
             },
             None => {
                 let first = self
@@ -516,9 +661,9 @@ impl Cache<'_> {
 
 /// The raw body without the password's value, found by where the profile read it: the form field's pairs
 /// are dropped, the JSON member's string value is emptied. Other bodies are returned as they are.
-fn hide_in_body(body: &[u8], at: Option<&BodyLocation>) -> Vec<u8> {
-    match at {
-        None => body.to_vec(),
+fn hide_in_body<'a>(body: &'a [u8], at: Option<&BodyLocation>) -> Cow<'a, [u8]> {
+    Cow::Owned(match at {
+        None => return Cow::Borrowed(body),
         Some(BodyLocation::Form(name)) => {
             let kept: Vec<&[u8]> = body
                 .split(|b| *b == b'&')
@@ -539,7 +684,7 @@ fn hide_in_body(body: &[u8], at: Option<&BodyLocation>) -> Vec<u8> {
             let quoted = serde_json::to_string(&key).unwrap_or_default();
             empty_json_string_after(body, quoted.as_bytes())
         }
-    }
+    })
 }
 
 /// Empties every JSON string value that follows the member name `quoted_key` (`"password"`).
@@ -582,33 +727,193 @@ fn empty_json_string_after(body: &[u8], quoted_key: &[u8]) -> Vec<u8> {
     out
 }
 
-fn collect_json(v: &serde_json::Value, part: Part, out: &mut Vec<Vec<u8>>, depth: usize) {
+/// The value `pointer` selects for a rule, as if the member at `hidden` (the password, when given) were
+/// `null`: the target, and the hidden member's tokens below it when it lies inside the target.
+fn json_target<'v, 'p>(
+    doc: &'v serde_json::Value,
+    pointer: &str,
+    hidden: Option<&'p str>,
+) -> Option<(&'v serde_json::Value, Option<Tokens<'p>>)> {
+    let target = pointer::get(doc, pointer)?;
+    let Some(mut below) = hidden.and_then(pointer::tokens) else {
+        return Some((target, None));
+    };
+    for token in pointer::tokens(pointer)? {
+        match below.next() {
+            Some(h) if h == token => {}
+            // The paths part: the hidden member is not in the target.
+            Some(_) => return Some((target, None)),
+            // The target lies in the hidden member, and it exists: all `null`.
+            None => return None,
+        }
+    }
+    // The target is the hidden member itself: `null`.
+    below.clone().next()?;
+    Some((target, Some(below)))
+}
+
+/// Collects the keys and/or values of a JSON value, skipping the member `hide` names below it (when it
+/// names one: no tokens left means the value itself is hidden, which [`json_target`] handles).
+fn collect_json<'v>(
+    v: &'v serde_json::Value,
+    part: Part,
+    hide: Option<Tokens<'_>>,
+    out: &mut Items<'v>,
+    depth: usize,
+) {
     if out.len() >= MAX_VALUES || depth > MAX_JSON_DEPTH {
         return;
     }
+    // The child that holds the hidden member, and the tokens below that child (none: the child is it).
+    let (hidden_child, below) = match hide {
+        Some(mut tokens) => (tokens.next(), Some(tokens)),
+        None => (None, None),
+    };
+    let below = below.filter(|t| t.clone().next().is_some());
+    let child = |val: &'v serde_json::Value, hidden: bool, out: &mut Items<'v>| match (hidden, &below) {
+        (false, _) => collect_json(val, part, None, out, depth + 1),
+        (true, Some(below)) => collect_json(val, part, Some(below.clone()), out, depth + 1),
+        (true, None) => {}
+    };
     match v {
         serde_json::Value::Object(map) => {
             for (k, val) in map {
                 if matches!(part, Part::Keys | Part::All) && out.len() < MAX_VALUES {
-                    out.push(k.as_bytes().to_vec());
+                    out.push(Cow::Borrowed(k.as_bytes()));
                 }
-                collect_json(val, part, out, depth + 1);
+                child(val, hidden_child.as_deref() == Some(k.as_str()), out);
             }
         }
         serde_json::Value::Array(items) => {
-            for val in items {
-                collect_json(val, part, out, depth + 1);
+            let hidden_index = hidden_child.as_deref().and_then(pointer::index);
+            for (i, val) in items.iter().enumerate() {
+                child(val, hidden_index == Some(i), out);
             }
         }
         serde_json::Value::String(s) => {
             if matches!(part, Part::Values | Part::All) {
-                out.push(s.as_bytes().to_vec());
+                out.push(Cow::Borrowed(s.as_bytes()));
             }
         }
         serde_json::Value::Null => {}
         other => {
             if matches!(part, Part::Values | Part::All) {
-                out.push(other.to_string().into_bytes());
+                out.push(Cow::Owned(other.to_string().into_bytes()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the JSON field held before the walk learnt to skip the password: a copy of the document
+    /// with the member at `hidden` set to `null`, read at `pointer`.
+    fn by_copy(doc: &serde_json::Value, pointer: &str, hidden: Option<&str>, part: Part) -> Vec<Vec<u8>> {
+        fn collect(v: &serde_json::Value, part: Part, out: &mut Vec<Vec<u8>>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, val) in map {
+                        if matches!(part, Part::Keys | Part::All) {
+                            out.push(k.as_bytes().to_vec());
+                        }
+                        collect(val, part, out);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|val| collect(val, part, out)),
+                serde_json::Value::String(s) if matches!(part, Part::Values | Part::All) => {
+                    out.push(s.as_bytes().to_vec())
+                }
+                serde_json::Value::String(_) | serde_json::Value::Null => {}
+                other if matches!(part, Part::Values | Part::All) => out.push(other.to_string().into_bytes()),
+                _ => {}
+            }
+        }
+        let mut doc = doc.clone();
+        if let Some(v) = hidden.and_then(|h| doc.pointer_mut(h)) {
+            *v = serde_json::Value::Null;
+        }
+        let mut out = Vec::new();
+        if let Some(t) = doc.pointer(pointer) {
+            collect(t, part, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn items_hold_one_value_inline_and_read_as_a_slice() {
+        let v = |s: &'static str| Cow::Borrowed(s.as_bytes());
+        let mut items = Items::default();
+        assert!(items.is_empty());
+        items.push(v("a"));
+        assert!(matches!(items, Items::One(_)));
+        assert_eq!(&items[..], &[v("a")]);
+        items.push(v("b"));
+        items.push(v("c"));
+        assert_eq!(&items[..], &[v("a"), v("b"), v("c")]);
+        items.truncate(2);
+        assert_eq!(&items[..], &[v("a"), v("b")]);
+        let one: Items = [v("x")].into_iter().collect();
+        assert!(matches!(one, Items::One(_)));
+        let mut one = one;
+        one.truncate(1);
+        assert_eq!(one.len(), 1);
+        one.truncate(0);
+        assert!(one.is_empty());
+        let none: Items = std::iter::empty().collect();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn the_password_is_skipped_where_a_copy_would_hold_null() {
+        let doc: serde_json::Value = serde_json::from_str(
+            r#"{"username": "u", "password": "p", "n": 7, "t": true,
+                "a": {"b": ["x", {"password": "q", "k": 1.5}], "c~/": "y", "": "e"},
+                "list": [["i"], "j", {"password": "r"}]}"#,
+        )
+        .unwrap();
+        let pointers = [
+            "",
+            "/",
+            "/username",
+            "/password",
+            "/password/x",
+            "/a",
+            "/a/b",
+            "/a/b/1",
+            "/a/b/1/password",
+            "/a/b/01",
+            "/a/c~0~1",
+            "/a/c~0/",
+            "/a/",
+            "/list",
+            "/list/2",
+            "/list/2/password",
+            "/list/0/0",
+            "/missing",
+            "/missing/password",
+            "/n",
+            "/t",
+        ];
+        for hidden in pointers
+            .iter()
+            .map(|h| Some(*h))
+            .chain([None, Some("password"), Some("/a/c~~1")])
+        {
+            for pointer in pointers.iter().copied().chain(["/a/c~~1", "/a/c~0~1"]) {
+                for part in [Part::Keys, Part::Values, Part::All] {
+                    let mut items = Items::default();
+                    if let Some((target, hide)) = json_target(&doc, pointer, hidden) {
+                        collect_json(target, part, hide, &mut items, 0);
+                    }
+                    let items: Vec<Vec<u8>> = items.iter().map(|v| v.to_vec()).collect();
+                    assert_eq!(
+                        items,
+                        by_copy(&doc, pointer, hidden, part),
+                        "pointer {pointer:?}, hidden {hidden:?}, {part:?}"
+                    );
+                }
             }
         }
     }

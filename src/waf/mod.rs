@@ -23,6 +23,8 @@ mod compile;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,9 +32,10 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 pub use compile::{RulePart, compile};
-use field::{Cache, Input, RequestView};
+use field::{BodyJson, Cache, Input, RequestView};
 use statement::{Env, RateKey, RateRule, Statement, Trace};
 
+use crate::context::IpText;
 use crate::geo::Geo;
 use crate::store::Store;
 
@@ -41,9 +44,13 @@ use crate::store::Store;
 pub struct WebAcl {
     rules: Vec<Rule>,
     inputs: Vec<Input>,
+    /// [`field::read_as`] of `inputs`.
+    read_as: Vec<usize>,
     default_block: Option<Arc<BlockResponse>>,
     needs_body: bool,
     store_fail_closed: bool,
+    /// How many key lists rate rules count by (memo slots of [`RateMemo`]).
+    rate_key_lists: usize,
 }
 
 /// One compiled rule (rules of referenced groups are flattened in place as `ref/rule`).
@@ -158,7 +165,9 @@ impl WebAcl {
         cx: &Context<'_>,
         labels: &mut Vec<String>,
     ) -> Verdict {
-        let cache = Cache::new(view, self.inputs.len());
+        let json = BodyJson::new(view);
+        let cache = Cache::new(view, &json, &self.read_as);
+        let rates = RateMemo::new(cx.client_ip, self.rate_key_lists);
         let mut verdict = Verdict::default();
         for (index, rule) in self.rules.iter().enumerate() {
             let mut trace = Trace::default();
@@ -175,12 +184,14 @@ impl WebAcl {
                     RuleBody::Rate(r) => {
                         let in_scope = r.scope_down.as_ref().is_none_or(|s| s.eval(&cache, &env, &mut t));
                         let key = if in_scope {
-                            rate_key(&rule.name, &r.keys, view, &env)
+                            rates.key(&rule.name, &r.keys, r.keys_memo, view, &env)
                         } else {
                             None
                         };
                         let member = match (&key, &r.distinct) {
-                            (Some(_), Some(d)) => rate_key("", std::slice::from_ref(d), view, &env),
+                            (Some(_), Some(d)) => {
+                                rates.key("", std::slice::from_ref(d), r.distinct_memo, view, &env)
+                            }
                             _ => None,
                         };
                         let key = if r.distinct.is_some() && member.is_none() {
@@ -294,36 +305,90 @@ impl WebAcl {
     }
 }
 
-/// The store key of a rate rule for this request: the rule name and a digest of the aggregation key
-/// values (bounded size, no usernames stored in clear). `None` when a key part is missing.
-fn rate_key(rule: &str, keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>) -> Option<String> {
+/// What the rate rules of one evaluation share: the client address as text, and the digests of key
+/// lists that more than one rule counts by (each distinct list has a memo slot, see [`RateRule`]).
+struct RateMemo {
+    client_ip: IpAddr,
+    client_text: OnceCell<IpText>,
+    digests: Vec<OnceCell<Option<[u8; 16]>>>,
+}
+
+impl RateMemo {
+    fn new(client_ip: IpAddr, slots: usize) -> Self {
+        RateMemo {
+            client_ip,
+            client_text: OnceCell::new(),
+            digests: (0..slots).map(|_| OnceCell::new()).collect(),
+        }
+    }
+
+    /// The store key of a rate rule for this request: `waf:rate:{rule}:{digest}`, see [`key_digest`].
+    fn key(
+        &self,
+        rule: &str,
+        keys: &[RateKey],
+        memo: Option<usize>,
+        view: &RequestView<'_>,
+        env: &Env<'_>,
+    ) -> Option<String> {
+        let digest = match memo.and_then(|i| self.digests.get(i)) {
+            Some(cell) => *cell.get_or_init(|| self.digest(keys, view, env)),
+            None => self.digest(keys, view, env),
+        }?;
+        let mut hex = hex::Buffer::<16>::new();
+        let hex = hex.format(&digest);
+        let mut key = String::with_capacity(RATE_KEY_PREFIX.len() + rule.len() + 1 + hex.len());
+        key.push_str(RATE_KEY_PREFIX);
+        key.push_str(rule);
+        key.push(':');
+        key.push_str(hex);
+        Some(key)
+    }
+
+    fn digest(&self, keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>) -> Option<[u8; 16]> {
+        let client = self.client_text.get_or_init(|| IpText::new(self.client_ip));
+        key_digest(keys, view, env, client.as_str())
+    }
+}
+
+/// The prefix of rate rules' store keys.
+const RATE_KEY_PREFIX: &str = "waf:rate:";
+
+/// A digest of the aggregation key values of a rate rule (bounded size, no usernames stored in clear):
+/// the first 16 bytes of SHA-256 over each part's length and text. `None` when a key part is missing.
+fn key_digest(keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>, client: &str) -> Option<[u8; 16]> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for key in keys {
-        let part: String = match key {
-            RateKey::Ip => env.client_ip.to_string(),
-            RateKey::ForwardedIp(name) => view
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())?
-                .to_string(),
-            RateKey::Header(name) => view.headers.get(name)?.to_str().ok()?.to_string(),
-            RateKey::Cookie(name) => view
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|p| p.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.to_string())?,
-            RateKey::QueryArg(name) => field::query_pairs(view.uri.query())
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_string())?,
-            RateKey::UriPath => crate::context::normalize_path(view.uri.path()),
-            RateKey::Method => view.method.to_string(),
+        let part: Cow<'_, str> = match key {
+            RateKey::Ip => Cow::Borrowed(client),
+            RateKey::ForwardedIp(name) => {
+                let ip = view
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.trim().parse::<IpAddr>().ok())?;
+                Cow::Owned(IpText::new(ip).as_str().to_owned())
+            }
+            RateKey::Header(name) => Cow::Borrowed(view.headers.get(name)?.to_str().ok()?),
+            RateKey::Cookie(name) => Cow::Borrowed(
+                view.headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|p| p.trim().split_once('='))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v)?,
+            ),
+            RateKey::QueryArg(name) => Cow::Borrowed(
+                field::query_pairs(view.uri.query())
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)?,
+            ),
+            RateKey::UriPath => Cow::Owned(crate::context::normalize_path(view.uri.path())),
+            RateKey::Method => Cow::Borrowed(view.method.as_str()),
             RateKey::LabelNamespace(ns) => {
                 let mut found: Vec<&str> = env
                     .labels
@@ -335,19 +400,28 @@ fn rate_key(rule: &str, keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>)
                     return None;
                 }
                 found.sort_unstable();
-                found.join(",")
+                Cow::Owned(found.join(","))
             }
-            RateKey::Ja4 => view.ja4.filter(|j| !j.is_empty())?.to_string(),
-            RateKey::Username => view
-                .profile
-                .and_then(|f| f.username.as_deref())
-                .filter(|u| !u.is_empty())?
-                .to_lowercase(),
-            RateKey::Constant => String::new(),
+            RateKey::Ja4 => Cow::Borrowed(view.ja4.filter(|j| !j.is_empty())?),
+            RateKey::Username => {
+                let name = view
+                    .profile
+                    .and_then(|f| f.username.as_deref())
+                    .filter(|u| !u.is_empty())?;
+                // Most names are already lower case ASCII; `to_lowercase` would only copy them.
+                if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+                    Cow::Borrowed(name)
+                } else {
+                    Cow::Owned(name.to_lowercase())
+                }
+            }
+            RateKey::Constant => Cow::Borrowed(""),
         };
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
     let digest = h.finalize();
-    Some(format!("waf:rate:{rule}:{}", hex::encode(&digest[..16])))
+    let mut first = [0; 16];
+    first.copy_from_slice(&digest[..16]);
+    Some(first)
 }

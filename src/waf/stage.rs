@@ -97,6 +97,11 @@ impl Stage for Inspect {
             body,
             body_oversize: oversize,
             profile: ex.profile.as_ref().map(|m| &m.fields),
+            json: ex
+                .profile
+                .as_ref()
+                .and_then(|m| m.json.as_ref())
+                .map(|j| j.value()),
             ja4: ex.ctx.ja4.as_deref(),
         };
         let cx = Context {

@@ -82,13 +82,18 @@ pub struct RateRule {
     pub limit: u32,
     pub window: std::time::Duration,
     pub keys: Vec<RateKey>,
+    /// The memo slot of `keys`: rules that count by the same keys digest them once per request. `None`
+    /// when a key reads labels, which change as rules match.
+    pub keys_memo: Option<usize>,
     pub scope_down: Option<Statement>,
     pub count: RateCount,
     pub distinct: Option<RateKey>,
+    /// The memo slot of `distinct`, as for `keys`.
+    pub distinct_memo: Option<usize>,
 }
 
 /// One aggregation key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RateKey {
     Ip,
     ForwardedIp(http::HeaderName),
@@ -140,15 +145,14 @@ impl Statement {
                         if oversize_decides {
                             match_values(values, matcher, *oversize)
                         } else {
-                            cache
-                                .detection(*slot, key, || match_values(values, matcher, *oversize))
-                                .clone()
+                            *cache.detection(*slot, key, || match_values(values, matcher, *oversize))
                         }
                     }
                     _ => match_values(values, matcher, *oversize),
                 };
                 let matched = result.is_some();
                 if let Some(t) = trace.as_deref_mut() {
+                    let result = result.map(|i| (i, match_detail(values, matcher, *oversize, i)));
                     t.lines.push(describe_match(input, matcher, values, result));
                 }
                 matched
@@ -172,7 +176,7 @@ impl Statement {
                         .any(|v| compare(v.len() as u64, *comparison, *size))
                 };
                 if let Some(t) = trace.as_deref_mut() {
-                    let sizes: Vec<usize> = values.items.iter().map(Vec::len).collect();
+                    let sizes: Vec<usize> = values.items.iter().map(|v| v.len()).collect();
                     t.lines.push(format!(
                         "size_constraint on {}: sizes {sizes:?} {comparison:?} {size}: {}",
                         input.field.describe(),
@@ -333,22 +337,54 @@ fn compare(len: u64, c: Comparison, size: u64) -> bool {
     }
 }
 
-/// The index of the first value that matched, with a detail for explanations.
-fn match_values(values: &Values, matcher: &Matcher, oversize: Oversize) -> Option<(usize, String)> {
+/// The index of the first value that matched (0 when the body's state decided).
+fn match_values(values: &Values, matcher: &Matcher, oversize: Oversize) -> Option<usize> {
     if let Some(m) = values.invalid_json {
-        return m.then(|| (0, "invalid JSON".to_string()));
+        return m.then_some(0);
     }
     if values.oversize && oversize != Oversize::Continue {
-        return (oversize == Oversize::Match).then(|| (0, "oversize body".to_string()));
+        return (oversize == Oversize::Match).then_some(0);
+    }
+    values.items.iter().position(|v| matcher.is_match(v))
+}
+
+/// What matched value `i` (see [`match_values`]), for explanations.
+fn match_detail(values: &Values, matcher: &Matcher, oversize: Oversize, i: usize) -> String {
+    if values.invalid_json.is_some() {
+        return "invalid JSON".to_string();
+    }
+    if values.oversize && oversize != Oversize::Continue {
+        return "oversize body".to_string();
     }
     values
         .items
-        .iter()
-        .enumerate()
-        .find_map(|(i, v)| matcher.find(v).map(|d| (i, d)))
+        .get(i)
+        .and_then(|v| matcher.find(v))
+        .unwrap_or_default()
 }
 
 impl Matcher {
+    /// Whether one value matches.
+    pub fn is_match(&self, v: &[u8]) -> bool {
+        match self {
+            Matcher::Bytes {
+                position,
+                values,
+                automaton,
+            } => match position {
+                Position::Exactly => values.iter().any(|x| x.as_slice() == v),
+                Position::StartsWith => values.iter().any(|x| v.starts_with(x)),
+                Position::EndsWith => values.iter().any(|x| v.ends_with(x)),
+                Position::Contains => automaton.as_ref().is_some_and(|a| a.is_match(v)),
+                Position::ContainsWord => self.find(v).is_some(),
+            },
+            Matcher::Regex(r) => r.is_match(v),
+            Matcher::RegexSet(s) => s.is_match(v),
+            Matcher::Sqli(level) => injection::detect_sqli(v, *level).is_some(),
+            Matcher::Xss(level) => injection::detect_xss(v, *level).is_some(),
+        }
+    }
+
     /// Whether one value matches; the detail says what was found.
     pub fn find(&self, v: &[u8]) -> Option<String> {
         match self {

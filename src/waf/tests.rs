@@ -566,6 +566,34 @@ fn injection_cases() -> Vec<Case> {
         header_v("' OR 1=1--"),
         block("s"),
     ));
+    // A transformation chain that changes the value has its own verdict; one that changes nothing
+    // shares the field's.
+    let raw_then_decoded = format!(
+        "rules: [{{name: raw, priority: 1, statement: {{sqli: {{{field}}}}}}}, \
+         {{name: decoded, priority: 2, statement: {{sqli: {{{field}, transforms: [url_decode]}}}}}}]"
+    );
+    cases.push(case(
+        "sqli: the raw value passes, the decoded one is flagged",
+        &raw_then_decoded,
+        header_v("%27%20OR%201%3D1--"),
+        block("decoded"),
+    ));
+    cases.push(case(
+        "sqli: a decoding that changes nothing flags what the raw value flags",
+        &raw_then_decoded,
+        header_v("' OR 1=1--"),
+        block("raw"),
+    ));
+    let decoded_then_raw = format!(
+        "rules: [{{name: decoded, priority: 1, action: count, labels: [t:decoded], statement: {{sqli: {{{field}, transforms: [url_decode]}}}}}}, \
+         {{name: raw, priority: 2, statement: {{sqli: {{{field}}}}}}}]"
+    );
+    cases.push(case(
+        "sqli: a decoded verdict is not the raw value's",
+        &decoded_then_raw,
+        header_v("%27%20OR%201%3D1--"),
+        pass().labels(&["t:decoded"]),
+    ));
     cases
 }
 
@@ -2060,6 +2088,26 @@ fn body_cases() -> Vec<Case> {
             "{method: POST, path: /u, json: {a: bob}}",
             pass(),
         ),
+        // A profiled body is parsed once, by the profile stage, which skips a byte order mark; the web
+        // ACL still reads such a body as invalid JSON.
+        case(
+            "json_body: a profiled body is read",
+            json("{}"),
+            r#"{method: POST, path: /login, headers: {content-type: application/json}, body: "{\"username\": \"root\"}"}"#,
+            block("r"),
+        ),
+        case(
+            "json_body invalid match: a profiled body with a byte order mark",
+            invalid("match"),
+            r#"{method: POST, path: /login, headers: {content-type: application/json}, body: "\uFEFF{\"username\": \"bob\"}"}"#,
+            block("r"),
+        ),
+        case(
+            "json_body invalid no_match: a profiled body with a byte order mark",
+            json("{}"),
+            r#"{method: POST, path: /login, headers: {content-type: application/json}, body: "\uFEFF{\"username\": \"root\"}"}"#,
+            pass(),
+        ),
         case(
             "json_body oversize continue",
             json_over("continue", "xxxx"),
@@ -3502,4 +3550,111 @@ fn variant_names(schema: &serde_json::Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// Rate rules' store keys keep their text across releases: counters survive an upgrade of a replica
+/// that shares Redis with older ones. The expected keys were produced by the first implementation.
+#[test]
+fn rate_keys_keep_their_format() {
+    use super::RateMemo;
+    use super::statement::{Env, RateKey};
+    let geo = crate::geo::Geo::default();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-forwarded-for", "198.51.100.7, 10.0.0.1".parse().unwrap());
+    headers.insert("x-api-key", "k1".parse().unwrap());
+    headers.insert("cookie", "a=1; session=s2".parse().unwrap());
+    let uri: http::Uri = "/api//login?user=bob".parse().unwrap();
+    let fields = crate::profile::Fields {
+        username: Some("Alice@Example.COM".into()),
+        ..Default::default()
+    };
+    let view = super::field::RequestView {
+        method: &http::Method::POST,
+        uri: &uri,
+        headers: &headers,
+        body: None,
+        body_oversize: false,
+        profile: Some(&fields),
+        json: None,
+        ja4: Some("t13d1516h2_8daaf6152771_b186095e22b6"),
+    };
+    let labels = vec!["app:b".to_string(), "app:a".to_string()];
+    let keys = [
+        (RateKey::Ip, "4a7c7a1f8e611b55dbaa19e5c8c08942"),
+        (
+            RateKey::ForwardedIp(http::HeaderName::from_static("x-forwarded-for")),
+            "dd6d72e88dd8dc1885368ede8538e9fd",
+        ),
+        (
+            RateKey::Header(http::HeaderName::from_static("x-api-key")),
+            "49b58b6ffff6cd3364dd309fc5cf5048",
+        ),
+        (
+            RateKey::Cookie("session".into()),
+            "9f95f64e8ad7636e505495e16110ebf5",
+        ),
+        (
+            RateKey::QueryArg("USER".into()),
+            "e59a5a77191ae0405d96212799445233",
+        ),
+        (RateKey::UriPath, "d1fbf506ba6f8f73cd1b24e15cc827dc"),
+        (RateKey::Method, "01b9b60a4196edc7a45f115a84c1a0d9"),
+        (
+            RateKey::LabelNamespace("app:".into()),
+            "a62e375bcf9d574cb4f04333c889b88d",
+        ),
+        (RateKey::Ja4, "7ed531a317e361491d1370371933c5ec"),
+        (RateKey::Username, "2a846ac922c60eda7e12f692761d7cbd"),
+        (RateKey::Constant, "af5570f5a1810b7af78caf4bc70a660f"),
+    ];
+    let all: Vec<RateKey> = keys.iter().map(|(k, _)| k.clone()).collect();
+    for (ip, ip_digest, all_digest) in [
+        (
+            "203.0.113.9",
+            "4a7c7a1f8e611b55dbaa19e5c8c08942",
+            "44ea7b9f03ef7b904a4d906084edd78e",
+        ),
+        (
+            "2001:db8::1",
+            "059ce8974be80890a036b0e5424b923c",
+            "4dab94a0bdb0b0deff9231b09c6d7e5a",
+        ),
+        (
+            "::ffff:1.2.3.4",
+            "b351759d78e0366a50bfa66abc5d3c9a",
+            "bc907c29f5188af22f0ee316afa29c16",
+        ),
+    ] {
+        let env = Env {
+            client_ip: ip.parse().unwrap(),
+            geo: &geo,
+            labels: &labels,
+            inputs: &[],
+        };
+        // Without a memo slot, and with one (a slot holds one key list's digest; the second read of
+        // it comes from the memo).
+        let rates = RateMemo::new(env.client_ip, 0);
+        assert_eq!(
+            rates.key("r", &all, None, &view, &env).unwrap(),
+            format!("waf:rate:r:{all_digest}")
+        );
+        for (key, digest) in &keys {
+            let digest = if *key == RateKey::Ip { ip_digest } else { digest };
+            let one = std::slice::from_ref(key);
+            let memo = RateMemo::new(env.client_ip, 1);
+            for (rates, slot) in [(&rates, None), (&memo, Some(0)), (&memo, Some(0))] {
+                assert_eq!(
+                    rates.key("sign-in-rate-per-ip", one, slot, &view, &env).unwrap(),
+                    format!("waf:rate:sign-in-rate-per-ip:{digest}"),
+                    "{key:?}"
+                );
+            }
+            if *key == RateKey::Username {
+                assert_eq!(
+                    memo.key("", one, Some(0), &view, &env).unwrap(),
+                    format!("waf:rate::{digest}")
+                );
+            }
+        }
+    }
 }
