@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::{self, Body};
 use super::pool::{H1Pool, PoolError};
 use crate::config;
+use crate::context::IpText;
 use crate::metrics::Metrics;
 use crate::pipeline::{Exchange, RequestBody};
 
@@ -298,22 +299,15 @@ fn forwarded_headers(headers: &mut HeaderMap, ex: &Exchange, trusted_peer: bool,
     let xff = HeaderName::from_static("x-forwarded-for");
     let proto = HeaderName::from_static("x-forwarded-proto");
     let fhost = HeaderName::from_static("x-forwarded-host");
-    let peer = config::canonical_ip(ex.ctx.peer.ip()).to_string();
-    let prior: Vec<String> = if trusted_peer {
-        headers
-            .get_all(&xff)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let chain = if prior.is_empty() {
-        peer
-    } else {
-        format!("{}, {peer}", prior.join(", "))
-    };
+    let peer = IpText::new(config::canonical_ip(ex.ctx.peer.ip()));
+    let mut chain = String::new();
+    if trusted_peer {
+        for prior in headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()) {
+            chain.push_str(prior);
+            chain.push_str(", ");
+        }
+    }
+    chain.push_str(peer.as_str());
     if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert(xff, v);
     }

@@ -13,6 +13,7 @@ use super::file::{CookieSecure, FileHistory, RiskAction, RiskMode};
 use super::flow::{self, FlowState};
 use super::user::{Place, UserHistory};
 use super::{Assessment, Facts, Level, Policy, Risk};
+use crate::context::IpText;
 use crate::events::{ChallengeStep, Event, EventType, Pending, ShadowDecision};
 use crate::metrics::Metrics;
 use crate::pipeline::{Exchange, Flow, Services, Stage};
@@ -350,7 +351,7 @@ impl Stage for RiskStage {
         let op = matched.profile.operation();
         let now = self.clock.now_ms();
         let ip = ex.ctx.client_ip;
-        let ip_text = ip.to_string();
+        let ip_text = IpText::new(ip);
 
         // A later step of a multi-step sign-in: carry the flow's assessment to the step that completes it.
         if step == Some(FlowStep::Continue) {
@@ -477,17 +478,17 @@ impl Stage for RiskStage {
         if risk.always_blocked(ip) {
             block = Some("always_block");
         }
-        let (history, counts, read) = match load_facts(self.store.as_ref(), a.user.as_deref(), &ip_text).await
-        {
-            Ok((h, c)) => (h, c, true),
-            Err(e) => {
-                tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "risk: store unavailable");
-                if risk.store_failure_closed() {
-                    block = block.or(Some("store_unavailable"));
+        let (history, counts, read) =
+            match load_facts(self.store.as_ref(), a.user.as_deref(), ip_text.as_str()).await {
+                Ok((h, c)) => (h, c, true),
+                Err(e) => {
+                    tracing::warn!(request_id = %ex.ctx.request_id, error = %e, "risk: store unavailable");
+                    if risk.store_failure_closed() {
+                        block = block.or(Some("store_unavailable"));
+                    }
+                    (None, [0; 5], false)
                 }
-                (None, [0; 5], false)
-            }
-        };
+            };
         if kind == EventType::SignIn {
             block = block.or_else(|| velocity_block(&risk, &counts));
         } else if counts[3] > 0 {
@@ -650,8 +651,8 @@ impl RiskStage {
             }
             Outcome::Failure => {
                 if a.kind == EventType::SignIn {
-                    let ip = ex.ctx.client_ip.to_string();
-                    if let Err(e) = self.count_failure(risk, a, &ip).await {
+                    let ip = IpText::new(ex.ctx.client_ip);
+                    if let Err(e) = self.count_failure(risk, a, ip.as_str()).await {
                         tracing::warn!(error = %e, "risk: failure count lost");
                     }
                 }
