@@ -22,7 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::clock::SharedClock;
 use crate::store::{Op, RateDecision, Replies, Reply, Store, StoreError};
@@ -621,8 +622,11 @@ impl Table {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shard {
+    /// Picks the entries an eviction samples: a fast generator (a shard evicts on every insert once the
+    /// store is full), seeded from the thread's secure one, whose output no client sees.
+    sampler: SmallRng,
     /// Each entry's position in `entries`, by the entry's hash.
     index: HashTable<u32>,
     /// The entries, densely, so the sweep and eviction sampling reach them without hashing.
@@ -631,6 +635,19 @@ struct Shard {
     sweep_cursor: usize,
     /// Accounted bytes of the table and the index.
     tables: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            sampler: SmallRng::from_rng(&mut rand::rng()),
+            index: HashTable::default(),
+            entries: Table::default(),
+            tick: 0,
+            sweep_cursor: 0,
+            tables: 0,
+        }
+    }
 }
 
 impl Shard {
@@ -752,12 +769,11 @@ impl Shard {
         if candidates == 0 {
             return false;
         }
-        let mut rng = rand::rng();
         let mut best: Option<(u64, usize)> = None;
         let mut sampled = 0;
         while sampled < EVICTION_SAMPLES || best.is_none() {
             sampled += 1;
-            let i = rng.random_range(0..self.entries.len());
+            let i = self.sampler.random_range(0..self.entries.len());
             if *keep == Some(i) {
                 continue;
             }
