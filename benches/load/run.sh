@@ -21,8 +21,8 @@
 #
 # Latency: at 64 busy connections every front is saturated, so its latency is mostly queueing (64 / its
 # requests/s) and "p99 added over direct" mostly restates the throughput gap. Each round therefore also
-# measures both workloads paced: 16 connections that each pause 3.2 ms between requests, about 5 000
-# requests/s offered to every front (a rate all but ModSecurity serve without queueing), where the added
+# measures both workloads paced: 16 connections that each pause 3.2 ms between requests, at most 5 000
+# requests/s for every front (a rate all but ModSecurity serve far from saturation), where the added
 # latency is the cost of the hop itself.
 #
 # Workloads: `GET /` and `POST /api/login` with a JSON body; the sign-in Lua script gives every request
