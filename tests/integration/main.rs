@@ -8,6 +8,7 @@ mod demo;
 mod events;
 mod forwarding;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod mfa;
 mod policies;
