@@ -367,17 +367,7 @@ impl Matcher {
     /// Whether one value matches.
     pub fn is_match(&self, v: &[u8]) -> bool {
         match self {
-            Matcher::Bytes {
-                position,
-                values,
-                automaton,
-            } => match position {
-                Position::Exactly => values.iter().any(|x| x.as_slice() == v),
-                Position::StartsWith => values.iter().any(|x| v.starts_with(x)),
-                Position::EndsWith => values.iter().any(|x| v.ends_with(x)),
-                Position::Contains => automaton.as_ref().is_some_and(|a| a.is_match(v)),
-                Position::ContainsWord => self.find(v).is_some(),
-            },
+            Matcher::Bytes { .. } => self.listed_match(v).is_some(),
             Matcher::Regex(r) => r.is_match(v),
             Matcher::RegexSet(s) => s.is_match(v),
             Matcher::Sqli(level) => injection::detect_sqli(v, *level).is_some(),
@@ -385,28 +375,35 @@ impl Matcher {
         }
     }
 
+    /// For a byte match, the listed value that one value matches.
+    fn listed_match(&self, v: &[u8]) -> Option<&[u8]> {
+        let Matcher::Bytes {
+            position,
+            values,
+            automaton,
+        } = self
+        else {
+            return None;
+        };
+        let listed = |i: aho_corasick::PatternID| values[i.as_usize()].as_slice();
+        match position {
+            Position::Exactly => values.iter().find(|x| x.as_slice() == v).map(Vec::as_slice),
+            Position::StartsWith => values.iter().find(|x| v.starts_with(x)).map(Vec::as_slice),
+            Position::EndsWith => values.iter().find(|x| v.ends_with(x)).map(Vec::as_slice),
+            Position::Contains => automaton.as_ref()?.find(v).map(|m| listed(m.pattern())),
+            Position::ContainsWord => automaton.as_ref()?.find_overlapping_iter(v).find_map(|m| {
+                let before = m.start().checked_sub(1).map(|i| v[i]);
+                let after = v.get(m.end()).copied();
+                let word = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+                (!word(before) && !word(after)).then(|| listed(m.pattern()))
+            }),
+        }
+    }
+
     /// Whether one value matches; the detail says what was found.
     pub fn find(&self, v: &[u8]) -> Option<String> {
         match self {
-            Matcher::Bytes {
-                position,
-                values,
-                automaton,
-            } => match position {
-                Position::Exactly => values.iter().find(|x| x.as_slice() == v).map(|x| lossy(x)),
-                Position::StartsWith => values.iter().find(|x| v.starts_with(x)).map(|x| lossy(x)),
-                Position::EndsWith => values.iter().find(|x| v.ends_with(x)).map(|x| lossy(x)),
-                Position::Contains => automaton
-                    .as_ref()?
-                    .find(v)
-                    .map(|m| lossy(&values[m.pattern().as_usize()])),
-                Position::ContainsWord => automaton.as_ref()?.find_overlapping_iter(v).find_map(|m| {
-                    let before = m.start().checked_sub(1).map(|i| v[i]);
-                    let after = v.get(m.end()).copied();
-                    let word = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
-                    (!word(before) && !word(after)).then(|| lossy(&values[m.pattern().as_usize()]))
-                }),
-            },
+            Matcher::Bytes { .. } => self.listed_match(v).map(lossy),
             Matcher::Regex(r) => r
                 .find(v)
                 .map(|m| format!("regex matched {:?}", lossy(m.as_bytes()))),
