@@ -101,31 +101,37 @@ impl Exchange {
     }
 }
 
-/// Which of a stage's hooks the pipeline calls. Each call of a hook boxes its future, so a stage
-/// declares the hooks it has (and none when its config leaves it nothing to do).
+/// Which of a stage's hooks the pipeline calls, and for which requests. Each call of a hook boxes its
+/// future, so a stage declares the hooks it has (none when its config leaves it nothing to do), and
+/// whether it acts only on requests that matched a profile (the others then pay for none of its hooks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hooks {
     pub request: bool,
     pub response: bool,
+    pub profiled_only: bool,
 }
 
 impl Hooks {
-    pub const BOTH: Hooks = Hooks {
-        request: true,
-        response: true,
-    };
-    pub const REQUEST: Hooks = Hooks {
-        request: true,
-        response: false,
-    };
-    pub const RESPONSE: Hooks = Hooks {
-        request: false,
-        response: true,
-    };
-    pub const NONE: Hooks = Hooks {
-        request: false,
-        response: false,
-    };
+    pub const BOTH: Hooks = Hooks::new(true, true);
+    pub const REQUEST: Hooks = Hooks::new(true, false);
+    pub const RESPONSE: Hooks = Hooks::new(false, true);
+    pub const NONE: Hooks = Hooks::new(false, false);
+
+    const fn new(request: bool, response: bool) -> Hooks {
+        Hooks {
+            request,
+            response,
+            profiled_only: false,
+        }
+    }
+
+    /// The same hooks, for profiled requests only.
+    pub const fn profiled(self) -> Hooks {
+        Hooks {
+            profiled_only: true,
+            ..self
+        }
+    }
 }
 
 /// One step of the request flow.
@@ -136,11 +142,6 @@ pub trait Stage: Send + Sync {
     /// The hooks this stage has; asked once, when the pipeline is built for a config.
     fn hooks(&self) -> Hooks {
         Hooks::BOTH
-    }
-    /// Whether the stage acts only on requests that matched a profile; the pipeline then skips both its
-    /// hooks for the others (an unprofiled request pays for no boxed hook futures).
-    fn profiled_only(&self) -> bool {
-        false
     }
     /// Runs before the upstream sees the request.
     async fn on_request(&self, _ex: &mut Exchange) -> Flow {
@@ -188,8 +189,9 @@ impl Pipeline {
             stages
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| has(s.hooks()))
-                .map(|(i, s)| (i, s.profiled_only()))
+                .map(|(i, s)| (i, s.hooks()))
+                .filter(|&(_, h)| has(h))
+                .map(|(i, h)| (i, h.profiled_only))
                 .collect()
         };
         let (on_request, on_response) = (hooked(|h| h.request), hooked(|h| h.response));

@@ -45,14 +45,10 @@ impl Stage for Rewrite {
     /// passwords).
     fn hooks(&self) -> Hooks {
         if self.mfa.is_some() {
-            Hooks::BOTH
+            Hooks::BOTH.profiled()
         } else {
-            Hooks::RESPONSE
+            Hooks::RESPONSE.profiled()
         }
-    }
-
-    fn profiled_only(&self) -> bool {
-        true
     }
 
     async fn on_request(&self, ex: &mut Exchange) -> Flow {

@@ -201,14 +201,10 @@ impl Stage for Enforce {
 
     fn hooks(&self) -> Hooks {
         if self.policies.is_empty() {
-            Hooks::NONE
+            Hooks::NONE.profiled()
         } else {
-            Hooks::BOTH
+            Hooks::BOTH.profiled()
         }
-    }
-
-    fn profiled_only(&self) -> bool {
-        true
     }
 
     async fn on_request(&self, ex: &mut Exchange) -> Flow {

@@ -120,11 +120,7 @@ impl Stage for Classify {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::RESPONSE
-    }
-
-    fn profiled_only(&self) -> bool {
-        true
+        Hooks::RESPONSE.profiled()
     }
 
     async fn on_response(&self, ex: &mut Exchange, response: &mut Response<Body>) {

@@ -16,7 +16,7 @@ use super::{Assessment, Facts, Level, Policy, Risk};
 use crate::context::IpText;
 use crate::events::{ChallengeStep, Event, EventType, Pending, ShadowDecision};
 use crate::metrics::Metrics;
-use crate::pipeline::{Exchange, Flow, Services, Stage};
+use crate::pipeline::{Exchange, Flow, Hooks, Services, Stage};
 use crate::profile::file::FlowStep;
 use crate::profile::{Operation, Outcome};
 use crate::proxy::body::{self, Body, Capped};
@@ -336,8 +336,8 @@ impl Stage for RiskStage {
         "risk"
     }
 
-    fn profiled_only(&self) -> bool {
-        true
+    fn hooks(&self) -> Hooks {
+        Hooks::BOTH.profiled()
     }
 
     async fn on_request(&self, ex: &mut Exchange) -> Flow {

@@ -59,11 +59,7 @@ impl Stage for Guard {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::REQUEST
-    }
-
-    fn profiled_only(&self) -> bool {
-        true
+        Hooks::REQUEST.profiled()
     }
 
     async fn on_request(&self, ex: &mut Exchange) -> Flow {
@@ -200,11 +196,7 @@ impl Stage for Settle {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::RESPONSE
-    }
-
-    fn profiled_only(&self) -> bool {
-        true
+        Hooks::RESPONSE.profiled()
     }
 
     async fn on_response(&self, ex: &mut Exchange, _response: &mut Response<Body>) {

@@ -189,11 +189,7 @@ impl Stage for CountFailures {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::RESPONSE
-    }
-
-    fn profiled_only(&self) -> bool {
-        true
+        Hooks::RESPONSE.profiled()
     }
 
     async fn on_response(&self, ex: &mut Exchange, _response: &mut Response<Body>) {
