@@ -137,7 +137,10 @@ impl H1Pool {
         .map_err(|_| PoolError::ConnectTimeout(self.connect_timeout))?
         .map_err(PoolError::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
+        let (sender, connection) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(tcp))
+            .await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");

@@ -235,6 +235,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     let builder = {
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http1()
+            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(listen.header_read_timeout);
         b.http2().timer(TokioTimer::new());
