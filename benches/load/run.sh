@@ -112,6 +112,24 @@ wait_http() { # url, what
   return 1
 }
 
+# CPU accounting: the process that serves a front (nginx's one worker, not its master), and its user and
+# system CPU time so far in clock ticks (fields 14 and 15 of /proc/PID/stat, after the parenthesized name).
+worker_of() { # master pid -> its first child (nginx runs one worker under its master)
+  local i c
+  for i in $(seq 100); do
+    c=$(awk -v p="$1" '{ sub(/^.*\) /, ""); if ($2 == p) { split(FILENAME, f, "/"); print f[3]; exit } }' \
+      /proc/[0-9]*/stat 2>/dev/null)
+    [ -n "$c" ] && { echo "$c"; return 0; }
+    sleep 0.05
+  done
+  echo "run.sh: no worker process under $1" >&2
+  return 1
+}
+cpu_ticks() { # pid -> "user system"
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'
+}
+clk_tck=$(getconf CLK_TCK)
+
 # --- the fixed upstream: one nginx worker, fixed small bodies --------------------------------------
 alloc up
 cat > "$work/upstream.conf" <<NGINX
@@ -133,9 +151,11 @@ NGINX
 taskset -c 1 nginx -c "$work/upstream.conf" -p "$work" 2>>"$work/upstream-error.log" &
 pids+=($!)
 wait_http "http://127.0.0.1:$up/" "upstream nginx"
+up_worker=$(worker_of $!)
 
 declare -A url   # front -> base URL
 declare -A pidof # front -> pid (authward fronts, for VmHWM)
+declare -A cpupid # front -> the pid whose CPU time serves it (none for direct)
 fronts=(direct)
 url[direct]="http://127.0.0.1:$up"
 
@@ -170,6 +190,7 @@ start_authward() { # front-name port admin-port
   taskset -c 1 "$bin" --log warn serve --no-watch --worker-threads 1 --config "$work/$name.yaml" \
     >"$work/$name.out" 2>"$work/$name.log" &
   pidof[$name]=$!
+  cpupid[$name]=$!
   pids+=($!)
   wait_http "http://127.0.0.1:$3/healthz" "$name"
   fronts+=("$name")
@@ -214,6 +235,7 @@ NGINX
   taskset -c 1 nginx -c "$work/$1.conf" -p "$work" 2>>"$work/$1-error.log" &
   pids+=($!)
   wait_http "http://127.0.0.1:$2/" "$1"
+  cpupid[$1]=$(worker_of $!)
   fronts+=("$1")
   url[$1]="http://127.0.0.1:$2"
 }
@@ -241,6 +263,7 @@ backend be
 HAP
   taskset -c 1 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
   pids+=($!)
+  cpupid[haproxy]=$!
   wait_http "http://127.0.0.1:$p/" haproxy
   fronts+=(haproxy)
   url[haproxy]="http://127.0.0.1:$p"
@@ -361,23 +384,33 @@ to_ms() { # wrk latency (e.g. 312.00us, 1.20ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 csv="$out/results.csv"
-echo "round,front,workload,connections,rps,p50_ms,p99_ms,non2xx,errors,load1" > "$csv"
+echo "round,front,workload,connections,rps,p50_ms,p99_ms,non2xx,errors,load1,requests,user_us,sys_us,upstream_us" > "$csv"
 measure() { # round front workload connections
-  local r="$1" f="$2" w="$3" c="$4" script res rps p50 p99 bad err load
+  local r="$1" f="$2" w="$3" c="$4" script res rps p50 p99 bad err load n cpu0 cpu1 up0 up1 user sys upcpu
   script="$work/$w.lua" path=/
   [[ "$w" = signin* ]] && path=/api/login
   taskset -c 0 wrk -t1 -c"$c" -d"${warmup}s" -s "$script" "${url[$f]}$path" >/dev/null 2>&1
   load=$(cut -d' ' -f1 /proc/loadavg)
+  cpu0="0 0"; [ -n "${cpupid[$f]:-}" ] && cpu0=$(cpu_ticks "${cpupid[$f]}")
+  up0=$(cpu_ticks "$up_worker")
   res=$(taskset -c 0 wrk -t1 -c"$c" -d"${duration}s" --latency -s "$script" "${url[$f]}$path" 2>&1)
+  cpu1="0 0"; [ -n "${cpupid[$f]:-}" ] && cpu1=$(cpu_ticks "${cpupid[$f]}")
+  up1=$(cpu_ticks "$up_worker")
   if grep -q 'lua:' <<<"$res"; then echo "run.sh: wrk script error: $res" >&2; exit 1; fi
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$res")
   p50=$(to_ms "$(awk '/^ +50%/ {print $2}' <<<"$res")")
   p99=$(to_ms "$(awk '/^ +99%/ {print $2}' <<<"$res")")
   bad=$(awk '/Non-2xx/ {print $NF}' <<<"$res"); bad=${bad:-0}
   err=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"$res"); err=${err:-0}
-  echo "$r,$f,$w,$c,$rps,$p50,$p99,$bad,$err,$load" >> "$csv"
-  printf 'round %s  %-20s %-7s c=%-4s %10s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s  errors %s  load %s\n' \
-    "$r" "$f" "$w" "$c" "$rps" "$p50" "$p99" "$bad" "$err" "$load" >&2
+  # CPU time per request (µs) of the front's process, split user/system, and of the upstream's worker:
+  # what a request costs on the core whatever else the machine did meanwhile (for direct: 0 and 0).
+  n=$(awk '/requests in/ {print $1}' <<<"$res"); n=${n:-0}
+  read -r user sys upcpu < <(awk -v a="$cpu0 $up0" -v b="$cpu1 $up1" -v n="$n" -v t="$clk_tck" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); k = n > 0 ? 1e6 / t / n : 0
+    printf "%.2f %.2f %.2f\n", (y[1] - x[1]) * k, (y[2] - x[2]) * k, (y[3] + y[4] - x[3] - x[4]) * k }')
+  echo "$r,$f,$w,$c,$rps,$p50,$p99,$bad,$err,$load,$n,$user,$sys,$upcpu" >> "$csv"
+  printf 'round %s  %-20s %-12s c=%-4s %10s req/s  p50 %7s ms  p99 %7s ms  cpu %s+%s us  non-2xx %s  errors %s  load %s\n' \
+    "$r" "$f" "$w" "$c" "$rps" "$p50" "$p99" "$user" "$sys" "$bad" "$err" "$load" >&2
 }
 
 main_fronts=(direct authward-pass authward-full nginx)

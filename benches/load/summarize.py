@@ -79,6 +79,27 @@ for wl in ("get", "signin"):
                   f"{'' if f == 'direct' else fmt(add, '+.2f')} | {fmt(rd, '.2f')} | {fmt(rn, '.2f')} | {bad} |")
         summary_rows.append([f, wl, rps, p50, p99, add, rd, rn, bad])
 
+if any(r.get("user_us") for r in rows):
+    md.append("\nCPU time per request, 64 connections (µs of the front's own process, user + system, from /proc; the"
+              " upstream's worker apart): what a request costs on the core, whatever else the shared machine did."
+              " × nginx is nginx's front CPU over this front's, per round (above 1: cheaper than nginx):\n")
+    md.append("| front | workload | user µs | system µs | front µs | upstream µs | front CPU × nginx |")
+    md.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for wl in ("get", "signin"):
+        for f in order:
+            runs = by.get((f, wl, 64), {})
+            if not runs or not all(r.get("user_us") for r in runs.values()):
+                continue
+            total = lambda r: float(r["user_us"]) + float(r["sys_us"])
+            cheaper = med([total(by[("nginx", wl, 64)][rnd]) / total(r) for rnd, r in runs.items()
+                           if f != "direct" and rnd in by.get(("nginx", wl, 64), {}) and total(r) > 0])
+            label = "GET /" if wl == "get" else "POST /api/login"
+            md.append(f"| {names[f]} | {label} | "
+                      f"{'' if f == 'direct' else fmt(stat(f, wl, 'user_us'), '.1f')} | "
+                      f"{'' if f == 'direct' else fmt(stat(f, wl, 'sys_us'), '.1f')} | "
+                      f"{'' if f == 'direct' else fmt(med([total(r) for r in runs.values()]), '.1f')} | "
+                      f"{fmt(stat(f, wl, 'upstream_us'), '.1f')} | {fmt(cheaper, '.2f')} |")
+
 rss_path = os.path.join(d, "rss.csv")
 if os.path.exists(rss_path):
     md.append("\nPeak resident memory (VmHWM) over the whole run (authward-conns served the connection curve, up to 256),"
