@@ -39,12 +39,22 @@ pub enum Capped {
 }
 
 /// Reads `body` whole if it fits in `limit` bytes; otherwise hands back an equivalent body.
+/// A body that arrives in one chunk (the common case) is handed back as that chunk, without a copy.
 pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError> {
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         match frame.into_data() {
             Ok(data) => {
+                if buf.is_empty() && first.is_none() {
+                    if data.len() as u64 <= limit {
+                        first = Some(data);
+                        continue;
+                    }
+                } else if let Some(f) = first.take() {
+                    buf.extend_from_slice(&f);
+                }
                 buf.extend_from_slice(&data);
                 if buf.len() as u64 > limit {
                     let prefix = buf.freeze();
@@ -59,7 +69,7 @@ pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError>
             Err(_trailers) => break,
         }
     }
-    Ok(Capped::Complete(buf.freeze()))
+    Ok(Capped::Complete(first.unwrap_or_else(|| buf.freeze())))
 }
 
 #[cfg(test)]
@@ -73,6 +83,43 @@ mod tests {
             Capped::Complete(b) => assert_eq!(&b[..], b"hello"),
             Capped::TooLarge { .. } => panic!("fits"),
         }
+    }
+
+    fn chunked(parts: &[&'static [u8]]) -> Body {
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p))))
+            .collect();
+        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)))
+    }
+
+    #[tokio::test]
+    async fn chunks_within_the_cap_are_joined_in_order() {
+        for (parts, want) in [
+            (&[b"ab".as_slice(), b"cd", b"e"][..], "abcde"),
+            (&[b"".as_slice(), b"abc"][..], "abc"),
+            (&[b"abc".as_slice(), b""][..], "abc"),
+            (&[][..], ""),
+        ] {
+            match read_capped(chunked(parts), 5).await.unwrap() {
+                Capped::Complete(b) => assert_eq!(&b[..], want.as_bytes(), "{parts:?}"),
+                Capped::TooLarge { .. } => panic!("fits: {parts:?}"),
+            }
+        }
+        // The cap counts every chunk, the first one kept aside included.
+        let Capped::TooLarge { prefix, body } =
+            read_capped(chunked(&[b"abcd", b"ef", b"g"]), 5).await.unwrap()
+        else {
+            panic!("too large")
+        };
+        assert_eq!(&prefix[..], b"abcdef");
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdefg");
+        let Capped::TooLarge { prefix, body } = read_capped(chunked(&[b"abcdef", b"g"]), 5).await.unwrap()
+        else {
+            panic!("too large")
+        };
+        assert_eq!(&prefix[..], b"abcdef");
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdefg");
     }
 
     #[tokio::test]
