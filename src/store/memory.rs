@@ -716,6 +716,20 @@ impl Shard {
         self.entries.size() + heap(self.index.allocation_size())
     }
 
+    /// What [`Shard::tables_size`] depends on: the table's blocks and room for them, and the index's
+    /// buckets; cheaper to compare than the size is to work out.
+    fn tables_shape(&self) -> (usize, usize, usize) {
+        let blocks = &self.entries.blocks;
+        (blocks.len(), blocks.capacity(), self.index.num_buckets())
+    }
+
+    /// Brings `tables` up to date if the tables' shape is no longer `shape`.
+    fn resized(&mut self, shape: (usize, usize, usize)) {
+        if self.tables_shape() != shape {
+            self.tables = self.tables_size();
+        }
+    }
+
     /// An upper bound of the bytes the table and the index grow by to take one more entry.
     fn growth(&self) -> usize {
         self.entries.growth() + index_growth(&self.index)
@@ -730,6 +744,7 @@ impl Shard {
             self.entries.size() + self.entries.growth(),
             heap(self.index.allocation_size()) + index_growth(&self.index),
         );
+        let shape = self.tables_shape();
         let i = self.entries.len();
         let entries = &self.entries;
         self.index
@@ -747,7 +762,7 @@ impl Shard {
                 "{grown:?} over {bounds:?}"
             );
         }
-        self.tables = self.tables_size();
+        self.resized(shape);
         i
     }
 
@@ -759,6 +774,7 @@ impl Shard {
 
     /// [`Shard::remove_at`], given the index bucket of the entry if known.
     fn remove_at_bucket(&mut self, i: usize, bucket: Option<usize>, usage: &Usage) -> Entry {
+        let (shape, tables) = (self.tables_shape(), self.tables);
         let e = self.entries.swap_remove(i);
         let slot = match bucket {
             Some(b) => self.index.get_bucket_entry(b).ok(),
@@ -779,9 +795,8 @@ impl Shard {
             let entries = &self.entries;
             self.index.shrink_to(2 * n, |&j| entries[j as usize].key.hash);
         }
-        let tables = self.tables_size();
-        usage.settle((1, e.size + self.tables), (0, tables));
-        self.tables = tables;
+        self.resized(shape);
+        usage.settle((1, e.size + tables), (0, self.tables));
         e
     }
 
