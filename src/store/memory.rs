@@ -1553,7 +1553,7 @@ mod tests {
 
     use super::{BLOCK, Block, Entry, List, Member, MemberSet, MemoryLimits, MemoryStore, Val};
     use crate::clock::ManualClock;
-    use crate::store::{Store, StoreError, conformance};
+    use crate::store::{Op, Reply, Store, StoreError, conformance};
 
     const START_MS: u64 = 1_700_000_000_000;
     const HOUR: Duration = Duration::from_secs(3600);
@@ -2203,6 +2203,54 @@ mod tests {
             newest_kept >= CAP * 85 / 100,
             "{newest_kept} of the newest {CAP} keys kept"
         );
+        audit(&s);
+    }
+
+    /// A manual clock that counts its readings.
+    #[derive(Debug)]
+    struct CountingClock(ManualClock, std::sync::atomic::AtomicUsize);
+
+    impl crate::clock::Clock for CountingClock {
+        fn now_ms(&self) -> u64 {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.now_ms()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_reads_the_clock_once() {
+        let clock = Arc::new(CountingClock(ManualClock::new(START_MS), Default::default()));
+        let s = MemoryStore::new(MemoryLimits::default(), clock.clone());
+        let reads = || clock.1.load(std::sync::atomic::Ordering::Relaxed);
+        let k = |s: &str| s.to_owned();
+        let ops = vec![
+            Op::Incr {
+                key: k("n"),
+                by: 1,
+                ttl: HOUR,
+            },
+            Op::SetAdd {
+                key: k("s"),
+                member: k("m"),
+                ttl: HOUR,
+            },
+            Op::RateTake {
+                key: k("r"),
+                limit: 5,
+                period: HOUR,
+                cost: 1,
+            },
+            Op::Counter { key: k("n") },
+            Op::SetLen { key: k("s") },
+            Op::Get { key: k("v") },
+        ];
+        let before = reads();
+        let replies = s.batch(ops).await.unwrap();
+        assert_eq!(reads() - before, 1, "one reading for {} ops", replies.len());
+        assert_eq!((&replies[3], &replies[4]), (&Reply::Int(1), &Reply::Count(1)));
+        // Single ops read it each.
+        s.incr("n", 1, HOUR).await.unwrap();
+        assert_eq!(reads() - before, 2);
         audit(&s);
     }
 }
