@@ -1010,14 +1010,18 @@ impl Store for EmbeddedStore {
     }
 
     /// Ops on in-memory keys run synchronously in the memory store; ops on record keys go through this
-    /// store's methods, in order with the others.
+    /// store's methods, in order with the others. The in-memory ops between two record ops share one
+    /// clock reading (a record op may wait on the database, so the clock is read again after one).
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
         let mut replies = Replies::with_capacity(ops.len());
+        let mut now = None;
         for op in ops {
             let reply = if is_record(op.key()) {
+                now = None;
                 run_op(self, op).await
             } else {
-                self.memory.apply(op)
+                let now = *now.get_or_insert_with(|| self.clock.now_ms());
+                self.memory.apply(op, now)
             };
             replies.push(reply);
         }

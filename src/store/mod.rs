@@ -290,7 +290,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError>;
 
     /// Runs `ops` in order (a network store sends them in one round trip) and returns their replies in
-    /// order. Not a transaction: every op is attempted and the first error, if any, is returned.
+    /// order. Not a transaction: every op is attempted and the first error, if any, is returned. The ops
+    /// may share one reading of the clock (they run at once).
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
         let mut replies = Replies::with_capacity(ops.len());
         for op in ops {
