@@ -310,15 +310,33 @@ impl WebAcl {
 struct RateMemo {
     client_ip: IpAddr,
     client_text: OnceCell<IpText>,
-    digests: Vec<OnceCell<Option<[u8; 16]>>>,
+    /// The first [`RATE_MEMO_INLINE`] slots, held inline: rule sets count by a few key lists.
+    digests: [Digest; RATE_MEMO_INLINE],
+    /// The slots past those (none unless the ACL counts by more key lists).
+    more: Vec<Digest>,
 }
+
+/// A memo slot: a key list's digest, once computed (`None`: a key part was missing).
+type Digest = OnceCell<Option<[u8; 16]>>;
+
+/// Memo slots held inline by [`RateMemo`].
+const RATE_MEMO_INLINE: usize = 8;
 
 impl RateMemo {
     fn new(client_ip: IpAddr, slots: usize) -> Self {
         RateMemo {
             client_ip,
             client_text: OnceCell::new(),
-            digests: (0..slots).map(|_| OnceCell::new()).collect(),
+            digests: Default::default(),
+            more: (RATE_MEMO_INLINE..slots).map(|_| OnceCell::new()).collect(),
+        }
+    }
+
+    /// Memo slot `i`.
+    fn slot(&self, i: usize) -> Option<&Digest> {
+        match i.checked_sub(RATE_MEMO_INLINE) {
+            None => self.digests.get(i),
+            Some(j) => self.more.get(j),
         }
     }
 
@@ -331,7 +349,7 @@ impl RateMemo {
         view: &RequestView<'_>,
         env: &Env<'_>,
     ) -> Option<RateKeyText> {
-        let digest = match memo.and_then(|i| self.digests.get(i)) {
+        let digest = match memo.and_then(|i| self.slot(i)) {
             Some(cell) => *cell.get_or_init(|| self.digest(keys, view, env)),
             None => self.digest(keys, view, env),
         }?;

@@ -3642,7 +3642,17 @@ fn rate_keys_keep_their_format() {
             let digest = if *key == RateKey::Ip { ip_digest } else { digest };
             let one = std::slice::from_ref(key);
             let memo = RateMemo::new(env.client_ip, 1);
-            for (rates, slot) in [(&rates, None), (&memo, Some(0)), (&memo, Some(0))] {
+            // Slots held inline and past them.
+            let many = RateMemo::new(env.client_ip, 10);
+            for (rates, slot) in [
+                (&rates, None),
+                (&memo, Some(0)),
+                (&memo, Some(0)),
+                (&many, Some(7)),
+                (&many, Some(8)),
+                (&many, Some(9)),
+                (&many, Some(9)),
+            ] {
                 assert_eq!(
                     &*rates.key("sign-in-rate-per-ip", one, slot, &view, &env).unwrap(),
                     format!("waf:rate:sign-in-rate-per-ip:{digest}"),
