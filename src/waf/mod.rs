@@ -202,9 +202,11 @@ impl WebAcl {
                         match key {
                             None => false,
                             Some(key) => {
-                                let over = match &member {
-                                    Some(m) => self.distinct_check(r, &key, m, cx.store).await,
-                                    None => self.rate_check(index, r, &key, cx.store, &mut verdict).await,
+                                // Each key's text is read (and checked as UTF-8) once.
+                                let key: &str = &key;
+                                let over = match member.as_deref() {
+                                    Some(m) => self.distinct_check(r, key, m, cx.store).await,
+                                    None => self.rate_check(index, r, key, cx.store, &mut verdict).await,
                                 };
                                 if let Some(t) = &mut t {
                                     t.lines.push(format!(
@@ -257,7 +259,7 @@ impl WebAcl {
         &self,
         index: usize,
         rule: &RateRule,
-        key: &RateKeyText,
+        key: &str,
         store: &dyn Store,
         verdict: &mut Verdict,
     ) -> bool {
@@ -265,7 +267,7 @@ impl WebAcl {
             file::RateCount::All => store.rate_take(key, rule.limit, rule.window, 1).await,
             file::RateCount::FailedSignIn => {
                 let peek = store.rate_peek(key, rule.limit, rule.window).await;
-                verdict.pending_failures.push((index, key.to_string()));
+                verdict.pending_failures.push((index, key.to_owned()));
                 peek
             }
         };
@@ -408,12 +410,6 @@ impl std::ops::Deref for RateKeyText {
             RateKeyText::Inline { buf, len } => std::str::from_utf8(&buf[..*len]).unwrap_or_default(),
             RateKeyText::Heap(s) => s,
         }
-    }
-}
-
-impl std::fmt::Display for RateKeyText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self)
     }
 }
 
