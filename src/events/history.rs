@@ -241,11 +241,9 @@ impl History {
     }
 }
 
-/// An event's stored JSON, written into a buffer that most events fit without regrowing.
+/// An event's stored JSON (one allocation, see [`super::json_bytes`]).
 fn to_json(event: &Event) -> Result<Bytes, serde_json::Error> {
-    let mut json = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut json, event)?;
-    Ok(Bytes::from(json))
+    super::json_bytes(event)
 }
 
 fn decode(event_id: &str, bytes: &[u8]) -> Option<Event> {

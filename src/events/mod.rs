@@ -298,6 +298,38 @@ pub fn new_event_id(now_ms: u64) -> String {
     ulid::Ulid::from_parts(now_ms, rand::random::<u128>()).to_string()
 }
 
+/// Calls `f` with `value`'s JSON, written into a per-thread buffer that is kept for the next call: no
+/// allocation for the text itself once the buffer has grown to the size of the values written.
+pub fn with_json<T, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> Result<R, serde_json::Error>
+where
+    T: Serialize + ?Sized,
+{
+    /// A buffer that grew past this (an unusually large value) is not kept.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|cell| {
+        // A value whose serialization itself writes JSON through here gets a buffer of its own.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return Ok(f(&serde_json::to_vec(value)?));
+        };
+        buf.clear();
+        let written = serde_json::to_writer(&mut *buf, value);
+        let out = written.map(|()| f(&buf));
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+        out
+    })
+}
+
+/// `value`'s JSON in `Bytes` of exactly its length: one allocation (see [`with_json`]; `Bytes` made from
+/// a `Vec` with room to spare would allocate a second time for its shared header).
+pub fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Result<bytes::Bytes, serde_json::Error> {
+    with_json(value, bytes::Bytes::copy_from_slice)
+}
+
 /// RFC 3339 UTC with milliseconds.
 pub fn format_time(now_ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms);
@@ -330,6 +362,30 @@ mod tests {
             assert_eq!(first_chars(s, 256), want);
         }
         assert_eq!(first_chars("é€😀", 2), "é€");
+    }
+
+    #[test]
+    fn json_through_the_shared_buffer_is_serde_json_s() {
+        let mut e = history::tests::event(Some("alice"), 1_700_000_000_123);
+        e.device.user_agent = Some("Mozilla/5.0 \"quoted\" é \u{1}".into());
+        e.labels = vec!["authward:operation:sign_in".into(), "x".repeat(70_000)];
+        let want = serde_json::to_vec(&e).unwrap();
+        for _ in 0..2 {
+            assert_eq!(json_bytes(&e).unwrap(), want);
+            e.labels.pop();
+            let want = serde_json::to_vec(&e).unwrap();
+            assert_eq!(
+                &json_bytes(&e).unwrap()[..],
+                &want[..],
+                "a shorter value after a longer one"
+            );
+            e.labels.push("x".repeat(70_000));
+        }
+        let line = with_json(&e, |b| String::from_utf8(b.to_vec()).unwrap()).unwrap();
+        assert_eq!(line, serde_json::to_string(&e).unwrap());
+        // Nested use (a value whose serialization writes JSON itself) takes a buffer of its own.
+        let nested = with_json(&e, |outer| with_json(&e, |inner| outer == inner).unwrap()).unwrap();
+        assert!(nested);
     }
 
     #[test]

@@ -225,10 +225,17 @@ impl Recorder {
                 .inc();
             let mut json = None;
             if !self.sinks.is_empty() {
-                match serde_json::to_string(e) {
-                    Ok(line) => {
-                        json = Some(Bytes::copy_from_slice(line.as_bytes()));
-                        self.sinks.send(&Arc::from(line));
+                // The history's bytes and the sinks' line, each copied once from the shared buffer.
+                let encoded = super::with_json(e, |b| {
+                    std::str::from_utf8(b).map(|line| (Bytes::copy_from_slice(b), Arc::<str>::from(line)))
+                });
+                match encoded {
+                    Ok(Ok((bytes, line))) => {
+                        json = Some(bytes);
+                        self.sinks.send(&line);
+                    }
+                    Ok(Err(err)) => {
+                        tracing::error!(event_id = %e.event_id, error = %err, "cannot encode an event")
                     }
                     Err(err) => {
                         tracing::error!(event_id = %e.event_id, error = %err, "cannot encode an event")

@@ -143,9 +143,9 @@ pub struct Fields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyLocation {
     /// A JSON pointer.
-    Json(String),
+    Json(Arc<str>),
     /// An urlencoded form field.
-    Form(String),
+    Form(Arc<str>),
 }
 
 /// Why profiles did not compile; `index` is the offending entry of the list given to `compile` and `path`
@@ -278,7 +278,7 @@ impl Profiles {
             return None;
         }
         let exact = self.exact.get(trim_slash(path)).map_or(&[][..], Vec::as_slice);
-        let (mut i, mut j, mut found) = (0, 0, Vec::new());
+        let (mut i, mut j, mut found) = (0, 0, Found::None);
         // Merge the two sorted index lists to keep config order.
         loop {
             let next = match (exact.get(i), self.other.get(j)) {
@@ -299,7 +299,14 @@ impl Profiles {
             };
             let p = &self.profiles[next];
             if p.head_matches(method, path, headers) {
-                found.push(p.clone());
+                found = match found {
+                    Found::None => Found::One([p.clone()]),
+                    Found::One([first]) => Found::Many(vec![first, p.clone()]),
+                    Found::Many(mut all) => {
+                        all.push(p.clone());
+                        Found::Many(all)
+                    }
+                };
             }
         }
         (!found.is_empty()).then_some(Candidates { profiles: found })
@@ -315,7 +322,27 @@ fn trim_slash(path: &str) -> &str {
 /// The profiles whose request head matched, in config order.
 #[derive(Debug, Clone)]
 pub struct Candidates {
-    profiles: Vec<Arc<Profile>>,
+    profiles: Found,
+}
+
+/// The candidate profiles: one (the usual case) held inline, more in a list.
+#[derive(Debug, Clone)]
+enum Found {
+    None,
+    One([Arc<Profile>; 1]),
+    Many(Vec<Arc<Profile>>),
+}
+
+impl std::ops::Deref for Found {
+    type Target = [Arc<Profile>];
+
+    fn deref(&self) -> &[Arc<Profile>] {
+        match self {
+            Found::None => &[],
+            Found::One(one) => one,
+            Found::Many(all) => all,
+        }
+    }
 }
 
 /// A request taken by a profile, with the fields extracted from it.
@@ -349,10 +376,7 @@ impl Matched {
     /// The labels a profiled request carries for the web ACL: `authward:operation:<op>` and
     /// `authward:profile:<name>`.
     pub fn labels(&self) -> [String; 2] {
-        [
-            format!("authward:operation:{}", self.profile.operation().as_str()),
-            format!("authward:profile:{}", self.profile.name()),
-        ]
+        self.profile.labels.clone()
     }
 }
 
@@ -489,6 +513,8 @@ pub struct Profile {
     challenge_response: Option<Arc<FixedResponse>>,
     enumeration: Option<Arc<Enumeration>>,
     needs_body: bool,
+    /// `authward:operation:<op>` and `authward:profile:<name>`, made once (see [`Matched::labels`]).
+    labels: [String; 2],
 }
 
 /// A profile's user-enumeration protection: the upstream's two revealing answers and the one sent instead.
@@ -600,8 +626,9 @@ enum TextTest {
 
 #[derive(Debug)]
 enum Source {
-    Json(String),
-    Form(String),
+    /// Shared with each request's [`BodyLocation`] of the password.
+    Json(Arc<str>),
+    Form(Arc<str>),
     Query(String),
     Header(HeaderName),
     Cookie(String),
@@ -889,7 +916,12 @@ impl Profile {
             .map(|e| Enumeration::compile(e, &format!("{base}.enumeration")).map(Arc::new))
             .transpose()?;
         let (name, operation) = (f.name.clone(), f.operation);
+        let labels = [
+            format!("authward:operation:{}", operation.as_str()),
+            format!("authward:profile:{name}"),
+        ];
         Ok(Profile {
+            labels,
             flow,
             block_response,
             mfa: f.mfa,
@@ -1115,8 +1147,8 @@ impl Source {
             false => Ok(n.to_owned()),
         };
         Ok(match s {
-            FileSource::Json(p) => Source::Json(check_pointer(p, path)?),
-            FileSource::Form(n) => Source::Form(named(n)?),
+            FileSource::Json(p) => Source::Json(check_pointer(p, path)?.into()),
+            FileSource::Form(n) => Source::Form(named(n)?.into()),
             FileSource::Query(n) => Source::Query(named(n)?),
             FileSource::Header(n) => Source::Header(header_name(n, path)?),
             FileSource::Cookie(n) => Source::Cookie(named(n)?),
@@ -1830,6 +1862,23 @@ profiles:
         }
         assert!(ps.candidates(&Method::GET, "/login", &HeaderMap::new()).is_none());
         assert!(!ps.is_empty() && Profiles::default().is_empty());
+    }
+
+    #[test]
+    fn matched_requests_carry_the_operation_and_profile_labels() {
+        let ps = profiles(
+            "profiles:\n  - {name: login-json, operation: password_reset, match: {path: {exact: /login}}}\n",
+        );
+        let m = ps
+            .candidates(&Method::POST, "/login", &HeaderMap::new())
+            .unwrap()
+            .resolve(None, &HeaderMap::new(), b"")
+            .unwrap();
+        assert_eq!(
+            m.labels(),
+            ["authward:operation:password_reset", "authward:profile:login-json"].map(String::from)
+        );
+        assert!(m.labels().iter().all(|l| is_builtin_label(l)));
     }
 
     #[test]

@@ -32,10 +32,29 @@ impl DeviceKey {
     pub fn issue(&self) -> (String, String) {
         let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
         let mut value = String::with_capacity(COOKIE_LEN);
-        value.push_str(&id);
-        value.push('.');
-        URL_SAFE_NO_PAD.encode_string(self.tag(&id), &mut value);
+        self.write_value(&id, &mut value);
         (id, value)
+    }
+
+    /// A new device id and a cookie line that gives it out: `<name>=<id>.<tag>` followed by `attributes`,
+    /// in one string of exactly its length.
+    pub fn issue_cookie(&self, name: &str, attributes: &[&str]) -> (String, String) {
+        let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+        let len = name.len() + 1 + COOKIE_LEN + attributes.iter().map(|a| a.len()).sum::<usize>();
+        let mut line = String::with_capacity(len);
+        line.push_str(name);
+        line.push('=');
+        self.write_value(&id, &mut line);
+        for a in attributes {
+            line.push_str(a);
+        }
+        (id, line)
+    }
+
+    fn write_value(&self, id: &str, out: &mut String) {
+        out.push_str(id);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(self.tag(id), out);
     }
 
     /// The device id in a cookie value, when its signature holds (compared in constant time).

@@ -63,10 +63,8 @@ impl Learner {
             }
             FeedbackValue::Invalid => history.distrust_device(device, at, cap),
         }
-        let bytes = serde_json::to_vec(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.store
-            .put(&key, bytes.into(), Some(risk.history.ttl.get()))
-            .await
+        let bytes = crate::events::json_bytes(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.store.put(&key, bytes, Some(risk.history.ttl.get())).await
     }
 }
 

@@ -43,8 +43,8 @@ pub fn key(session: &str) -> String {
 
 /// Saves a flow under its (new) session value.
 pub async fn save(store: &dyn Store, session: &str, state: &FlowState) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put(&key(session), bytes.into(), Some(FLOW_TTL)).await
+    let bytes = crate::events::json_bytes(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    store.put(&key(session), bytes, Some(FLOW_TTL)).await
 }
 
 /// The flow a session value belongs to.

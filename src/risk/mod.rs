@@ -189,9 +189,21 @@ impl Assessment {
         }
     }
 
-    /// The `x-authward-risk` header value: `level=high; score=85; signals=new_device,impossible_travel`.
+    /// The `x-authward-risk` header value: `level=high; score=85; signals=new_device,impossible_travel`,
+    /// in a string of exactly its length (so that `Bytes` can take it over without another allocation).
     pub fn header(&self) -> String {
-        let mut h = format!("level={}; score={}; signals=", self.level.as_str(), self.score);
+        let mut digits = [0; 20];
+        let score = decimal(u64::from(self.score), &mut digits);
+        let level = self.level.as_str();
+        let names: usize = self.signals.iter().map(|s| s.name.len()).sum();
+        let commas = self.signals.len().saturating_sub(1);
+        let len = "level=; score=; signals=".len() + level.len() + score.len() + names + commas;
+        let mut h = String::with_capacity(len);
+        h.push_str("level=");
+        h.push_str(level);
+        h.push_str("; score=");
+        h.push_str(score);
+        h.push_str("; signals=");
         for (i, s) in self.signals.iter().enumerate() {
             if i > 0 {
                 h.push(',');
@@ -510,6 +522,21 @@ impl Risk {
     }
 }
 
+/// `n` in decimal, written into `buf`.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+}
+
 fn check_thresholds(t: &FileThresholds, path: &str) -> Result<(), RiskError> {
     if t.low == 0 || t.low > t.medium || t.medium > t.high {
         return Err(invalid(path, "need 0 < low <= medium <= high"));
@@ -587,6 +614,16 @@ mod tests {
             compromised: false,
         };
         assert_eq!(a.header(), "level=high; score=85; signals=");
+        for (score, text) in [(0, "0"), (7, "7"), (100, "100"), (u32::MAX, "4294967295")] {
+            let b = Assessment {
+                score,
+                level: Level::None,
+                ..a.clone()
+            };
+            let h = b.header();
+            assert_eq!(h, format!("level=none; score={text}; signals="));
+            assert_eq!(h.capacity(), h.len(), "{h}");
+        }
         a.signals.push(hit("new_device"));
         assert_eq!(a.header(), "level=high; score=85; signals=new_device");
         a.signals.push(hit("impossible_travel"));
@@ -594,6 +631,7 @@ mod tests {
             a.header(),
             "level=high; score=85; signals=new_device,impossible_travel"
         );
+        assert_eq!(a.header().capacity(), a.header().len());
     }
 
     #[test]

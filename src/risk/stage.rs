@@ -176,10 +176,6 @@ fn event_kind(op: Operation) -> Option<EventType> {
     }
 }
 
-fn header(v: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(v).ok()
-}
-
 impl RiskStage {
     fn block_response(&self, ex: &Exchange, reason: &str) -> Response<Body> {
         match ex.profile.as_ref().and_then(|m| m.profile.block_response()) {
@@ -708,19 +704,15 @@ impl RiskStage {
         let mut issued = false;
         if a.device_id.is_none() {
             if let Ok(k) = self.device_key(risk).await {
-                let (id, value) = k.issue();
                 let secure = match risk.device_cookie.secure {
                     CookieSecure::Always => true,
                     CookieSecure::Never => false,
                     CookieSecure::Auto => ex.ctx.tls || forwarded_https(ex),
                 };
-                let cookie = format!(
-                    "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-                    risk.device_cookie.name,
-                    risk.device_cookie.max_age.get().as_secs(),
-                    if secure { "; Secure" } else { "" }
-                );
-                if let Some(v) = header(&cookie) {
+                let cookie = &risk.device_cookie;
+                let (id, line) = device_set_cookie(k, &cookie.name, cookie.max_age.get().as_secs(), secure);
+                // The line is exactly its length: the header value takes its allocation over.
+                if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(line)) {
                     response.headers_mut().append(SET_COOKIE, v);
                 }
                 a.device_id = Some(id);
@@ -784,11 +776,21 @@ pub async fn remember(
     if let Some(id) = issued {
         history.note_issued(id);
     }
-    // A history is a few hundred bytes: written without regrowing the buffer.
-    let mut bytes = Vec::with_capacity(512);
-    serde_json::to_writer(&mut bytes, &history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put(&key, bytes.into(), Some(settings.ttl.get())).await?;
+    let bytes = crate::events::json_bytes(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    store.put(&key, bytes, Some(settings.ttl.get())).await?;
     Ok(history)
+}
+
+/// A new device id and the `Set-Cookie` value that gives it out:
+/// `<name>=<id>.<tag>; Path=/; Max-Age=<secs>; HttpOnly; SameSite=Lax`, and `; Secure` when asked.
+fn device_set_cookie(k: &DeviceKey, name: &str, max_age_secs: u64, secure: bool) -> (String, String) {
+    let mut digits = [0; 20];
+    let secs = super::decimal(max_age_secs, &mut digits);
+    let secure = if secure { "; Secure" } else { "" };
+    k.issue_cookie(
+        name,
+        &["; Path=/; Max-Age=", secs, "; HttpOnly; SameSite=Lax", secure],
+    )
 }
 
 fn forwarded_https(ex: &Exchange) -> bool {
@@ -835,7 +837,8 @@ fn add_headers(ex: &mut Exchange, a: &Assessed) {
         "allow"
     };
     let hs = &mut ex.request.headers;
-    if let Some(v) = header(&a.assessment.header()) {
+    // The text's own allocation becomes the header value's (`header()` makes it exactly its length).
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(a.assessment.header())) {
         hs.insert(RISK_HEADER, v);
     }
     hs.insert(DECISION_HEADER, HeaderValue::from_static(decision));
@@ -986,6 +989,28 @@ mod tests {
             [0, 0, 0, 0, 2],
             "only the hour-long distinct-address window remains"
         );
+    }
+
+    #[test]
+    fn the_device_set_cookie_keeps_its_format() {
+        let k = DeviceKey::new(b"0123456789abcdef0123456789abcdef");
+        for (name, secs, secure) in [
+            ("authward_device", 31_536_000, false),
+            ("d", 0, true),
+            ("a-much-longer-cookie-name", u64::MAX, true),
+        ] {
+            let (id, line) = device_set_cookie(&k, name, secs, secure);
+            let value = line[name.len() + 1..].split(';').next().unwrap();
+            assert_eq!(
+                line,
+                format!(
+                    "{name}={value}; Path=/; Max-Age={secs}; HttpOnly; SameSite=Lax{}",
+                    if secure { "; Secure" } else { "" }
+                )
+            );
+            assert_eq!(k.verify(value).as_deref(), Some(id.as_str()));
+            assert_eq!(line.capacity(), line.len(), "one allocation of the right size");
+        }
     }
 
     #[tokio::test]

@@ -133,11 +133,27 @@ impl UserHistory {
                 list.drain(..extra);
             }
         }
+        /// As `bump`, reusing the listed string when the text is known (no copy made to compare with).
+        fn bump_str(list: &mut Vec<String>, v: &str, cap: usize) {
+            let owned = match list.iter().position(|x| x == v) {
+                Some(i) => {
+                    let known = list.remove(i);
+                    list.retain(|x| x != v);
+                    known
+                }
+                None => v.to_string(),
+            };
+            list.push(owned);
+            if list.len() > cap {
+                let extra = list.len() - cap;
+                list.drain(..extra);
+            }
+        }
         if let Some(c) = place.country {
-            bump(&mut self.countries, &c.to_string(), cap);
+            bump_str(&mut self.countries, c, cap);
         }
         if let Some(c) = place.city {
-            bump(&mut self.cities, &c.to_string(), cap);
+            bump_str(&mut self.cities, c, cap);
         }
         if let Some(a) = place.asn {
             bump(&mut self.asns, &a, cap);
@@ -204,6 +220,12 @@ mod tests {
             h.trust_place(&p(c), 3);
         }
         assert_eq!(h.countries, ["FR", "GB", "DE"]);
+        // A stored list with a repeat (written by hand, or by an older version) keeps one, moved last.
+        h.countries = vec!["GB".into(), "FR".into(), "GB".into(), "DE".into()];
+        h.trust_place(&p("GB"), 3);
+        assert_eq!(h.countries, ["FR", "DE", "GB"]);
+        h.trust_place(&p("US"), 2);
+        assert_eq!(h.countries, ["GB", "US"]);
     }
 
     #[test]

@@ -520,7 +520,7 @@ impl<'a> Cache<'a> {
                 };
                 // A rule that points at the password member itself has named it.
                 let hidden = match hidden {
-                    Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(p.as_str()) => Some(p.as_str()),
+                    Some(BodyLocation::Json(p)) if pointer.as_deref() != Some(&**p) => Some(&**p),
                     _ => None,
                 };
                 let mut items = Items::default();
@@ -544,7 +544,7 @@ impl<'a> Cache<'a> {
             },
             Field::AllFormFields => Values {
                 items: form_pairs(v.body)
-                    .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if n == k))
+                    .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if **n == **k))
                     .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
                     .collect(),
@@ -669,7 +669,7 @@ fn hide_in_body<'a>(body: &'a [u8], at: Option<&BodyLocation>) -> Cow<'a, [u8]> 
                 .split(|b| *b == b'&')
                 .filter(|pair| {
                     let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
-                    !form_urlencoded::parse(key).any(|(k, _)| k == name.as_str())
+                    !form_urlencoded::parse(key).any(|(k, _)| k == **name)
                 })
                 .collect();
             kept.join(&b'&')

@@ -202,8 +202,10 @@ impl WebAcl {
                         match key {
                             None => false,
                             Some(key) => {
-                                let over = match &member {
-                                    Some(m) => self.distinct_check(r, &key, m, cx.store).await,
+                                // Each key's text is read (and checked as UTF-8) once.
+                                let key: &str = &key;
+                                let over = match member.as_deref() {
+                                    Some(m) => self.distinct_check(r, key, m, cx.store).await,
                                     None => self.rate_check(index, r, key, cx.store, &mut verdict).await,
                                 };
                                 if let Some(t) = &mut t {
@@ -257,15 +259,15 @@ impl WebAcl {
         &self,
         index: usize,
         rule: &RateRule,
-        key: String,
+        key: &str,
         store: &dyn Store,
         verdict: &mut Verdict,
     ) -> bool {
         let result = match rule.count {
-            file::RateCount::All => store.rate_take(&key, rule.limit, rule.window, 1).await,
+            file::RateCount::All => store.rate_take(key, rule.limit, rule.window, 1).await,
             file::RateCount::FailedSignIn => {
-                let peek = store.rate_peek(&key, rule.limit, rule.window).await;
-                verdict.pending_failures.push((index, key));
+                let peek = store.rate_peek(key, rule.limit, rule.window).await;
+                verdict.pending_failures.push((index, key.to_owned()));
                 peek
             }
         };
@@ -310,15 +312,33 @@ impl WebAcl {
 struct RateMemo {
     client_ip: IpAddr,
     client_text: OnceCell<IpText>,
-    digests: Vec<OnceCell<Option<[u8; 16]>>>,
+    /// The first [`RATE_MEMO_INLINE`] slots, held inline: rule sets count by a few key lists.
+    digests: [Digest; RATE_MEMO_INLINE],
+    /// The slots past those (none unless the ACL counts by more key lists).
+    more: Vec<Digest>,
 }
+
+/// A memo slot: a key list's digest, once computed (`None`: a key part was missing).
+type Digest = OnceCell<Option<[u8; 16]>>;
+
+/// Memo slots held inline by [`RateMemo`].
+const RATE_MEMO_INLINE: usize = 8;
 
 impl RateMemo {
     fn new(client_ip: IpAddr, slots: usize) -> Self {
         RateMemo {
             client_ip,
             client_text: OnceCell::new(),
-            digests: (0..slots).map(|_| OnceCell::new()).collect(),
+            digests: Default::default(),
+            more: (RATE_MEMO_INLINE..slots).map(|_| OnceCell::new()).collect(),
+        }
+    }
+
+    /// Memo slot `i`.
+    fn slot(&self, i: usize) -> Option<&Digest> {
+        match i.checked_sub(RATE_MEMO_INLINE) {
+            None => self.digests.get(i),
+            Some(j) => self.more.get(j),
         }
     }
 
@@ -330,19 +350,18 @@ impl RateMemo {
         memo: Option<usize>,
         view: &RequestView<'_>,
         env: &Env<'_>,
-    ) -> Option<String> {
-        let digest = match memo.and_then(|i| self.digests.get(i)) {
+    ) -> Option<RateKeyText> {
+        let digest = match memo.and_then(|i| self.slot(i)) {
             Some(cell) => *cell.get_or_init(|| self.digest(keys, view, env)),
             None => self.digest(keys, view, env),
         }?;
         let mut hex = hex::Buffer::<16>::new();
-        let hex = hex.format(&digest);
-        let mut key = String::with_capacity(RATE_KEY_PREFIX.len() + rule.len() + 1 + hex.len());
-        key.push_str(RATE_KEY_PREFIX);
-        key.push_str(rule);
-        key.push(':');
-        key.push_str(hex);
-        Some(key)
+        Some(RateKeyText::new(&[
+            RATE_KEY_PREFIX,
+            rule,
+            ":",
+            hex.format(&digest),
+        ]))
     }
 
     fn digest(&self, keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>) -> Option<[u8; 16]> {
@@ -353,6 +372,46 @@ impl RateMemo {
 
 /// The prefix of rate rules' store keys.
 const RATE_KEY_PREFIX: &str = "waf:rate:";
+
+/// Bytes of a rate key kept on the stack: the prefix, a rule name of up to 86 bytes, and the digest.
+const RATE_KEY_INLINE: usize = 128;
+
+/// A rate rule's store key (`waf:rate:{rule}:{digest}`), written on the stack when it fits (as nearly
+/// every key does): the store reads keys by reference, so a rule's key costs no allocation unless it must
+/// be kept (a failed-sign-in count waits for the answer).
+enum RateKeyText {
+    Inline { buf: [u8; RATE_KEY_INLINE], len: usize },
+    Heap(String),
+}
+
+impl RateKeyText {
+    /// The concatenation of `parts`.
+    fn new(parts: &[&str]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > RATE_KEY_INLINE {
+            return RateKeyText::Heap(parts.concat());
+        }
+        let mut buf = [0; RATE_KEY_INLINE];
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p.as_bytes());
+            at += p.len();
+        }
+        RateKeyText::Inline { buf, len }
+    }
+}
+
+impl std::ops::Deref for RateKeyText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            // Whole `&str`s were copied in, so the bytes are UTF-8; checked all the same (no `unsafe`).
+            RateKeyText::Inline { buf, len } => std::str::from_utf8(&buf[..*len]).unwrap_or_default(),
+            RateKeyText::Heap(s) => s,
+        }
+    }
+}
 
 /// A digest of the aggregation key values of a rate rule (bounded size, no usernames stored in clear):
 /// the first 16 bytes of SHA-256 over each part's length and text. `None` when a key part is missing.

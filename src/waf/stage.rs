@@ -1,5 +1,6 @@
 //! The web ACL's pipeline stages: inspect every request (3), and count failed sign-ins for rate rules.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
@@ -116,13 +117,13 @@ impl Stage for Inspect {
         for (rule, action) in &verdict.matched {
             let shadowed = verdict.shadow.iter().any(|(r, _)| r == rule);
             let label = if shadowed {
-                format!("shadow_{action}")
+                shadow_label(action)
             } else {
-                (*action).to_string()
+                Cow::Borrowed(*action)
             };
             self.metrics
                 .rule_matches
-                .with_label_values(&[rule.as_str(), label.as_str()])
+                .with_label_values(&[rule.as_str(), &label])
                 .inc();
         }
         let response = match &verdict.terminating {
@@ -149,6 +150,18 @@ impl Stage for Inspect {
             None => Flow::Continue,
         }
     }
+}
+
+/// The metric label of a shadow rule's match: `shadow_<action>`.
+fn shadow_label(action: &'static str) -> Cow<'static, str> {
+    Cow::Borrowed(match action {
+        "allow" => "shadow_allow",
+        "block" => "shadow_block",
+        "count" => "shadow_count",
+        "challenge" => "shadow_challenge",
+        "captcha" => "shadow_captcha",
+        other => return Cow::Owned(format!("shadow_{other}")),
+    })
 }
 
 /// A block answer: the rule's custom response, or a JSON 403 that names no rule (the request id links
@@ -202,6 +215,22 @@ impl Stage for CountFailures {
                     .record_failures(&v.pending_failures, self.store.as_ref())
                     .await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_labels_name_the_action() {
+        for action in [Action::Allow, Action::Count, Action::Challenge, Action::Captcha]
+            .iter()
+            .map(Action::name)
+            .chain(["block", "other"])
+        {
+            assert_eq!(shadow_label(action), format!("shadow_{action}"));
         }
     }
 }

@@ -3635,24 +3635,42 @@ fn rate_keys_keep_their_format() {
         // it comes from the memo).
         let rates = RateMemo::new(env.client_ip, 0);
         assert_eq!(
-            rates.key("r", &all, None, &view, &env).unwrap(),
+            &*rates.key("r", &all, None, &view, &env).unwrap(),
             format!("waf:rate:r:{all_digest}")
         );
         for (key, digest) in &keys {
             let digest = if *key == RateKey::Ip { ip_digest } else { digest };
             let one = std::slice::from_ref(key);
             let memo = RateMemo::new(env.client_ip, 1);
-            for (rates, slot) in [(&rates, None), (&memo, Some(0)), (&memo, Some(0))] {
+            // Slots held inline and past them.
+            let many = RateMemo::new(env.client_ip, 10);
+            for (rates, slot) in [
+                (&rates, None),
+                (&memo, Some(0)),
+                (&memo, Some(0)),
+                (&many, Some(7)),
+                (&many, Some(8)),
+                (&many, Some(9)),
+                (&many, Some(9)),
+            ] {
                 assert_eq!(
-                    rates.key("sign-in-rate-per-ip", one, slot, &view, &env).unwrap(),
+                    &*rates.key("sign-in-rate-per-ip", one, slot, &view, &env).unwrap(),
                     format!("waf:rate:sign-in-rate-per-ip:{digest}"),
                     "{key:?}"
                 );
             }
             if *key == RateKey::Username {
                 assert_eq!(
-                    memo.key("", one, Some(0), &view, &env).unwrap(),
+                    &*memo.key("", one, Some(0), &view, &env).unwrap(),
                     format!("waf:rate::{digest}")
+                );
+            }
+            // Rule names that just fit the key's inline buffer, and longer: the same text either way.
+            for name in ["n".repeat(86), "n".repeat(87), "é".repeat(60)] {
+                assert_eq!(
+                    &*rates.key(&name, one, None, &view, &env).unwrap(),
+                    format!("waf:rate:{name}:{digest}"),
+                    "{key:?}"
                 );
             }
         }

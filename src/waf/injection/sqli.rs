@@ -97,9 +97,22 @@ impl Ctx {
     }
 }
 
+thread_local! {
+    /// The token list, kept per thread for the next value (at most [`MAX_SQL_TOKENS`] tokens).
+    static TOKENS: std::cell::RefCell<Vec<Tok>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The reason `input` is an SQL injection, if it is one.
 pub(super) fn detect(input: &[u8], high: bool) -> Option<String> {
-    let mut toks: Vec<Tok> = Vec::with_capacity((input.len() / 2 + 4).min(MAX_SQL_TOKENS));
+    TOKENS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut toks) => detect_with(input, high, &mut toks),
+        Err(_) => detect_with(input, high, &mut Vec::new()),
+    })
+}
+
+fn detect_with(input: &[u8], high: bool, toks: &mut Vec<Tok>) -> Option<String> {
+    toks.clear();
+    toks.reserve((input.len() / 2 + 4).min(MAX_SQL_TOKENS));
     for ctx in [Ctx::AsIs, Ctx::Single, Ctx::Double, Ctx::Backtick] {
         let quote = match ctx {
             Ctx::AsIs => None,
@@ -113,8 +126,8 @@ pub(super) fn detect(input: &[u8], high: bool) -> Option<String> {
             }
         }
         toks.clear();
-        tokenize(input, quote, &mut toks);
-        let view = View { s: input, t: &toks };
+        tokenize(input, quote, toks);
+        let view = View { s: input, t: toks };
         if let Some(why) = view.analyze(ctx, high) {
             let fp: String = toks
                 .iter()
