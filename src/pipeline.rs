@@ -52,6 +52,24 @@ pub enum RequestBody {
     Buffered(bytes::Bytes),
 }
 
+impl RequestBody {
+    /// Whether there is no body at all (none announced, or a buffered one of no bytes).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            RequestBody::Streaming(b) => http_body::Body::is_end_stream(b),
+            RequestBody::Buffered(b) => b.is_empty(),
+        }
+    }
+
+    /// A body of no bytes of the same kind (the resend of a bodiless request).
+    pub fn emptied(&self) -> RequestBody {
+        match self {
+            RequestBody::Streaming(_) => RequestBody::Streaming(crate::proxy::body::empty()),
+            RequestBody::Buffered(_) => RequestBody::Buffered(bytes::Bytes::new()),
+        }
+    }
+}
+
 /// What the upstream did with the request.
 #[derive(Debug, Default, Clone)]
 pub struct UpstreamReport {

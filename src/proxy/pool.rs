@@ -1,6 +1,7 @@
 //! Keep-alive HTTP/1.1 connections to a plain-http upstream: reused newest first, given back when the
 //! answer's body has been read to its end, and a request that met a connection the upstream had just
-//! closed is sent again on another one.
+//! closed is sent again on another one if it was not written yet (once written, the caller decides
+//! whether it may be sent again: [`PoolError::Stale`]).
 //!
 //! hyper-util's pooled client does the same for every scheme and protocol; for the common case of a
 //! sidecar or a proxy on a private network (plain HTTP/1.1) this pool costs less per request (no pool key
@@ -32,6 +33,11 @@ pub enum PoolError {
     ConnectTimeout(Duration),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// A reused connection closed (or was reset) after the request was written and before any answer:
+    /// the upstream had closed it while idle. The request may not have been processed; only the caller
+    /// knows whether it is safe to send again.
+    #[error("a kept-alive upstream connection closed before answering: {0}")]
+    Stale(hyper::Error),
 }
 
 /// The idle connections to one upstream.
@@ -96,10 +102,29 @@ impl H1Pool {
                         request = r;
                         stale += 1;
                     }
+                    _ if reused && closed_unanswered(e.error()) => {
+                        return Err(PoolError::Stale(e.into_error()));
+                    }
                     _ => return Err(PoolError::Http(e.into_error())),
                 },
             }
         }
+    }
+
+    /// Sends `request` on a new connection, never a pooled one (the retry after [`PoolError::Stale`]).
+    pub async fn send_fresh(self: &Arc<Self>, request: Request<Body>) -> Result<Response<Body>, PoolError> {
+        let mut sender = self.connect().await?;
+        let response = sender
+            .try_send_request(request)
+            .await
+            .map_err(|e| PoolError::Http(e.into_error()))?;
+        let pool = Arc::downgrade(self);
+        Ok(response.map(|inner| {
+            http_body_util::BodyExt::boxed(Returning {
+                inner,
+                back: Some((sender, pool)),
+            })
+        }))
     }
 
     /// The newest idle connection that is still open and ready; expired or closed ones are dropped.
@@ -148,6 +173,25 @@ impl H1Pool {
         });
         Ok(sender)
     }
+}
+
+/// Whether a send failed because the connection ended before any answer: closed (hyper's incomplete
+/// message) or reset by the upstream.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// An answer's body that hands its connection back to the pool when it ends.

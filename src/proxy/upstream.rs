@@ -175,17 +175,34 @@ impl Upstream {
 
     async fn send(&self, ex: &mut Exchange) -> Result<Response<Body>, ForwardError> {
         let client_body_failed = Arc::new(AtomicBool::new(false));
-        let mut request = self.build_request(ex, &client_body_failed)?;
-        let client = match &self.transport {
-            Transport::Plain(pool) => {
-                // HTTP/1.1 on our own connection: the request line carries the origin form.
-                let origin = request.uri().path_and_query().cloned();
-                *request.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
-                pool
+        let pool = match &self.transport {
+            Transport::Plain(pool) => pool,
+            Transport::Tls(client) => {
+                let request = self.build_request(ex, &client_body_failed)?;
+                return self.send_tls(client, request, &client_body_failed).await;
             }
-            Transport::Tls(client) => return self.send_tls(client, request, &client_body_failed).await,
         };
-        let result = tokio::time::timeout(self.target.timeout, client.send(request)).await;
+        // A kept-alive connection the upstream closed just as the request went out: a request that is
+        // idempotent and has no body is sent again on a new connection (as nginx does), once.
+        let resendable = ex.request.method.is_idempotent() && ex.body.is_empty();
+        let empty = ex.body.emptied();
+        let request = self.origin_form(self.build_request(ex, &client_body_failed)?);
+        let exchange = async {
+            match pool.send(request).await {
+                Err(PoolError::Stale(e)) if resendable => {
+                    tracing::debug!(request_id = %ex.ctx.request_id, error = %e, "upstream closed a kept-alive connection; sending again");
+                    ex.body = empty;
+                    let again = self.origin_form(self.build_request(ex, &client_body_failed)?);
+                    Ok(pool.send_fresh(again).await)
+                }
+                other => Ok(other),
+            }
+        };
+        let result = match tokio::time::timeout(self.target.timeout, exchange).await {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(r)) => Ok(r),
+            Err(elapsed) => Err(elapsed),
+        };
         if result.as_ref().is_ok_and(Result::is_err) && client_body_failed.load(Ordering::Relaxed) {
             return Err(ForwardError::ClientBody);
         }
@@ -193,9 +210,16 @@ impl Upstream {
             Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
             Ok(Err(PoolError::ConnectTimeout(_))) => Err(ForwardError::Timeout(self.target.connect_timeout)),
             Ok(Err(PoolError::Connect(e))) => Err(ForwardError::Connect(e.to_string())),
-            Ok(Err(PoolError::Http(e))) => Err(ForwardError::Protocol(error_chain(&e))),
+            Ok(Err(PoolError::Http(e) | PoolError::Stale(e))) => Err(ForwardError::Protocol(error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+
+    /// HTTP/1.1 on our own connection: the request line carries the origin form.
+    fn origin_form(&self, mut request: Request<Body>) -> Request<Body> {
+        let origin = request.uri().path_and_query().cloned();
+        *request.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
+        request
     }
 
     async fn send_tls(

@@ -373,6 +373,88 @@ async fn counting_upstream(
     (addr, conns, answered)
 }
 
+/// An upstream that answers the first request on each connection (keep-alive) and closes the connection,
+/// unanswered, when the second request arrives on it: the race of an upstream closing an idle kept-alive
+/// connection just as the proxy sends on it, made certain. Counts connections and answers.
+async fn closing_on_second_request() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (conns, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, a) = (conns.clone(), answered.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut heads = 0;
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let body_len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        if buf.len() < end + 4 + body_len {
+                            break;
+                        }
+                        buf.drain(..end + 4 + body_len);
+                        heads += 1;
+                        if heads == 2 {
+                            return; // closed, unanswered
+                        }
+                        let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+                        let body = format!("answer {n}");
+                        let out = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if s.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_closed_under_a_request_is_retried_only_when_safe() {
+    use std::sync::atomic::Ordering;
+    let (addr, conns, answered) = closing_on_second_request().await;
+    let aw = Authward::start(&config(&format!("http://{addr}"), ""));
+    let c = client();
+    // GET without a body: sent again on a new connection, so every client request gets its answer.
+    for i in 1..=5 {
+        let r = c.get(aw.url("/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), format!("answer {i}"));
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 5);
+    // The first request opened a connection; each later one met the closing connection and took a new one.
+    assert_eq!(conns.load(Ordering::SeqCst), 5);
+    // A POST may have been processed before the close: never sent twice, the client gets a 502.
+    let r = c.post(aw.url("/x")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(answered.load(Ordering::SeqCst), 5);
+    let metrics = aw.metrics().await;
+    assert!(
+        metrics.contains("authward_upstream_errors_total{kind=\"protocol\"} 1"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     use std::sync::atomic::Ordering;
