@@ -85,6 +85,9 @@ pub struct FileListen {
     pub max_connections: usize,
     /// Time allowed for a client to send a request head (HTTP/1.1).
     pub header_read_timeout: Duration,
+    /// Time allowed for a client to send a request body that authward reads whole (profiled routes, the
+    /// MFA endpoints); a slower one gets 408 and its connection is closed.
+    pub body_read_timeout: Duration,
     /// On SIGTERM/SIGINT, time given to requests in flight before connections are closed.
     pub shutdown_grace: Duration,
     /// Cap on a request body that authward must read (profiled routes); larger ones get 413.
@@ -102,6 +105,7 @@ impl Default for FileListen {
             https: Vec::new(),
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             body_limit: ByteSize(64 * 1024),
             response_body_limit: ByteSize(256 * 1024),

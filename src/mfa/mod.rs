@@ -179,26 +179,29 @@ pub async fn serve(services: &Services, ex: &mut Exchange) -> Response<Body> {
     let incoming = std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new()));
     let bytes = match incoming {
         RequestBody::Buffered(b) => b,
-        RequestBody::Streaming(b) => match body::read_capped(b, MAX_BODY).await {
-            Ok(body::Capped::Complete(b)) => b,
-            Ok(body::Capped::TooLarge { body, .. }) => {
-                ex.body = RequestBody::Streaming(body);
-                return json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than 4096 bytes",
-                    &rid,
-                );
+        RequestBody::Streaming(b) => {
+            match body::read_capped_within(b, MAX_BODY, ex.config.listen.body_read_timeout).await {
+                Ok(body::Capped::Complete(b)) => b,
+                Ok(body::Capped::TooLarge { body, .. }) => {
+                    ex.body = RequestBody::Streaming(body);
+                    return json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is larger than 4096 bytes",
+                        &rid,
+                    );
+                }
+                Err(body::ReadError::Timeout(_)) => return body::too_slow(&rid),
+                Err(body::ReadError::Body(_)) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the body could not be read",
+                        &rid,
+                    );
+                }
             }
-            Err(_) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the body could not be read",
-                    &rid,
-                );
-            }
-        },
+        }
     };
     ex.body = RequestBody::Buffered(bytes.clone());
     if page {

@@ -64,24 +64,30 @@ impl Stage for Recognize {
         }
         let bytes = match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
             RequestBody::Buffered(b) => b,
-            RequestBody::Streaming(b) => match body::read_capped(b, limit).await {
-                Ok(Capped::Complete(bytes)) => bytes,
-                Ok(Capped::TooLarge { body, .. }) => {
-                    // Put the unread rest back, so the proxy knows the connection cannot be reused.
-                    ex.body = RequestBody::Streaming(body);
-                    return too_large(ex);
+            RequestBody::Streaming(b) => {
+                match body::read_capped_within(b, limit, ex.config.listen.body_read_timeout).await {
+                    Ok(Capped::Complete(bytes)) => bytes,
+                    Ok(Capped::TooLarge { body, .. }) => {
+                        // Put the unread rest back, so the proxy knows the connection cannot be reused.
+                        ex.body = RequestBody::Streaming(body);
+                        return too_large(ex);
+                    }
+                    Err(body::ReadError::Timeout(_)) => {
+                        ex.rejected = Some("body_timeout");
+                        return Flow::Respond(body::too_slow(&ex.ctx.request_id));
+                    }
+                    Err(e) => {
+                        ex.rejected = Some("bad_body");
+                        tracing::debug!(request_id = %ex.ctx.request_id, error = %e, "request body read failed");
+                        return Flow::Respond(json_error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "the request body could not be read",
+                            &ex.ctx.request_id,
+                        ));
+                    }
                 }
-                Err(e) => {
-                    ex.rejected = Some("bad_body");
-                    tracing::debug!(request_id = %ex.ctx.request_id, error = %e, "request body read failed");
-                    return Flow::Respond(json_error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "the request body could not be read",
-                        &ex.ctx.request_id,
-                    ));
-                }
-            },
+            }
         };
         ex.profile = candidates.resolve(ex.request.uri.query(), &ex.request.headers, &bytes);
         if let Some(m) = &ex.profile {

@@ -38,6 +38,47 @@ pub enum Capped {
     TooLarge { prefix: Bytes, body: Body },
 }
 
+/// Why [`read_capped_within`] gave no body.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the request body did not arrive within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the request body could not be read: {0}")]
+    Body(BoxError),
+}
+
+/// [`read_capped`] within `timeout` (a client that trickles its body must not hold its connection for
+/// ever). A body that is already there (most: it came with the head) is read without starting a timer.
+pub async fn read_capped_within(
+    body: Body,
+    limit: u64,
+    timeout: std::time::Duration,
+) -> Result<Capped, ReadError> {
+    use futures_util::FutureExt;
+    let mut read = std::pin::pin!(read_capped(body, limit));
+    let read = match (&mut read).now_or_never() {
+        Some(r) => r,
+        None => tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| ReadError::Timeout(timeout))?,
+    };
+    read.map_err(ReadError::Body)
+}
+
+/// The answer to a body that did not arrive within `listen.body_read_timeout`: 408, and the connection
+/// closed (the rest of the body may still come: it cannot carry another request).
+pub fn too_slow(request_id: &str) -> http::Response<Body> {
+    let mut r = super::json_error(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time",
+        request_id,
+    );
+    r.headers_mut()
+        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    r
+}
+
 /// Reads `body` whole if it fits in `limit` bytes; otherwise hands back an equivalent body.
 /// A body that arrives in one chunk (the common case) is handed back as that chunk, without a copy.
 pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError> {
@@ -120,6 +161,26 @@ mod tests {
         };
         assert_eq!(&prefix[..], b"abcdef");
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdefg");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_come_times_out_and_one_that_is_there_needs_no_timer() {
+        let never = BodyExt::boxed(StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, BoxError>,
+        >()));
+        let err = read_capped_within(never, 10, std::time::Duration::from_millis(20))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ReadError::Timeout(d) if d.as_millis() == 20),
+            "{err}"
+        );
+        // Already there: read at once, even with a zero timeout.
+        match read_capped_within(full("hello"), 10, std::time::Duration::ZERO).await {
+            Ok(Capped::Complete(b)) => assert_eq!(&b[..], b"hello"),
+            _ => panic!("read"),
+        }
     }
 
     #[tokio::test]

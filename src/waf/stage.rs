@@ -65,7 +65,8 @@ impl Stage for Inspect {
                 else {
                     return Flow::Continue;
                 };
-                match body::read_capped(b, ex.config.listen.body_limit).await {
+                let (limit, timeout) = (ex.config.listen.body_limit, ex.config.listen.body_read_timeout);
+                match body::read_capped_within(b, limit, timeout).await {
                     Ok(Capped::Complete(bytes)) => ex.body = RequestBody::Buffered(bytes),
                     Ok(Capped::TooLarge {
                         prefix: p,
@@ -74,7 +75,11 @@ impl Stage for Inspect {
                         prefix = Some(p);
                         ex.body = RequestBody::Streaming(rest);
                     }
-                    Err(_) => {
+                    Err(body::ReadError::Timeout(_)) => {
+                        ex.rejected = Some("body_timeout");
+                        return Flow::Respond(body::too_slow(&ex.ctx.request_id));
+                    }
+                    Err(body::ReadError::Body(_)) => {
                         ex.rejected = Some("bad_body");
                         return Flow::Respond(crate::proxy::json_error(
                             StatusCode::BAD_REQUEST,

@@ -171,6 +171,67 @@ async fn upstream_failures_are_json_502_and_504() {
 const PROFILED: &str = "listen:\n  body_limit: 1KiB\nprofiles:\n  - name: login\n    operation: sign_in\n    match:\n      methods: [POST]\n      path: {exact: /api/login}\n    fields:\n      username: {json: /username}\n      password: {json: /password}\n    outcome:\n      success: {status: [200]}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_read_whole_must_arrive_within_the_body_read_timeout() {
+    use std::sync::atomic::Ordering;
+    let (addr, conns, answered) = counting_upstream(false).await;
+    let cfg =
+        config(&format!("http://{addr}"), PROFILED).replace("listen:\n  http: [127.0.0.1:{PORT}]\n", "");
+    let cfg = cfg.replace(
+        "listen:\n  body_limit: 1KiB\n",
+        "listen:\n  http: [127.0.0.1:{PORT}]\n  body_limit: 1KiB\n  body_read_timeout: 300ms\n",
+    );
+    let aw = Authward::start(&cfg);
+    // A sign-in that announces 40 bytes and sends 10: 408 after 300 ms, the connection closed, and the
+    // upstream never asked.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    s.write_all(b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"username\"")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the slow body held its connection");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "answered before the timeout"
+    );
+    assert_eq!(conns.load(Ordering::SeqCst), 0);
+    assert_eq!(answered.load(Ordering::SeqCst), 0);
+    let metrics = aw.metrics().await;
+    assert!(
+        metrics.contains("authward_rejected_requests_total{reason=\"body_timeout\"} 1"),
+        "{metrics}"
+    );
+    // A body that comes in pieces within the timeout is read whole and the sign-in goes through.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let body = br#"{"username":"alice","password":"pw"}"#;
+    let head = format!(
+        "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&body[10..]).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiled_bodies_are_capped_with_413() {
     let up = Upstream::start("a").await;
     let cfg = config(&up.url(), PROFILED).replace("listen:\n  http: [127.0.0.1:{PORT}]\n", "");
