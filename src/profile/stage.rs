@@ -139,7 +139,13 @@ impl Stage for Classify {
         let profile = matched.profile.clone();
         let outcome = if profile.outcome_needs_body() {
             let taken = std::mem::replace(response.body_mut(), body::empty());
-            match body::read_capped(taken, ex.config.listen.response_body_limit).await {
+            // The answer's head came within the upstream timeout; its body gets as long again.
+            let timeout = ex
+                .config
+                .upstream
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(30), |u| u.timeout);
+            match body::read_capped_within(taken, ex.config.listen.response_body_limit, timeout).await {
                 Ok(Capped::Complete(bytes)) => {
                     let o = profile.classify(response.status(), response.headers(), Some(&bytes));
                     *response.body_mut() = body::full(bytes);
@@ -147,6 +153,17 @@ impl Stage for Classify {
                 }
                 Ok(Capped::TooLarge { body: rest, .. }) => {
                     *response.body_mut() = rest;
+                    Outcome::Unknown
+                }
+                Err(body::ReadError::Timeout(_)) => {
+                    tracing::warn!(request_id = %ex.ctx.request_id, "upstream body stalled");
+                    *response = json_error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the login service did not answer in time",
+                        &ex.ctx.request_id,
+                    );
+                    ex.upstream.error = Some("timeout");
                     Outcome::Unknown
                 }
                 Err(e) => {

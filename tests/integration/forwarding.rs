@@ -232,6 +232,49 @@ async fn bodies_read_whole_must_arrive_within_the_body_read_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_stalls_while_read_for_its_outcome_is_a_504() {
+    // The upstream sends its head and part of the body, then nothing (the connection stays open).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{\"tok")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    let profile = PROFILED.replace(
+        "success: {status: [200]}",
+        "success: {status: [200], json: {pointer: /token, present: true}}",
+    );
+    let cfg =
+        config(&format!("http://{addr}"), &profile).replace("listen:\n  http: [127.0.0.1:{PORT}]\n", "");
+    let cfg = cfg.replace(
+        "listen:\n  body_limit: 1KiB\n",
+        "listen:\n  http: [127.0.0.1:{PORT}]\n  body_limit: 1KiB\n",
+    );
+    let aw = Authward::start(&cfg);
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        client()
+            .post(aw.url("/api/login"))
+            .body(r#"{"username":"alice","password":"pw"}"#)
+            .send(),
+    )
+    .await
+    .expect("the stalled answer held the sign-in")
+    .unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiled_bodies_are_capped_with_413() {
     let up = Upstream::start("a").await;
     let cfg = config(&up.url(), PROFILED).replace("listen:\n  http: [127.0.0.1:{PORT}]\n", "");
