@@ -186,13 +186,13 @@ impl Upstream {
         // idempotent and has no body is sent again on a new connection (as nginx does), once.
         let resendable = ex.request.method.is_idempotent() && ex.body.is_empty();
         let empty = ex.body.emptied();
-        let request = self.origin_form(self.build_request(ex, &client_body_failed)?);
+        let request = origin_form(self.build_request(ex, &client_body_failed)?);
         let exchange = async {
             match pool.send(request).await {
                 Err(PoolError::Stale(e)) if resendable => {
                     tracing::debug!(request_id = %ex.ctx.request_id, error = %e, "upstream closed a kept-alive connection; sending again");
                     ex.body = empty;
-                    let again = self.origin_form(self.build_request(ex, &client_body_failed)?);
+                    let again = origin_form(self.build_request(ex, &client_body_failed)?);
                     Ok(pool.send_fresh(again).await)
                 }
                 other => Ok(other),
@@ -213,13 +213,6 @@ impl Upstream {
             Ok(Err(PoolError::Http(e) | PoolError::Stale(e))) => Err(ForwardError::Protocol(error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
         }
-    }
-
-    /// HTTP/1.1 on our own connection: the request line carries the origin form.
-    fn origin_form(&self, mut request: Request<Body>) -> Request<Body> {
-        let origin = request.uri().path_and_query().cloned();
-        *request.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
-        request
     }
 
     async fn send_tls(
@@ -315,6 +308,13 @@ impl Upstream {
         *request.headers_mut() = headers;
         Ok(request)
     }
+}
+
+/// HTTP/1.1 on our own connection: the request line carries the origin form.
+fn origin_form(mut request: Request<Body>) -> Request<Body> {
+    let origin = request.uri().path_and_query().cloned();
+    *request.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
+    request
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A trusted peer's values are kept and extended; an

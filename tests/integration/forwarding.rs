@@ -173,7 +173,7 @@ const PROFILED: &str = "listen:\n  body_limit: 1KiB\nprofiles:\n  - name: login\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_read_whole_must_arrive_within_the_body_read_timeout() {
     use std::sync::atomic::Ordering;
-    let (addr, conns, answered) = counting_upstream(false).await;
+    let (addr, conns, answered) = counting_upstream(Closes::Never).await;
     let cfg =
         config(&format!("http://{addr}"), PROFILED).replace("listen:\n  http: [127.0.0.1:{PORT}]\n", "");
     let cfg = cfg.replace(
@@ -429,10 +429,22 @@ async fn upstream_connect_timeout_is_a_504() {
     drop((fillers, listener));
 }
 
-/// A raw HTTP/1.1 upstream on loopback that counts the connections it accepts and the requests it answers;
-/// with `close_after_each`, it closes every connection after its first answer without saying so.
+/// When a [`counting_upstream`] closes a connection without saying so.
+#[derive(Clone, Copy, PartialEq)]
+enum Closes {
+    /// Never: keep-alive.
+    Never,
+    /// Right after its first answer.
+    AfterFirstAnswer,
+    /// When the second request arrives on it, unanswered: the race of an upstream closing an idle
+    /// kept-alive connection just as the proxy sends on it, made certain.
+    OnSecondRequest,
+}
+
+/// A raw HTTP/1.1 upstream on loopback that counts the connections it accepts and the requests it answers
+/// (bodies by `Content-Length`), closing connections as `closes` says.
 async fn counting_upstream(
-    close_after_each: bool,
+    closes: Closes,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -451,54 +463,7 @@ async fn counting_upstream(
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    // GET requests without bodies: one answer per blank line that ends a head.
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let n = a.fetch_add(1, Ordering::SeqCst) + 1;
-                        let body = format!("answer {n}");
-                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                        if s.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
-                            return;
-                        }
-                        if close_after_each {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, conns, answered)
-}
-
-/// An upstream that answers the first request on each connection (keep-alive) and closes the connection,
-/// unanswered, when the second request arrives on it: the race of an upstream closing an idle kept-alive
-/// connection just as the proxy sends on it, made certain. Counts connections and answers.
-async fn closing_on_second_request() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (conns, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (c, a) = (conns.clone(), answered.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let a = a.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let mut heads = 0;
+                let mut requests = 0;
                 loop {
                     let Ok(n) = s.read(&mut chunk).await else { return };
                     if n == 0 {
@@ -515,14 +480,14 @@ async fn closing_on_second_request() -> (
                             break;
                         }
                         buf.drain(..end + 4 + body_len);
-                        heads += 1;
-                        if heads == 2 {
-                            return; // closed, unanswered
+                        requests += 1;
+                        if requests == 2 && closes == Closes::OnSecondRequest {
+                            return;
                         }
                         let n = a.fetch_add(1, Ordering::SeqCst) + 1;
                         let body = format!("answer {n}");
                         let out = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                        if s.write_all(out.as_bytes()).await.is_err() {
+                        if s.write_all(out.as_bytes()).await.is_err() || closes == Closes::AfterFirstAnswer {
                             return;
                         }
                     }
@@ -536,7 +501,7 @@ async fn closing_on_second_request() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_closed_under_a_request_is_retried_only_when_safe() {
     use std::sync::atomic::Ordering;
-    let (addr, conns, answered) = closing_on_second_request().await;
+    let (addr, conns, answered) = counting_upstream(Closes::OnSecondRequest).await;
     let aw = Authward::start(&config(&format!("http://{addr}"), ""));
     let c = client();
     // GET without a body: sent again on a new connection, so every client request gets its answer.
@@ -562,7 +527,7 @@ async fn a_kept_alive_connection_closed_under_a_request_is_retried_only_when_saf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     use std::sync::atomic::Ordering;
-    let (addr, conns, answered) = counting_upstream(false).await;
+    let (addr, conns, answered) = counting_upstream(Closes::Never).await;
     let aw = Authward::start(&config(&format!("http://{addr}"), ""));
     let c = client();
     for i in 1..=20 {
@@ -581,7 +546,7 @@ async fn upstream_connections_are_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_closing_idle_connections_loses_no_request() {
     use std::sync::atomic::Ordering;
-    let (addr, conns, answered) = counting_upstream(true).await;
+    let (addr, conns, answered) = counting_upstream(Closes::AfterFirstAnswer).await;
     let aw = Authward::start(&config(&format!("http://{addr}"), ""));
     let c = client();
     for i in 1..=20 {
