@@ -58,6 +58,9 @@ impl Context {
 pub struct Connection {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The connection's slot under `listen.max_connections`: a connection upgraded to a tunnel
+    /// (WebSocket) keeps it until the tunnel closes.
+    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
     pub ja4: Option<Arc<str>>,
 }
 

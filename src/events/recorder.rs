@@ -452,6 +452,7 @@ mod tests {
         let conn = Connection {
             peer: "192.0.2.7:5000".parse().unwrap(),
             tls: false,
+            slot: None,
             ja4: None,
         };
         let ctx = Context::new(config, &conn, &parts);

@@ -357,6 +357,7 @@ mod tests {
             let conn = Connection {
                 peer: format!("{ip}:4000").parse().unwrap(),
                 tls: false,
+                slot: None,
                 ja4: None,
             };
             Exchange {

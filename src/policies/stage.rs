@@ -574,6 +574,7 @@ policies:
         let conn = Connection {
             peer: "203.0.113.7:50000".parse().unwrap(),
             tls: false,
+            slot: None,
             ja4: None,
         };
         Exchange {

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Exchange, Pipeline, RequestBody, Services, UpstreamReport};
 use crate::store::Store;
 use body::Body;
+use hyper_util::rt::TokioIo;
 use upstream::{ForwardError, Upstream};
 
 /// Everything built from one compiled config; swapped whole on reload.
@@ -121,8 +122,34 @@ pub async fn handle(
             .headers_mut()
             .insert(HeaderName::from_static("x-authward-request-id"), v);
     }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        tunnel(&mut ex, &mut response, conn);
+    }
     record(shared, &mut ex, &response);
     response
+}
+
+/// Joins a client connection and the upstream's once both have switched protocols (the upstream said 101
+/// and the client has read it), and copies bytes both ways until either side closes. The tunnel holds the
+/// client connection's slot under `listen.max_connections`.
+fn tunnel(ex: &mut Exchange, response: &mut Response<Body>, conn: &Connection) {
+    let client = ex.request.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let upstream = hyper::upgrade::on(&mut *response);
+    let (slot, request_id) = (conn.slot.clone(), ex.ctx.request_id.clone());
+    tokio::spawn(async move {
+        let _slot = slot;
+        let Some(client) = client else { return };
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    Ok((up, down)) => tracing::debug!(%request_id, up, down, "tunnel closed"),
+                    Err(e) => tracing::debug!(%request_id, error = %e, "tunnel broke off"),
+                }
+            }
+            Err(e) => tracing::debug!(%request_id, error = %e, "protocol switch failed"),
+        }
+    });
 }
 
 /// Step 10 of the flow for every request: metrics, one access-log line, and the request's auth events to

@@ -84,7 +84,7 @@ impl H1Pool {
         loop {
             let (mut sender, reused) = match self.checkout().filter(|_| stale < STALE_RETRIES) {
                 Some(s) => (s, true),
-                None => (self.connect().await?, false),
+                None => (self.connect(false).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -113,7 +113,7 @@ impl H1Pool {
 
     /// Sends `request` on a new connection, never a pooled one (the retry after [`PoolError::Stale`]).
     pub async fn send_fresh(self: &Arc<Self>, request: Request<Body>) -> Result<Response<Body>, PoolError> {
-        let mut sender = self.connect().await?;
+        let mut sender = self.connect(false).await?;
         let response = sender
             .try_send_request(request)
             .await
@@ -152,8 +152,16 @@ impl H1Pool {
         }
     }
 
-    /// Opens a new connection and runs it on its own task.
-    async fn connect(&self) -> Result<SendRequest<Body>, PoolError> {
+    /// Sends a request that asks to switch protocols (`Upgrade`) on a connection of its own, which is never
+    /// pooled: after a 101 it carries the tunnel ([`hyper::upgrade::on`] on the answer).
+    pub async fn send_upgrade(&self, request: Request<Body>) -> Result<Response<Body>, PoolError> {
+        let mut sender = self.connect(true).await?;
+        let response = sender.send_request(request).await?;
+        Ok(response.map(|inner| http_body_util::BodyExt::boxed(Returning { inner, back: None })))
+    }
+
+    /// Opens a new connection and runs it on its own task (which hands it over after a 101 if `upgrades`).
+    async fn connect(&self, upgrades: bool) -> Result<SendRequest<Body>, PoolError> {
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
@@ -167,7 +175,12 @@ impl H1Pool {
             .handshake(TokioIo::new(tcp))
             .await?;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let ended = if upgrades {
+                connection.with_upgrades().await
+            } else {
+                connection.await
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });

@@ -11,11 +11,11 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
 
 use super::{Runtime, Shared};
 use crate::clock::SharedClock;
@@ -219,7 +219,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     tracing::info!(http = ?bound.http, https = ?bound.https, admin = %bound.admin, "authward listening");
 
     let permits = Arc::new(Semaphore::new(listen.max_connections));
-    let graceful = Arc::new(GracefulShutdown::new());
+    let connections = TaskTracker::new();
 
     let tls_acceptor = if https_listeners.is_empty() {
         None
@@ -246,7 +246,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
             shared: shared.clone(),
             builder: builder.clone(),
             permits: permits.clone(),
-            graceful: graceful.clone(),
+            connections: connections.clone(),
             tls: None,
             handshake_timeout: listen.header_read_timeout,
         };
@@ -257,7 +257,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
             shared: shared.clone(),
             builder: builder.clone(),
             permits: permits.clone(),
-            graceful: graceful.clone(),
+            connections: connections.clone(),
             tls: tls_acceptor.clone(),
             handshake_timeout: listen.header_read_timeout,
         };
@@ -279,8 +279,8 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     let _ = stop_tx.send(true);
     // Let the accept loops drop their listeners before draining.
     while tasks.join_next().await.is_some() {}
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    match tokio::time::timeout(listen.shutdown_grace, graceful.shutdown()).await {
+    connections.close();
+    match tokio::time::timeout(listen.shutdown_grace, connections.wait()).await {
         Ok(()) => tracing::info!("all connections finished"),
         Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
     }
@@ -388,12 +388,36 @@ fn service(
     })
 }
 
+/// Serves one client connection (with HTTP/1.1 upgrades: the tunnel is [`super::tunnel`]'s) until it
+/// ends; once `stop` is set, its requests in flight finish and it closes.
+async fn serve<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    shared: Arc<Shared>,
+    conn: Connection,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(io, service(shared, conn));
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = stop.wait_for(|stopped| *stopped) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
 /// One accept loop.
 struct Acceptor {
     shared: Arc<Shared>,
     builder: auto::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
-    graceful: Arc<GracefulShutdown>,
+    /// The connections being served, for the drain on exit (tunnels of upgraded connections are not
+    /// waited for).
+    connections: TaskTracker,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake_timeout: std::time::Duration,
 }
@@ -420,23 +444,21 @@ impl Acceptor {
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             let builder = self.builder.clone();
-            let watcher = self.graceful.watcher();
             let tls = self.tls.clone();
             let handshake_timeout = self.handshake_timeout;
-            tokio::spawn(async move {
-                let _permit = permit;
+            let stop = stop.clone();
+            self.connections.spawn(async move {
+                let slot = Some(Arc::new(permit));
                 shared.metrics.connections.inc();
                 let result = match tls {
                     None => {
                         let conn = Connection {
                             peer,
                             tls: false,
+                            slot,
                             ja4: None,
                         };
-                        let svc = service(shared.clone(), conn);
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned())
-                            .await
+                        serve(&builder, TokioIo::new(stream), shared.clone(), conn, stop).await
                     }
                     Some(acceptor) => {
                         // Fingerprint the ClientHello before rustls consumes it.
@@ -445,11 +467,13 @@ impl Acceptor {
                             .map(Arc::from);
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(tls_stream)) => {
-                                let svc = service(shared.clone(), Connection { peer, tls: true, ja4 });
-                                let conn = builder
-                                    .serve_connection(TokioIo::new(tls_stream), svc)
-                                    .into_owned();
-                                watcher.watch(conn).await
+                                let conn = Connection {
+                                    peer,
+                                    tls: true,
+                                    slot,
+                                    ja4,
+                                };
+                                serve(&builder, TokioIo::new(tls_stream), shared.clone(), conn, stop).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

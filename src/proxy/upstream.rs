@@ -160,7 +160,16 @@ impl Upstream {
                 ex.upstream.status = Some(response.status());
                 ex.upstream.duration = Some(elapsed);
                 self.metrics.upstream_duration.observe(elapsed.as_secs_f64());
+                // The protocol the upstream switched to (101) goes on to the client, which asked for it.
+                let switched = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+                    .then(|| response.headers().get(header::UPGRADE).cloned())
+                    .flatten();
                 strip_hop_by_hop(response.headers_mut());
+                if let Some(protocol) = switched {
+                    let headers = response.headers_mut();
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    headers.insert(header::UPGRADE, protocol);
+                }
                 super::strip_internal(response.headers_mut());
                 response
             }
@@ -182,6 +191,20 @@ impl Upstream {
                 return self.send_tls(client, request, &client_body_failed).await;
             }
         };
+        if upgrade_of(&ex.request).is_some() {
+            let request = origin_form(self.build_request(ex, &client_body_failed)?);
+            return match tokio::time::timeout(self.target.timeout, pool.send_upgrade(request)).await {
+                Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
+                Ok(Err(PoolError::ConnectTimeout(_))) => {
+                    Err(ForwardError::Timeout(self.target.connect_timeout))
+                }
+                Ok(Err(PoolError::Connect(e))) => Err(ForwardError::Connect(e.to_string())),
+                Ok(Err(PoolError::Http(e) | PoolError::Stale(e))) => {
+                    Err(ForwardError::Protocol(error_chain(&e)))
+                }
+                Ok(Ok(response)) => Ok(response),
+            };
+        }
         // A kept-alive connection the upstream closed just as the request went out: a request that is
         // idempotent and has no body is sent again on a new connection (as nginx does), once.
         let resendable = ex.request.method.is_idempotent() && ex.body.is_empty();
@@ -264,6 +287,10 @@ impl Upstream {
 
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
+        if let Some(protocol) = upgrade_of(parts) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol);
+        }
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -307,6 +334,29 @@ impl Upstream {
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
         Ok(request)
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (its `Upgrade`, with `upgrade` among the
+/// `Connection` options), e.g. `websocket`: sent on to the upstream, and tunnelled once it agrees (101).
+/// hyper marks such requests with the means to take over their connection: without it (most requests,
+/// and every request not from a client connection) nothing is looked up.
+fn upgrade_of(request: &http::request::Parts) -> Option<HeaderValue> {
+    if request.version != Version::HTTP_11 || request.extensions.get::<hyper::upgrade::OnUpgrade>().is_none()
+    {
+        return None;
+    }
+    let asked = request
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|option| option.trim().eq_ignore_ascii_case("upgrade"));
+    if asked {
+        request.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
     }
 }
 

@@ -316,6 +316,7 @@ mod tests {
         let conn = Connection {
             peer: "192.0.2.7:40000".parse().unwrap(),
             tls: false,
+            slot: None,
             ja4: None,
         };
         let mut ex = Exchange {

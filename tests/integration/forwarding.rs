@@ -563,3 +563,165 @@ async fn upstream_closing_idle_connections_loses_no_request() {
     let metrics = aw.metrics().await;
     assert!(!metrics.contains("authward_upstream_errors_total{"), "{metrics}");
 }
+
+/// A raw upstream that switches to an echo protocol (101) when asked for `Upgrade: websocket` and answers
+/// anything else with a plain 200; it keeps every request head it read, lowercased.
+async fn switching_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let end = loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                seen.lock().unwrap().push(head.clone());
+                if !head.contains("\r\nupgrade: websocket") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain")
+                        .await;
+                    return;
+                }
+                let switched =
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n";
+                if s.write_all(switched.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let echo = [b"echo:".as_slice(), &chunk[..n]].concat();
+                            if s.write_all(&echo).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Sends a raw request head and reads the answer's head (lowercased).
+async fn raw_head(s: &mut tokio::net::TcpStream, head: &str) -> String {
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed before the head ended: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_tunnelled_after_the_web_acl_and_hold_their_connection_slot() {
+    let (addr, heads) = switching_upstream().await;
+    let acl = "web_acl:\n  rules:\n    - name: no-admin-socket\n      priority: 1\n      action: block\n      \
+               statement:\n        byte_match: {field: uri_path, position: starts_with, values: [/admin]}\n";
+    let aw = Authward::start(
+        &config(&format!("http://{addr}"), acl).replace("  http: [", "  max_connections: 1\n  http: ["),
+    );
+    let ask = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+
+    // The web ACL sees the upgrade request like any other: blocked, the upstream never asked.
+    let mut blocked = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let head = raw_head(&mut blocked, &ask("/admin/socket")).await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    drop(blocked);
+    assert!(heads.lock().unwrap().is_empty());
+
+    // Allowed: the upstream is asked to switch, the client gets its 101, then bytes flow both ways.
+    let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let head = raw_head(&mut ws, &ask("/socket")).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("\r\nupgrade: websocket\r\n") && head.contains("\r\nconnection: upgrade\r\n"),
+        "{head}"
+    );
+    let sent = heads.lock().unwrap()[0].clone();
+    assert!(
+        sent.contains("\r\nupgrade: websocket\r\n") && sent.contains("\r\nconnection: upgrade\r\n"),
+        "{sent}"
+    );
+    assert!(
+        sent.contains("\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"),
+        "{sent}"
+    );
+    for message in ["hello", "again"] {
+        ws.write_all(message.as_bytes()).await.unwrap();
+        let mut got = vec![0u8; 5 + message.len()];
+        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut got))
+            .await
+            .expect("the echo")
+            .unwrap();
+        assert_eq!(got, format!("echo:{message}").as_bytes());
+    }
+
+    // The open tunnel keeps the only connection slot: another client waits until it closes.
+    let queued = tokio::spawn({
+        let url = aw.url("/after");
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !queued.is_finished(),
+        "a second client got in while the tunnel held the slot"
+    );
+    drop(ws);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), queued)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "plain"));
+
+    // `Upgrade` without `upgrade` among the `Connection` options is a hop-by-hop header like any other.
+    let r = client()
+        .get(aw.url("/plain"))
+        .header("upgrade", "websocket")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "plain");
+    let last = heads.lock().unwrap().last().unwrap().clone();
+    assert!(!last.contains("upgrade"), "{last}");
+}
