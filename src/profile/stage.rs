@@ -89,6 +89,29 @@ impl Stage for Recognize {
                 }
             }
         };
+        // A compressed body is read decoded, and sent on decoded, so that the upstream gets the very fields
+        // the profile, the web ACL and the risk engine saw (a gzip sign-in must not slip past them).
+        let bytes = match body::decode(&ex.request.headers, &bytes, limit) {
+            Ok(None) => bytes,
+            Ok(Some(decoded)) => {
+                ex.request.headers.remove(http::header::CONTENT_ENCODING);
+                decoded
+            }
+            Err(body::DecodeError::TooLarge(_)) => return too_large(ex),
+            Err(e) => {
+                ex.rejected = Some("encoded_body");
+                let status = match e {
+                    body::DecodeError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return Flow::Respond(json_error(
+                    status,
+                    "unreadable_body",
+                    &e.to_string(),
+                    &ex.ctx.request_id,
+                ));
+            }
+        };
         ex.profile = candidates.resolve(ex.request.uri.query(), &ex.request.headers, &bytes);
         if let Some(m) = &ex.profile {
             ex.labels.extend(m.labels());

@@ -29,6 +29,62 @@ where
     b.map_err(Into::into).boxed()
 }
 
+/// Why a compressed request body could not be read for inspection.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("Content-Encoding {0:?} is not one authward reads (gzip, deflate)")]
+    Unsupported(String),
+    #[error("the body is larger than {0} bytes once decoded")]
+    TooLarge(u64),
+    #[error("the {0} body does not decode: {1}")]
+    Corrupt(&'static str, std::io::Error),
+}
+
+/// The body decoded as its `Content-Encoding` says (one of gzip, x-gzip, deflate; at most `limit` bytes
+/// once decoded, so that a small body cannot inflate without bound), or `None` when it is not encoded.
+/// `deflate` is the zlib format (RFC 9110), or raw deflate as some clients send it.
+pub fn decode(headers: &http::HeaderMap, bytes: &[u8], limit: u64) -> Result<Option<Bytes>, DecodeError> {
+    use std::io::Read;
+    let mut encodings = headers.get_all(http::header::CONTENT_ENCODING).iter();
+    let Some(first) = encodings.next() else {
+        return Ok(None);
+    };
+    let encoding = String::from_utf8_lossy(first.as_bytes())
+        .trim()
+        .to_ascii_lowercase();
+    if encodings.next().is_some() || encoding.contains(',') {
+        return Err(DecodeError::Unsupported(encoding));
+    }
+    let read = |mut decoder: Box<dyn Read + '_>, name: &'static str| {
+        let mut out = Vec::new();
+        match decoder
+            .as_mut()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+        {
+            Ok(_) if out.len() as u64 > limit => Err(DecodeError::TooLarge(limit)),
+            Ok(_) => Ok(Some(Bytes::from(out))),
+            Err(e) => Err(DecodeError::Corrupt(name, e)),
+        }
+    };
+    match encoding.as_str() {
+        "" | "identity" => Ok(None),
+        "gzip" | "x-gzip" => read(Box::new(flate2::read::MultiGzDecoder::new(bytes)), "gzip"),
+        "deflate" if is_zlib(bytes) => read(Box::new(flate2::read::ZlibDecoder::new(bytes)), "deflate"),
+        "deflate" => read(Box::new(flate2::read::DeflateDecoder::new(bytes)), "deflate"),
+        _ => Err(DecodeError::Unsupported(encoding)),
+    }
+}
+
+/// Whether `bytes` start with a zlib header: the deflate method, and a check that makes the first two bytes
+/// a multiple of 31 (RFC 1950).
+fn is_zlib(bytes: &[u8]) -> bool {
+    match bytes {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
+}
+
 /// What reading a body up to a cap gave.
 pub enum Capped {
     /// The whole body, within the cap.
@@ -117,6 +173,97 @@ pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError>
 mod tests {
     use super::*;
     use http_body::Frame;
+
+    fn encoded(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append(http::header::CONTENT_ENCODING, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn compress(encoding: &str, plain: &[u8]) -> Vec<u8> {
+        use flate2::Compression;
+        use std::io::Write;
+        let mut out = Vec::new();
+        match encoding {
+            "gzip" => {
+                let mut e = flate2::write::GzEncoder::new(&mut out, Compression::default());
+                e.write_all(plain).unwrap();
+                e.finish().unwrap();
+            }
+            "zlib" => {
+                let mut e = flate2::write::ZlibEncoder::new(&mut out, Compression::default());
+                e.write_all(plain).unwrap();
+                e.finish().unwrap();
+            }
+            _ => {
+                let mut e = flate2::write::DeflateEncoder::new(&mut out, Compression::default());
+                e.write_all(plain).unwrap();
+                e.finish().unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn compressed_bodies_decode_within_the_limit() {
+        let plain = br#"{"username":"alice@example.com","password":"secret"}"#;
+        for (header, format) in [
+            ("gzip", "gzip"),
+            ("x-gzip", "gzip"),
+            (" GZIP ", "gzip"),
+            ("deflate", "zlib"),
+            ("deflate", "raw"),
+        ] {
+            let got = decode(&encoded(&[header]), &compress(format, plain), 1024).unwrap();
+            assert_eq!(got.as_deref(), Some(&plain[..]), "{header} as {format}");
+        }
+        for plain_header in [&[][..], &["identity"][..]] {
+            assert!(decode(&encoded(plain_header), plain, 1024).unwrap().is_none());
+        }
+        // Two gzip members, as a client may concatenate them.
+        let two = [compress("gzip", b"ab"), compress("gzip", b"cd")].concat();
+        assert_eq!(
+            decode(&encoded(&["gzip"]), &two, 8).unwrap().as_deref(),
+            Some(&b"abcd"[..])
+        );
+    }
+
+    #[test]
+    fn a_body_that_inflates_past_the_limit_or_does_not_decode_is_refused() {
+        // 1 MiB of zeros compresses to about a kilobyte: decoding stops at the limit.
+        let bomb = compress("gzip", &vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 4096);
+        assert!(matches!(
+            decode(&encoded(&["gzip"]), &bomb, 64 * 1024),
+            Err(DecodeError::TooLarge(65536))
+        ));
+        assert_eq!(
+            decode(&encoded(&["gzip"]), &bomb, 1 << 20)
+                .unwrap()
+                .map(|b| b.len()),
+            Some(1 << 20)
+        );
+        assert!(matches!(
+            decode(&encoded(&["gzip"]), b"not gzip at all", 1024),
+            Err(DecodeError::Corrupt("gzip", _))
+        ));
+        for unsupported in [
+            &["br"][..],
+            &["zstd"][..],
+            &["gzip, br"][..],
+            &["gzip", "gzip"][..],
+        ] {
+            assert!(
+                matches!(
+                    decode(&encoded(unsupported), b"x", 1024),
+                    Err(DecodeError::Unsupported(_))
+                ),
+                "{unsupported:?}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn small_bodies_are_buffered() {

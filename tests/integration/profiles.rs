@@ -115,3 +115,63 @@ async fn json_and_form_logins_are_recognised_and_classified() {
         assert!(!log.contains(secret), "{secret} leaked into the log");
     }
 }
+
+/// `data` compressed as gzip.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_sign_in_bodies_are_inspected_and_sent_on_decoded() {
+    let up = crate::harness::Upstream::start("a").await;
+    let aw = Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
+         include:\n  - {{REPO}}/rules/profiles/json-login.yaml\n  - {{REPO}}/rules/common.yaml\n\
+         web_acl:\n  rules:\n    - {{name: common, priority: 10, group: common}}\n",
+        up.url()
+    ));
+    let c = client();
+    let send = |body: Vec<u8>, encoding: &'static str| {
+        c.post(aw.url("/api/login"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+    };
+    let plain = br#"{"username":"alice@example.com","password":"correct-horse"}"#;
+
+    // Read decoded, sent on decoded: the upstream gets the fields authward inspected.
+    let r = send(gzip(plain), "gzip").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["body"], std::str::from_utf8(plain).unwrap());
+    assert!(
+        crate::harness::echoed_headers(&echo, "content-encoding").is_empty(),
+        "{echo}"
+    );
+    assert_eq!(
+        crate::harness::echoed_headers(&echo, "content-length"),
+        [plain.len().to_string()]
+    );
+
+    // An injection in a compressed body is seen like one in a plain body.
+    let sqli = br#"{"username":"admin' OR '1'='1' --","password":"x"}"#;
+    assert_eq!(send(gzip(sqli), "gzip").await.unwrap().status(), 403);
+    assert_eq!(send(sqli.to_vec(), "identity").await.unwrap().status(), 403);
+
+    // What cannot be read is not let through unread: an encoding authward does not decode (415), a body
+    // that does not decode (400), one that inflates past the profile's body limit (413).
+    assert_eq!(send(plain.to_vec(), "br").await.unwrap().status(), 415);
+    assert_eq!(send(plain.to_vec(), "gzip").await.unwrap().status(), 400);
+    let bomb = gzip(&vec![b' '; 4 << 20]);
+    assert!(bomb.len() < 16 * 1024);
+    assert_eq!(send(bomb, "gzip").await.unwrap().status(), 413);
+    let metrics = aw.metrics().await;
+    assert!(
+        metrics.contains("authward_rejected_requests_total{reason=\"encoded_body\"} 2"),
+        "{metrics}"
+    );
+}
