@@ -620,41 +620,41 @@ enum BodyKind {
     Form,
 }
 
-/// What the content type says the body may be read as; `None` without a readable content type.
+/// What the body may be read as: (JSON, form).
 #[derive(Clone, Copy)]
-struct BodyKinds(Option<(bool, bool)>);
+struct BodyKinds(bool, bool);
 
 impl Cache<'_> {
-    /// Whether the body may be read as `kind`: a content type that says so, or none at all and a body
-    /// that looks like it (so a JSON body is never read as a form, nor a form as JSON).
+    /// Whether the body may be read as `kind`. A content type that names JSON or a form decides; under any
+    /// other content type (`text/plain`, `application/octet-stream`, ...) a body that looks like JSON is
+    /// read as JSON too, as the many backends that parse a body whatever its content type will (else a
+    /// client could hide a JSON body from the rules by its label); without a content type, a body is read
+    /// as JSON if it looks like it and as a form if not. A JSON body is never read as a form, nor a form
+    /// as JSON.
     fn body_kind(&self, kind: BodyKind) -> bool {
-        let kinds = self.body_kinds.get_or_init(|| {
+        let BodyKinds(json, form) = *self.body_kinds.get_or_init(|| {
             const FORM: &[u8] = b"application/x-www-form-urlencoded";
             let ct = self
                 .view
                 .headers
                 .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::as_bytes);
-            BodyKinds(ct.map(|ct| {
-                let json = ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"));
-                let form = ct.get(..FORM.len()).is_some_and(|p| p.eq_ignore_ascii_case(FORM));
-                (json, form)
-            }))
-        });
-        match kinds.0 {
-            Some((json, form)) => match kind {
-                BodyKind::Json => json,
-                BodyKind::Form => form,
-            },
-            None => {
-                let first = self
-                    .view
-                    .body
-                    .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied());
-                let jsonish = matches!(first, Some(b'{' | b'['));
-                (kind == BodyKind::Json) == jsonish
+                .map(|v| v.as_bytes());
+            let says_json = ct.is_some_and(|ct| ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")));
+            let says_form =
+                ct.is_some_and(|ct| ct.get(..FORM.len()).is_some_and(|p| p.eq_ignore_ascii_case(FORM)));
+            if says_json || says_form {
+                return BodyKinds(says_json, says_form);
             }
+            let first = self
+                .view
+                .body
+                .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied());
+            let jsonish = matches!(first, Some(b'{' | b'['));
+            BodyKinds(jsonish, !jsonish && ct.is_none())
+        });
+        match kind {
+            BodyKind::Json => json,
+            BodyKind::Form => form,
         }
     }
 }

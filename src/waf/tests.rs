@@ -2041,6 +2041,24 @@ fn body_cases() -> Vec<Case> {
             block("r"),
         ),
         case(
+            "json_body: JSON labelled text/plain is read as JSON",
+            &all_values,
+            "{method: POST, path: /u, headers: {content-type: text/plain}, body: '{\"a\": \"root\"}'}",
+            block("r"),
+        ),
+        case(
+            "json_body: JSON labelled application/octet-stream is read as JSON",
+            &all_values,
+            "{method: POST, path: /u, headers: {content-type: application/octet-stream}, body: ' [\"root\"]'}",
+            block("r"),
+        ),
+        case(
+            "json_body: text/plain that is not JSON is not",
+            &all_values,
+            "{method: POST, path: /u, headers: {content-type: text/plain}, body: 'root'}",
+            pass(),
+        ),
+        case(
             "json_body: a form body is not read as JSON",
             &all_values,
             "{method: POST, path: /u, form: {a: root}}",
@@ -2173,6 +2191,12 @@ fn body_cases() -> Vec<Case> {
             "all_form_fields: a JSON body is not read as a form",
             &all_form,
             "{method: POST, path: /u, json: {a: root}}",
+            pass(),
+        ),
+        case(
+            "all_form_fields: text/plain is not read as a form",
+            &all_form,
+            "{method: POST, path: /u, headers: {content-type: text/plain}, body: 'a=root'}",
             pass(),
         ),
         case(
