@@ -463,9 +463,12 @@ fn key_digest(keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>, client: &
             }
             RateKey::Ja4 => Cow::Borrowed(view.ja4.filter(|j| !j.is_empty())?),
             RateKey::Username => {
+                // Trimmed and lowercased as the risk engine keys users, so that neither case nor spaces
+                // around the name make a new key.
                 let name = view
                     .profile
                     .and_then(|f| f.username.as_deref())
+                    .map(str::trim)
                     .filter(|u| !u.is_empty())?;
                 // Most names are already lower case ASCII; `to_lowercase` would only copy them.
                 if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {

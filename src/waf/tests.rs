@@ -1333,10 +1333,10 @@ fn rate_cases() -> Vec<Case> {
             &[],
         ),
         (
-            "username (case-insensitive)",
+            "username (case and surrounding spaces ignored)",
             rate(2, "[username]"),
             login("Alice", "192.0.2.1"),
-            login("alice", "192.0.2.2"),
+            login("\" alice\\t\"", "192.0.2.2"),
             login("bob", "192.0.2.1"),
             Some("{method: POST, path: /login, client_ip: 192.0.2.1, json: {password: pw}}".into()),
             &[],
