@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod events;
+pub mod form;
 pub mod geo;
 pub mod metrics;
 pub mod mfa;

@@ -224,7 +224,7 @@ pub struct FileFieldTest {
 pub enum FileSource {
     /// A JSON pointer into the body (`/user/name`); strings, numbers and booleans count as text.
     Json(String),
-    /// A field of an urlencoded body.
+    /// A field of an urlencoded body, or a text part of a multipart/form-data one.
     Form(String),
     /// A query parameter.
     Query(String),

@@ -144,7 +144,7 @@ pub struct Fields {
 pub enum BodyLocation {
     /// A JSON pointer.
     Json(Arc<str>),
-    /// An urlencoded form field.
+    /// A form field: urlencoded, or a multipart/form-data text part.
     Form(Arc<str>),
 }
 
@@ -408,6 +408,7 @@ impl Candidates {
             headers,
             body,
             json: OnceCell::new(),
+            multipart: OnceCell::new(),
         };
         let p = self
             .profiles
@@ -1095,12 +1096,13 @@ fn parse_json(body: &[u8]) -> Option<Value> {
 
 // === impl Source ===
 
-/// The request parts that sources read; the body's JSON is parsed at most once.
+/// The request parts that sources read; the body's JSON, or its multipart fields, are parsed at most once.
 struct Request<'a> {
     query: Option<&'a str>,
     headers: &'a HeaderMap,
     body: &'a [u8],
     json: OnceCell<Option<Value>>,
+    multipart: OnceCell<Option<Vec<(String, String)>>>,
 }
 
 impl Request<'_> {
@@ -1108,11 +1110,23 @@ impl Request<'_> {
         self.json.get_or_init(|| parse_json(self.body)).as_ref()
     }
 
+    /// A form field: from a `multipart/form-data` body's text parts (as a browser's `FormData` sends a
+    /// form, and form backends read it alike), else from an urlencoded body.
+    fn form(&self, name: &str) -> Option<String> {
+        let multipart = self
+            .multipart
+            .get_or_init(|| crate::form::boundary(self.headers).map(|b| crate::form::fields(self.body, &b)));
+        match multipart {
+            Some(fields) => fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            None => urlencoded_get(self.body, name),
+        }
+    }
+
     /// The source's value, non-empty and capped; absent on anything malformed.
     fn get(&self, src: &Source) -> Option<String> {
         let v = match src {
             Source::Json(p) => pointer::get(self.json()?, p).and_then(scalar_text),
-            Source::Form(name) => urlencoded_get(self.body, name),
+            Source::Form(name) => self.form(name),
             Source::Query(name) => urlencoded_get(self.query?.as_bytes(), name),
             Source::Header(name) => self
                 .headers

@@ -534,7 +534,7 @@ impl<'a> Cache<'a> {
                 }
             }
             Field::Form(name) => Values {
-                items: form_pairs(v.body)
+                items: form_fields(v)
                     .filter(|(k, _)| k == name)
                     .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
@@ -543,7 +543,7 @@ impl<'a> Cache<'a> {
                 invalid_json: None,
             },
             Field::AllFormFields => Values {
-                items: form_pairs(v.body)
+                items: form_fields(v)
                     .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if **n == **k))
                     .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
@@ -613,6 +613,19 @@ fn form_pairs(body: Option<&[u8]>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_
     form_urlencoded::parse(body.unwrap_or_default())
 }
 
+/// The form fields of a body: a `multipart/form-data` body's text parts, else the urlencoded pairs.
+fn form_fields<'a>(v: &RequestView<'a>) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> {
+    let multipart =
+        crate::form::boundary(v.headers).map(|b| crate::form::fields(v.body.unwrap_or_default(), &b));
+    let urlencoded = if multipart.is_some() { None } else { v.body };
+    form_pairs(urlencoded).chain(
+        multipart
+            .into_iter()
+            .flatten()
+            .map(|(k, val)| (Cow::Owned(k), Cow::Owned(val))),
+    )
+}
+
 /// What a body is, by its content type.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BodyKind {
@@ -634,14 +647,16 @@ impl Cache<'_> {
     fn body_kind(&self, kind: BodyKind) -> bool {
         let BodyKinds(json, form) = *self.body_kinds.get_or_init(|| {
             const FORM: &[u8] = b"application/x-www-form-urlencoded";
+            const MULTIPART: &[u8] = b"multipart/form-data";
             let ct = self
                 .view
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .map(|v| v.as_bytes());
             let says_json = ct.is_some_and(|ct| ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")));
-            let says_form =
-                ct.is_some_and(|ct| ct.get(..FORM.len()).is_some_and(|p| p.eq_ignore_ascii_case(FORM)));
+            let starts =
+                |ct: &[u8], with: &[u8]| ct.get(..with.len()).is_some_and(|p| p.eq_ignore_ascii_case(with));
+            let says_form = ct.is_some_and(|ct| starts(ct, FORM) || starts(ct, MULTIPART));
             if says_json || says_form {
                 return BodyKinds(says_json, says_form);
             }

@@ -402,9 +402,9 @@ pub enum FileField {
     Body(FileBody),
     /// The body parsed as JSON.
     JsonBody(FileJsonBody),
-    /// One urlencoded form field's value.
+    /// One form field's value (urlencoded, or a multipart/form-data text part).
     Form(String),
-    /// Every urlencoded form field's value.
+    /// Every form field's value (urlencoded, or multipart/form-data text parts).
     AllFormFields,
     /// The TLS ClientHello fingerprint (JA4); empty for plain HTTP.
     Ja4,

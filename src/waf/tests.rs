@@ -2194,6 +2194,24 @@ fn body_cases() -> Vec<Case> {
             pass(),
         ),
         case(
+            "all_form_fields: multipart/form-data text parts",
+            &all_form,
+            "{method: POST, path: /u, headers: {content-type: 'multipart/form-data; boundary=b0'}, body: \"--b0\\r\\nContent-Disposition: form-data; name=\\\"a\\\"\\r\\n\\r\\nx\\r\\n--b0\\r\\nContent-Disposition: form-data; name=\\\"b\\\"\\r\\n\\r\\nroot\\r\\n--b0--\\r\\n\"}",
+            block("r"),
+        ),
+        case(
+            "form: one multipart/form-data text part",
+            &form,
+            "{method: POST, path: /u, headers: {content-type: 'multipart/form-data; boundary=b0'}, body: \"--b0\\r\\nContent-Disposition: form-data; name=\\\"user\\\"\\r\\n\\r\\nroot\\r\\n--b0--\\r\\n\"}",
+            block("r"),
+        ),
+        case(
+            "all_form_fields: a multipart file part is not a field",
+            &all_form,
+            "{method: POST, path: /u, headers: {content-type: 'multipart/form-data; boundary=b0'}, body: \"--b0\\r\\nContent-Disposition: form-data; name=\\\"f\\\"; filename=\\\"f.txt\\\"\\r\\n\\r\\nroot\\r\\n--b0--\\r\\n\"}",
+            pass(),
+        ),
+        case(
             "all_form_fields: text/plain is not read as a form",
             &all_form,
             "{method: POST, path: /u, headers: {content-type: text/plain}, body: 'a=root'}",

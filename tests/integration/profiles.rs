@@ -175,3 +175,38 @@ async fn compressed_sign_in_bodies_are_inspected_and_sent_on_decoded() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_sign_in_forms_are_read_like_urlencoded_ones() {
+    let up = crate::harness::Upstream::start("a").await;
+    let aw = Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
+         include:\n  - {{REPO}}/rules/profiles/json-login.yaml\n  - {{REPO}}/rules/common.yaml\n\
+         web_acl:\n  rules:\n    - {{name: common, priority: 10, group: common}}\n    - name: no-mallory\n      \
+         priority: 20\n      action: block\n      statement:\n        byte_match: {{field: username, position: \
+         exactly, values: [mallory]}}\n",
+        up.url()
+    ));
+    // As a browser sends `new FormData(form)`.
+    let send = |username: &str| {
+        let body = format!(
+            "--f0rm\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\n{username}\r\n--f0rm\r\n\
+             Content-Disposition: form-data; name=\"password\"\r\n\r\ncorrect-horse\r\n--f0rm--\r\n"
+        );
+        client()
+            .post(aw.url("/api/login"))
+            .header("content-type", "multipart/form-data; boundary=f0rm")
+            .body(body)
+            .send()
+    };
+    // The profile reads the username from the multipart form: a rule on it applies.
+    assert_eq!(send("alice").await.unwrap().status(), 200);
+    assert_eq!(send("mallory").await.unwrap().status(), 403);
+    // The web ACL's form fields include multipart text parts: an injection there is blocked.
+    assert_eq!(send("admin' OR '1'='1' --").await.unwrap().status(), 403);
+    let metrics = aw.metrics().await;
+    assert!(
+        metrics.contains("authward_requests_total{operation=\"sign_in\",status=\"403\"} 2"),
+        "{metrics}"
+    );
+}
