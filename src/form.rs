@@ -10,7 +10,15 @@ const MAX_FIELDS: usize = 512;
 
 /// The boundary of a `multipart/form-data` body, from its content type; `None` for any other body.
 pub fn boundary(headers: &HeaderMap) -> Option<String> {
+    const MULTIPART: &str = "multipart/form-data";
     let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    // Most bodies are not multipart: known without parsing the media type.
+    if !content_type
+        .get(..MULTIPART.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(MULTIPART))
+    {
+        return None;
+    }
     multer::parse_boundary(content_type).ok()
 }
 
