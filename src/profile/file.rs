@@ -172,7 +172,8 @@ pub struct FileMatch {
     pub body: Vec<FileFieldTest>,
 }
 
-/// A path matcher (the path without the query string).
+/// A path matcher (the path without the query string). Exact paths, prefixes and globs ignore ASCII case
+/// and `;parameters` in segments, as many backends route them (`/API/Login;jsessionid=1` is `/api/login`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FilePath {
@@ -182,7 +183,8 @@ pub enum FilePath {
     Prefix(String),
     /// A glob: `*` within one segment, `**` across segments (`/**/token`).
     Glob(String),
-    /// A regular expression searched in the path (anchor it with `^...$`).
+    /// A regular expression searched in the path as sent and in its lower-case form without
+    /// `;parameters` (anchor it with `^...$`).
     Regex(Pattern),
 }
 

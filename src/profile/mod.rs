@@ -4,6 +4,7 @@ pub mod file;
 pub mod pointer;
 pub mod stage;
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -277,7 +278,8 @@ impl Profiles {
         if self.methods.as_ref().is_some_and(|ms| !ms.contains(method)) {
             return None;
         }
-        let exact = self.exact.get(trim_slash(path)).map_or(&[][..], Vec::as_slice);
+        let folded = fold(path);
+        let exact = self.exact.get(trim_slash(&folded)).map_or(&[][..], Vec::as_slice);
         let (mut i, mut j, mut found) = (0, 0, Found::None);
         // Merge the two sorted index lists to keep config order.
         loop {
@@ -298,7 +300,7 @@ impl Profiles {
                 (None, None) => break,
             };
             let p = &self.profiles[next];
-            if p.head_matches(method, path, headers) {
+            if p.head_matches(method, path, &folded, headers) {
                 found = match found {
                     Found::None => Found::One([p.clone()]),
                     Found::One([first]) => Found::Many(vec![first, p.clone()]),
@@ -315,6 +317,25 @@ impl Profiles {
 
 fn trim_slash(path: &str) -> &str {
     path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path)
+}
+
+/// A path as profiles match it: ASCII lower case, and each segment without its `;parameters`. Backends
+/// route such spellings to the same handler (`/API/Login` in Express or ASP.NET, `/api/login;jsessionid=1`
+/// in Tomcat or Jetty), and a login must not go unrecognised because of one; where a backend does not, the
+/// request is only inspected as a login it is not. Most paths need no change and are not copied.
+fn fold(path: &str) -> Cow<'_, str> {
+    if !path.bytes().any(|b| b.is_ascii_uppercase() || b == b';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let segment = segment.split(';').next().unwrap_or_default();
+        out.extend(segment.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    Cow::Owned(out)
 }
 
 // === impl Candidates ===
@@ -762,9 +783,10 @@ impl Profile {
         }
     }
 
-    fn head_matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    /// Whether the method, the path (`folded` as [`fold`] makes it) and the headers match.
+    fn head_matches(&self, method: &Method, path: &str, folded: &str, headers: &HeaderMap) -> bool {
         self.methods.as_ref().is_none_or(|ms| ms.contains(method))
-            && self.paths.iter().any(|p| p.matches(path))
+            && self.paths.iter().any(|p| p.matches(path, folded))
             && self
                 .headers
                 .iter()
@@ -1011,27 +1033,29 @@ impl PathMatch {
             false => Err(invalid(path, format!("path \"{s}\" must start with /"))),
         };
         Ok(match p {
-            FilePath::Exact(s) => slash(s).map(|_| PathMatch::Exact(trim_slash(s).to_owned()))?,
-            FilePath::Prefix(s) => slash(s).map(|_| PathMatch::Prefix(s.clone()))?,
+            FilePath::Exact(s) => slash(s).map(|_| PathMatch::Exact(fold(trim_slash(s)).into_owned()))?,
+            FilePath::Prefix(s) => slash(s).map(|_| PathMatch::Prefix(fold(s).into_owned()))?,
             FilePath::Glob(s) => PathMatch::Glob(
-                glob::Pattern::new(s)
+                glob::Pattern::new(&s.to_ascii_lowercase())
                     .map_err(|e| invalid(path, format!("invalid glob \"{s}\": {}", e.msg)))?,
             ),
             FilePath::Regex(r) => PathMatch::Regex(r.0.clone()),
         })
     }
 
-    fn matches(&self, path: &str) -> bool {
+    /// Exact paths, prefixes and globs are matched as [`fold`] makes them; a regex on the path as sent, or
+    /// on its folded form.
+    fn matches(&self, path: &str, folded: &str) -> bool {
         const GLOB: glob::MatchOptions = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: true,
             require_literal_leading_dot: false,
         };
         match self {
-            PathMatch::Exact(e) => trim_slash(path) == e,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-            PathMatch::Glob(g) => g.matches_with(path, GLOB),
-            PathMatch::Regex(r) => r.is_match(path),
+            PathMatch::Exact(e) => trim_slash(folded) == e,
+            PathMatch::Prefix(p) => folded.starts_with(p.as_str()),
+            PathMatch::Glob(g) => g.matches_with(folded, GLOB),
+            PathMatch::Regex(r) => r.is_match(path) || (folded != path && r.is_match(folded)),
         }
     }
 }
@@ -1845,6 +1869,7 @@ profiles:
   - name: list
     operation: sign_out
     match: {methods: [POST, DELETE], path: [{exact: /logout}, {prefix: /session/end}]}
+  - {name: upper, operation: sign_in, match: {methods: [POST], path: {exact: /Account/LogOn}}}
 "#;
 
     #[test]
@@ -1854,7 +1879,16 @@ profiles:
             ("POST", "/login", Some("exact")),
             ("POST", "/login/", Some("exact")),
             ("POST", "/login/x", None),
-            ("POST", "/Login", None),
+            // Spellings that backends route to the same handler: case (Express, ASP.NET), `;parameters`
+            // (Tomcat, Jetty).
+            ("POST", "/Login", Some("exact")),
+            ("POST", "/LOGIN;jsessionid=abc/", Some("exact")),
+            ("POST", "/login;x/y", None),
+            ("POST", "/account/logon", Some("upper")),
+            ("POST", "/ACCOUNT/LogOn;a=b", Some("upper")),
+            ("PUT", "/Auth/X", Some("prefix")),
+            ("POST", "/Tenants/ACME/sms", Some("glob")),
+            ("POST", "/V2/Login", Some("regex")),
             ("PUT", "/auth/x/y", Some("prefix")),
             ("PUT", "/auth", None),
             ("POST", "/tenants/acme/sms", Some("glob")),

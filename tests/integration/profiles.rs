@@ -210,3 +210,34 @@ async fn multipart_sign_in_forms_are_read_like_urlencoded_ones() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_path_spelled_as_backends_route_it_is_still_a_login() {
+    let up = crate::harness::Upstream::start("a").await;
+    let aw = Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
+         include:\n  - {{REPO}}/rules/profiles/json-login.yaml\n  - {{REPO}}/rules/common.yaml\n\
+         web_acl:\n  rules:\n    - {{name: common, priority: 10, group: common}}\n",
+        up.url()
+    ));
+    let sqli = serde_json::json!({"username": "admin' OR '1'='1' --", "password": "x"});
+    // Express and ASP.NET route paths case-insensitively; Tomcat and Jetty drop `;parameters`.
+    for path in ["/API/Login", "/api/login;jsessionid=0A1B", "/Api/Login;x=1/"] {
+        let r = client().post(aw.url(path)).json(&sqli).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    // The upstream still gets the path as the client sent it.
+    let r = client()
+        .post(aw.url("/API/Login;jsessionid=0A1B"))
+        .json(&serde_json::json!({"username": "alice", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["path"], "/API/Login;jsessionid=0A1B");
+    let metrics = aw.metrics().await;
+    assert!(
+        metrics.contains("authward_requests_total{operation=\"sign_in\",status=\"403\"} 3"),
+        "{metrics}"
+    );
+}
