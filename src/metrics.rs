@@ -19,7 +19,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Profiled operations by profile, operation and outcome (success, failure, challenge, unknown).
     pub outcomes: IntCounterVec,
-    /// Requests refused before forwarding by reason (body_too_large, body_timeout, bad_body, encoded_body).
+    /// Requests refused before forwarding by reason (body_too_large, body_timeout, bad_body, encoded_body, ambiguous_fields).
     pub rejected: IntCounterVec,
     /// Web-ACL rule matches by rule and action (`shadow_<action>` for rules in shadow mode).
     pub rule_matches: IntCounterVec,

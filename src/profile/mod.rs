@@ -5,7 +5,7 @@ pub mod pointer;
 pub mod stage;
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -374,6 +374,10 @@ pub struct Matched {
     /// The request body as JSON (a byte order mark skipped), when a source read it and it parsed: the
     /// web ACL reads this document rather than parse the body again.
     pub json: Option<JsonBody>,
+    /// A form or query field that was read came more than once with different values: backends disagree
+    /// on which one counts (PHP and Django read the last, others the first), so the fields authward
+    /// extracted may not be the ones the backend acts on.
+    pub ambiguous: bool,
 }
 
 /// A request body parsed as JSON. It holds the password, so `Debug` prints `[redacted]`.
@@ -430,6 +434,7 @@ impl Candidates {
             body,
             json: OnceCell::new(),
             multipart: OnceCell::new(),
+            conflict: Cell::new(false),
         };
         let p = self
             .profiles
@@ -456,6 +461,7 @@ impl Candidates {
         Some(Matched {
             profile: p.clone(),
             fields,
+            ambiguous: req.conflict.get(),
             json: req.json.into_inner().flatten().map(JsonBody),
         })
     }
@@ -1127,6 +1133,8 @@ struct Request<'a> {
     body: &'a [u8],
     json: OnceCell<Option<Value>>,
     multipart: OnceCell<Option<Vec<(String, String)>>>,
+    /// Set when a form or query field read had differing values (see [`Matched::ambiguous`]).
+    conflict: Cell<bool>,
 }
 
 impl Request<'_> {
@@ -1141,9 +1149,18 @@ impl Request<'_> {
             .multipart
             .get_or_init(|| crate::form::boundary(self.headers).map(|b| crate::form::fields(self.body, &b)));
         match multipart {
-            Some(fields) => fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            None => urlencoded_get(self.body, name),
+            Some(fields) => self.single(fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone())),
+            None => self.single(urlencoded_values(self.body, name)),
         }
+    }
+
+    /// The first of a field's values, noting a conflict when a later one differs.
+    fn single(&self, mut values: impl Iterator<Item = String>) -> Option<String> {
+        let first = values.next()?;
+        if values.any(|v| v != first) {
+            self.conflict.set(true);
+        }
+        Some(first)
     }
 
     /// The source's value, non-empty and capped; absent on anything malformed.
@@ -1151,7 +1168,7 @@ impl Request<'_> {
         let v = match src {
             Source::Json(p) => pointer::get(self.json()?, p).and_then(scalar_text),
             Source::Form(name) => self.form(name),
-            Source::Query(name) => urlencoded_get(self.query?.as_bytes(), name),
+            Source::Query(name) => self.single(urlencoded_values(self.query?.as_bytes(), name)),
             Source::Header(name) => self
                 .headers
                 .get(name)
@@ -1207,9 +1224,10 @@ impl Source {
     }
 }
 
-/// The first value of `name` in an urlencoded string; absent when it is not valid percent-encoded UTF-8.
-fn urlencoded_get(raw: &[u8], name: &str) -> Option<String> {
-    raw.split(|&b| b == b'&').find_map(|pair| {
+/// The values of `name` in an urlencoded string, in order; those that are not valid percent-encoded UTF-8
+/// are left out.
+fn urlencoded_values<'a>(raw: &'a [u8], name: &'a str) -> impl Iterator<Item = String> + 'a {
+    raw.split(|&b| b == b'&').filter_map(move |pair| {
         let (k, v) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &[][..]),
@@ -1871,6 +1889,72 @@ profiles:
     match: {methods: [POST, DELETE], path: [{exact: /logout}, {prefix: /session/end}]}
   - {name: upper, operation: sign_in, match: {methods: [POST], path: {exact: /Account/LogOn}}}
 "#;
+
+    #[test]
+    fn a_field_repeated_with_different_values_is_ambiguous() {
+        let ps = profiles(
+            "profiles:\n  - {name: f, operation: sign_in, match: {path: {exact: /login}}, fields: {username: [{form: \
+             username}, {query: user}], password: [{form: password}]}}\n",
+        );
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        let multipart = [("content-type", "multipart/form-data; boundary=b")];
+        let part = |name: &str, value: &str| {
+            format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+        };
+        let cases: [(&str, &[(&str, &str)], String, Option<&str>, bool); 6] = [
+            (
+                "/login",
+                &form,
+                "username=alice&password=x".into(),
+                Some("alice"),
+                false,
+            ),
+            // The same value twice is no doubt.
+            (
+                "/login",
+                &form,
+                "username=alice&password=x&username=alice".into(),
+                Some("alice"),
+                false,
+            ),
+            // PHP and Django would take `victim`.
+            (
+                "/login",
+                &form,
+                "username=decoy&password=x&username=victim".into(),
+                Some("decoy"),
+                true,
+            ),
+            (
+                "/login",
+                &form,
+                "username=a&password=x&password=y".into(),
+                Some("a"),
+                true,
+            ),
+            ("/login?user=a&user=b", &[], String::new(), Some("a"), true),
+            (
+                "/login",
+                &multipart,
+                format!(
+                    "{}{}{}--b--\r\n",
+                    part("username", "decoy"),
+                    part("password", "x"),
+                    part("username", "victim")
+                ),
+                Some("decoy"),
+                true,
+            ),
+        ];
+        for (uri, hs, body, user, ambiguous) in cases {
+            let m = run(&ps, "POST", uri, hs, body.as_bytes()).unwrap();
+            assert_eq!(
+                (m.fields.username.as_deref(), m.ambiguous),
+                (user, ambiguous),
+                "{uri} {body}"
+            );
+        }
+    }
 
     #[test]
     fn path_matchers() {

@@ -113,6 +113,15 @@ impl Stage for Recognize {
             }
         };
         ex.profile = candidates.resolve(ex.request.uri.query(), &ex.request.headers, &bytes);
+        if ex.profile.as_ref().is_some_and(|m| m.ambiguous) {
+            ex.rejected = Some("ambiguous_fields");
+            return Flow::Respond(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "a field of this request is sent more than once with different values",
+                &ex.ctx.request_id,
+            ));
+        }
         if let Some(m) = &ex.profile {
             ex.labels.extend(m.labels());
         }

@@ -241,3 +241,36 @@ async fn a_login_path_spelled_as_backends_route_it_is_still_a_login() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_that_repeats_its_username_with_another_value_is_refused() {
+    let up = crate::harness::Upstream::start("a").await;
+    let aw = Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
+         include:\n  - {{REPO}}/rules/profiles/form-login.yaml\n",
+        up.url()
+    ));
+    let send = |body: &'static str| {
+        client()
+            .post(aw.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    // authward would count the first name, PHP or Django would sign in the last: refused, never forwarded.
+    let r = send("username=decoy&password=guess&username=victim")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Repeating the same value is not ambiguous.
+    let r = send("username=alice&password=pw&username=alice").await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["body"],
+        "username=alice&password=pw&username=alice"
+    );
+    let metrics = aw.metrics().await;
+    assert!(
+        metrics.contains("authward_rejected_requests_total{reason=\"ambiguous_fields\"} 1"),
+        "{metrics}"
+    );
+}
