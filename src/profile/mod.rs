@@ -1901,7 +1901,9 @@ profiles:
         let part = |name: &str, value: &str| {
             format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
         };
-        let cases: [(&str, &[(&str, &str)], String, Option<&str>, bool); 6] = [
+        // (URI, headers, body, the username read, ambiguous)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], String, Option<&'a str>, bool);
+        let cases: [Case; 6] = [
             (
                 "/login",
                 &form,
