@@ -338,7 +338,7 @@ impl Upstream {
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (its `Upgrade`, with `upgrade` among the
-/// `Connection` options), e.g. `websocket`: sent on to the upstream, and tunnelled once it agrees (101).
+/// `Connection` options), if it is `websocket`: sent on to the upstream, and tunnelled once it agrees (101).
 /// hyper marks such requests with the means to take over their connection: without it (most requests,
 /// and every request not from a client connection) nothing is looked up.
 fn upgrade_of(request: &http::request::Parts) -> Option<HeaderValue> {
@@ -353,11 +353,11 @@ fn upgrade_of(request: &http::request::Parts) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|option| option.trim().eq_ignore_ascii_case("upgrade"));
-    if asked {
-        request.headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+    // WebSocket only: a tunnel carries whatever the client sends next past every stage, so a protocol that
+    // carries more HTTP requests (h2c: "h2c smuggling") must never get one.
+    let protocol = request.headers.get(header::UPGRADE)?;
+    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+    (asked && websocket).then(|| protocol.clone())
 }
 
 /// HTTP/1.1 on our own connection: the request line carries the origin form.

@@ -714,6 +714,24 @@ async fn upgrades_are_tunnelled_after_the_web_acl_and_hold_their_connection_slot
         .unwrap();
     assert_eq!((status.as_u16(), body.as_str()), (200, "plain"));
 
+    // Only WebSocket is tunnelled: h2c would carry further requests past every stage (h2c smuggling).
+    let mut h2c = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let head = raw_head(
+        &mut h2c,
+        "GET /h2c HTTP/1.1\r\nHost: app.test\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    drop(h2c); // (it holds the only connection slot)
+    let last = heads.lock().unwrap().last().unwrap().clone();
+    assert!(
+        last.starts_with("get /h2c") && !last.contains("upgrade") && !last.contains("http2-settings"),
+        "{last}"
+    );
+
     // `Upgrade` without `upgrade` among the `Connection` options is a hop-by-hop header like any other.
     let r = client()
         .get(aw.url("/plain"))
