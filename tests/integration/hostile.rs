@@ -225,6 +225,90 @@ fn hostile_requests() -> Vec<(String, Vec<u8>)> {
         "ChallengeName": "SOFTWARE_TOKEN_MFA", "ClientId": "c", "Session": "\u{0}not-a-session",
         "ChallengeResponses": {"USERNAME": 5, "SOFTWARE_TOKEN_MFA_CODE": "abc"}
     });
+    // This session's parsers: compressed bodies, multipart forms, folded paths, upgrades.
+    let gzipped = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(br#"{"username":"gz@example.com","password":"p"}"#)
+            .unwrap();
+        e.finish().unwrap()
+    };
+    let encoded: Vec<(&str, Vec<u8>)> = vec![
+        ("gzip", b"not gzip".to_vec()),
+        ("gzip", gzipped[..gzipped.len() / 2].to_vec()),
+        ("gzip", Vec::new()),
+        ("gzip", [gzipped.clone(), b"trailing junk".to_vec()].concat()),
+        ("deflate", b"\x78\x9c\xff\xff\xff".to_vec()),
+        ("deflate", b"\x00\x01".to_vec()),
+        ("gzip, gzip", gzipped.clone()),
+        ("br", gzipped.clone()),
+        ("\x7f\x00", gzipped.clone()),
+    ];
+    for (i, (encoding, body)) in encoded.into_iter().enumerate() {
+        let headers = [JSON, format!("Content-Encoding: {encoding}\r\n").as_bytes()].concat();
+        out.push((
+            format!("encoded body {i} ({encoding})"),
+            request("POST", b"/api/login", &headers, &body),
+        ));
+    }
+    let part = |name: &str, value: &str| {
+        format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+    };
+    let multipart: Vec<(&str, Vec<u8>)> = vec![
+        ("multipart/form-data", part("username", "x")),
+        ("multipart/form-data; boundary=b", part("username", "x")),
+        (
+            "multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data\r\n\r\nnameless\r\n--b--\r\n".into(),
+        ),
+        ("multipart/form-data; boundary=b", "--b--\r\n".into()),
+        ("multipart/form-data; boundary=b", "--b\r\n\r\n\r\n".into()),
+        (
+            "multipart/form-data; boundary=b",
+            (0..2000).map(|i| part(&format!("f{i}"), "v")).collect::<String>() + "--b--\r\n",
+        ),
+        ("multipart/form-data; boundary=\"\"", part("username", "x")),
+        (
+            "multipart/form-data; boundary=b",
+            format!("{}{}--b--\r\n", part("username", "a"), part("username", "b")),
+        ),
+    ]
+    .into_iter()
+    .map(|(ct, body)| (ct, body.into_bytes()))
+    .collect();
+    for (i, (content_type, mut body)) in multipart.into_iter().enumerate() {
+        if i == 0 {
+            body.extend_from_slice(b"\xff\xfe");
+        }
+        let headers = format!("Content-Type: {content_type}\r\n").into_bytes();
+        out.push((
+            format!("multipart body {i}"),
+            request("POST", b"/api/login", &headers, &body),
+        ));
+    }
+    for path in [
+        "/API/LOGIN;;;",
+        "/api/login;=;=/",
+        "/Api/Login;jsessionid=%ff",
+        "/;/;/;",
+        "/api/login;a=b/..;/x",
+    ] {
+        out.push((
+            format!("path {path:?}"),
+            request("POST", path.as_bytes(), FORM, b"username=a&password=b&username=c"),
+        ));
+    }
+    for upgrade in [
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+        "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+        "Connection: Upgrade\r\n",
+        "Upgrade: websocket, h2c\r\nConnection: upgrade, upgrade\r\n",
+    ] {
+        out.push((
+            format!("upgrade {upgrade:?}"),
+            request("GET", b"/ws", upgrade.as_bytes(), b""),
+        ));
+    }
     out.push((
         "cognito MFA answer with a forged session".into(),
         request(
