@@ -182,27 +182,17 @@ mod tests {
         h
     }
 
-    fn compress(encoding: &str, plain: &[u8]) -> Vec<u8> {
-        use flate2::Compression;
-        use std::io::Write;
+    fn compress(format: &str, plain: &[u8]) -> Vec<u8> {
+        use flate2::{Compression, read};
+        use std::io::Read;
+        let level = Compression::default();
+        let mut encoder: Box<dyn Read + '_> = match format {
+            "gzip" => Box::new(read::GzEncoder::new(plain, level)),
+            "zlib" => Box::new(read::ZlibEncoder::new(plain, level)),
+            _ => Box::new(read::DeflateEncoder::new(plain, level)),
+        };
         let mut out = Vec::new();
-        match encoding {
-            "gzip" => {
-                let mut e = flate2::write::GzEncoder::new(&mut out, Compression::default());
-                e.write_all(plain).unwrap();
-                e.finish().unwrap();
-            }
-            "zlib" => {
-                let mut e = flate2::write::ZlibEncoder::new(&mut out, Compression::default());
-                e.write_all(plain).unwrap();
-                e.finish().unwrap();
-            }
-            _ => {
-                let mut e = flate2::write::DeflateEncoder::new(&mut out, Compression::default());
-                e.write_all(plain).unwrap();
-                e.finish().unwrap();
-            }
-        }
+        encoder.read_to_end(&mut out).unwrap();
         out
     }
 

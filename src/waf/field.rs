@@ -289,6 +289,8 @@ pub struct Cache<'a> {
     slots: Vec<Slot<'a>>,
     /// What the content type says the body is.
     body_kinds: OnceCell<BodyKinds>,
+    /// A `multipart/form-data` body's text fields, parsed once for every form field that reads them.
+    multipart: OnceCell<Option<Vec<(String, String)>>>,
 }
 
 /// One input's values and injection verdicts.
@@ -318,6 +320,7 @@ impl<'a> Cache<'a> {
             read_as,
             slots: (0..read_as.len()).map(|_| Slot::default()).collect(),
             body_kinds: OnceCell::new(),
+            multipart: OnceCell::new(),
         }
     }
 
@@ -534,7 +537,8 @@ impl<'a> Cache<'a> {
                 }
             }
             Field::Form(name) => Values {
-                items: form_fields(v)
+                items: self
+                    .form_fields()
                     .filter(|(k, _)| k == name)
                     .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
@@ -543,7 +547,8 @@ impl<'a> Cache<'a> {
                 invalid_json: None,
             },
             Field::AllFormFields => Values {
-                items: form_fields(v)
+                items: self
+                    .form_fields()
                     .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if **n == **k))
                     .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
@@ -613,19 +618,6 @@ fn form_pairs(body: Option<&[u8]>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_
     form_urlencoded::parse(body.unwrap_or_default())
 }
 
-/// The form fields of a body: a `multipart/form-data` body's text parts, else the urlencoded pairs.
-fn form_fields<'a>(v: &RequestView<'a>) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> {
-    let multipart =
-        crate::form::boundary(v.headers).map(|b| crate::form::fields(v.body.unwrap_or_default(), &b));
-    let urlencoded = if multipart.is_some() { None } else { v.body };
-    form_pairs(urlencoded).chain(
-        multipart
-            .into_iter()
-            .flatten()
-            .map(|(k, val)| (Cow::Owned(k), Cow::Owned(val))),
-    )
-}
-
 /// What a body is, by its content type.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BodyKind {
@@ -637,7 +629,23 @@ enum BodyKind {
 #[derive(Clone, Copy)]
 struct BodyKinds(bool, bool);
 
-impl Cache<'_> {
+impl<'a> Cache<'a> {
+    /// The form fields of the body: a `multipart/form-data` body's text parts (parsed once), else the
+    /// urlencoded pairs.
+    fn form_fields(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + '_ {
+        let v = self.view;
+        let multipart = self.multipart.get_or_init(|| {
+            crate::form::boundary(v.headers).map(|b| crate::form::fields(v.body.unwrap_or_default(), &b))
+        });
+        let urlencoded = if multipart.is_some() { None } else { v.body };
+        form_pairs(urlencoded).chain(
+            multipart
+                .iter()
+                .flatten()
+                .map(|(k, val)| (Cow::Owned(k.clone()), Cow::Owned(val.clone()))),
+        )
+    }
+
     /// Whether the body may be read as `kind`. A content type that names JSON or a form decides; under any
     /// other content type (`text/plain`, `application/octet-stream`, ...) a body that looks like JSON is
     /// read as JSON too, as the many backends that parse a body whatever its content type will (else a

@@ -362,3 +362,13 @@ where
     });
     Served { addr, _stop: tx }
 }
+
+/// `data` compressed as gzip.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzEncoder::new(data, flate2::Compression::default())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}

@@ -226,13 +226,7 @@ fn hostile_requests() -> Vec<(String, Vec<u8>)> {
         "ChallengeResponses": {"USERNAME": 5, "SOFTWARE_TOKEN_MFA_CODE": "abc"}
     });
     // This session's parsers: compressed bodies, multipart forms, folded paths, upgrades.
-    let gzipped = {
-        use std::io::Write;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(br#"{"username":"gz@example.com","password":"p"}"#)
-            .unwrap();
-        e.finish().unwrap()
-    };
+    let gzipped = crate::harness::gzip(br#"{"username":"gz@example.com","password":"p"}"#);
     let encoded: Vec<(&str, Vec<u8>)> = vec![
         ("gzip", b"not gzip".to_vec()),
         ("gzip", gzipped[..gzipped.len() / 2].to_vec()),

@@ -2,7 +2,7 @@
 
 use authward::demo::login_service::LoginService;
 
-use crate::harness::{Authward, client};
+use crate::harness::{Authward, client, gzip};
 
 /// Starts the demo login service on a free port; returns its base URL and the stop handle.
 async fn login_service() -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -116,23 +116,30 @@ async fn json_and_form_logins_are_recognised_and_classified() {
     }
 }
 
-/// `data` compressed as gzip.
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
+/// The web-ACL rule that turns the shipped `common` group on.
+const COMMON: &str = "    - {name: common, priority: 10, group: common}\n";
+
+/// authward before an echo upstream with these files of the repository's `rules/` and web-ACL `rules`.
+fn before_echo(upstream: &str, include: &[&str], rules: &str) -> Authward {
+    let include: String = include
+        .iter()
+        .map(|f| format!("  - {{REPO}}/rules/{f}\n"))
+        .collect();
+    let acl = if rules.is_empty() {
+        String::new()
+    } else {
+        format!("web_acl:\n  rules:\n{rules}")
+    };
+    Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: \
+         {upstream}\ninclude:\n{include}{acl}"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_sign_in_bodies_are_inspected_and_sent_on_decoded() {
     let up = crate::harness::Upstream::start("a").await;
-    let aw = Authward::start(&format!(
-        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
-         include:\n  - {{REPO}}/rules/profiles/json-login.yaml\n  - {{REPO}}/rules/common.yaml\n\
-         web_acl:\n  rules:\n    - {{name: common, priority: 10, group: common}}\n",
-        up.url()
-    ));
+    let aw = before_echo(&up.url(), &["profiles/json-login.yaml", "common.yaml"], COMMON);
     let c = client();
     let send = |body: Vec<u8>, encoding: &'static str| {
         c.post(aw.url("/api/login"))
@@ -179,14 +186,14 @@ async fn compressed_sign_in_bodies_are_inspected_and_sent_on_decoded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_sign_in_forms_are_read_like_urlencoded_ones() {
     let up = crate::harness::Upstream::start("a").await;
-    let aw = Authward::start(&format!(
-        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
-         include:\n  - {{REPO}}/rules/profiles/json-login.yaml\n  - {{REPO}}/rules/common.yaml\n\
-         web_acl:\n  rules:\n    - {{name: common, priority: 10, group: common}}\n    - name: no-mallory\n      \
-         priority: 20\n      action: block\n      statement:\n        byte_match: {{field: username, position: \
-         exactly, values: [mallory]}}\n",
-        up.url()
-    ));
+    let aw = before_echo(
+        &up.url(),
+        &["profiles/json-login.yaml", "common.yaml"],
+        &format!(
+            "{COMMON}    - name: no-mallory\n      priority: 20\n      action: block\n      statement:\n        \
+             byte_match: {{field: username, position: exactly, values: [mallory]}}\n"
+        ),
+    );
     // As a browser sends `new FormData(form)`.
     let send = |username: &str| {
         let body = format!(
@@ -214,12 +221,7 @@ async fn multipart_sign_in_forms_are_read_like_urlencoded_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_path_spelled_as_backends_route_it_is_still_a_login() {
     let up = crate::harness::Upstream::start("a").await;
-    let aw = Authward::start(&format!(
-        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
-         include:\n  - {{REPO}}/rules/profiles/json-login.yaml\n  - {{REPO}}/rules/common.yaml\n\
-         web_acl:\n  rules:\n    - {{name: common, priority: 10, group: common}}\n",
-        up.url()
-    ));
+    let aw = before_echo(&up.url(), &["profiles/json-login.yaml", "common.yaml"], COMMON);
     let sqli = serde_json::json!({"username": "admin' OR '1'='1' --", "password": "x"});
     // Express and ASP.NET route paths case-insensitively; Tomcat and Jetty drop `;parameters`.
     for path in ["/API/Login", "/api/login;jsessionid=0A1B", "/Api/Login;x=1/"] {
@@ -245,11 +247,7 @@ async fn a_login_path_spelled_as_backends_route_it_is_still_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_that_repeats_its_username_with_another_value_is_refused() {
     let up = crate::harness::Upstream::start("a").await;
-    let aw = Authward::start(&format!(
-        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
-         include:\n  - {{REPO}}/rules/profiles/form-login.yaml\n",
-        up.url()
-    ));
+    let aw = before_echo(&up.url(), &["profiles/form-login.yaml"], "");
     let send = |body: &'static str| {
         client()
             .post(aw.url("/login"))
