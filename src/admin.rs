@@ -157,10 +157,11 @@ async fn user_events(shared: &Shared, raw_user: &str, query: Option<&str>) -> Re
             _ => {}
         }
     }
+    let limits = shared.runtime.load().config.events.history;
     match shared
         .recorder
         .history()
-        .list(&username, limit, cursor.as_deref())
+        .list(&username, limit, cursor.as_deref(), &limits)
         .await
     {
         Ok(page) => json(

@@ -1,16 +1,20 @@
-//! The per-user event history in the store: one record per event and a capped, newest-first index per user.
+//! The per-user event history in the store: one capped, newest-first list of event records per user.
 //!
-//! An event is stored as JSON under `rec/event/<event_id>` with the history TTL; its id is pushed onto
-//! `rec/user-events/<username>`, a store list capped at `max_per_user` whose TTL is renewed by each push.
-//! When a push drops the oldest id off the list, that event's record is deleted too, so the records of a
-//! user never outnumber the cap (two pushes racing, or a reload that lowers the cap, can leave records
-//! that are no longer listed to expire with their TTL).
+//! A user's events are stored as JSON, newest first, in the store list `rec/events/<tag>`, capped at
+//! `max_per_user` (a push drops the oldest) and expiring `ttl` after its last push; an event older than
+//! `ttl` is no longer shown even while its list lives on. `<tag>` is 64 bits of a hash of the username,
+//! and an event's id (a ULID) carries its user's tag in its random part ([`super::new_event_id`]), so that
+//! an event is found from its id alone (feedback) while recording it writes one key, not one per event
+//! plus an index. Users whose tags collide share a list, each seeing only their own events.
+//!
+//! Histories written before this layout (a record `rec/event/<id>` per event and an id list
+//! `rec/user-events/<username>`) are still read, after the newer events, until they expire.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use super::{Event, Feedback};
 use crate::clock::SharedClock;
@@ -49,8 +53,11 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// Ids read from the index per store call while paging.
-const INDEX_CHUNK: usize = 128;
+/// List items read per store call while paging.
+const CHUNK: usize = 128;
+
+/// Times a feedback write is retried when the record changed between its read and its write.
+const FEEDBACK_TRIES: usize = 3;
 
 /// The event history over a store.
 #[derive(Debug, Clone)]
@@ -59,17 +66,93 @@ pub struct History {
     clock: SharedClock,
 }
 
-fn event_key(event_id: &str) -> String {
+/// The 64-bit history tag of a username (the first 8 bytes of a domain-separated SHA-256).
+pub fn user_tag(username: &str) -> u64 {
+    let d = Sha256::new()
+        .chain_update(b"authward event history\n")
+        .chain_update(username.as_bytes())
+        .finalize();
+    let mut tag = [0; 8];
+    tag.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(tag)
+}
+
+/// The bits of an event id's random part below its user tag.
+pub const TAG_SHIFT: u32 = 16;
+
+/// An event id's time (ms) and user tag, if it is a ULID.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let u = ulid::Ulid::from_string(id).ok()?;
+    Some((u.timestamp_ms(), (u.random() >> TAG_SHIFT) as u64))
+}
+
+fn list_key(tag: u64) -> String {
+    crate::store::hex_key("rec/events/", &tag.to_be_bytes())
+}
+
+fn legacy_event_key(event_id: &str) -> String {
     record_key("event", event_id)
 }
 
-fn user_key(username: &str) -> String {
+fn legacy_user_key(username: &str) -> String {
     record_key("user-events", username)
 }
 
-/// Whether `id` has the shape of an event id (a ULID), so that no other text becomes part of a store key.
-fn is_event_id(id: &str) -> bool {
-    ulid::Ulid::from_string(id).is_ok()
+/// Whether an event made at `made_ms` is older than the history keeps.
+fn expired(made_ms: u64, limits: &HistoryLimits, now_ms: u64) -> bool {
+    let ttl = u64::try_from(limits.ttl.as_millis()).unwrap_or(u64::MAX);
+    made_ms.saturating_add(ttl) <= now_ms
+}
+
+/// Which of a user's events a listing is past.
+struct Cursor<'a> {
+    id: Option<&'a str>,
+    passed: bool,
+}
+
+impl Cursor<'_> {
+    /// Whether the event with this id comes after the cursor (newest first): ids are skipped until the
+    /// cursor's id is met, or an older one if the cap dropped it.
+    fn admits(&mut self, id: &str) -> bool {
+        if self.passed {
+            return true;
+        }
+        match self.id {
+            Some(c) if id == c => {
+                self.passed = true;
+                false
+            }
+            Some(c) if id < c => {
+                self.passed = true;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+}
+
+/// A listing being filled: up to `limit` events, and whether more follow.
+struct Fill<'a> {
+    events: Vec<Event>,
+    limit: usize,
+    more: bool,
+    cursor: Cursor<'a>,
+}
+
+impl Fill<'_> {
+    /// Offers the next event (newest first); false once the page is full and one more was seen.
+    fn offer(&mut self, event: Event) -> bool {
+        if !self.cursor.admits(&event.event_id) {
+            return true;
+        }
+        if self.events.len() == self.limit {
+            self.more = true;
+            return false;
+        }
+        self.events.push(event);
+        true
+    }
 }
 
 impl History {
@@ -77,8 +160,8 @@ impl History {
         History { store, clock }
     }
 
-    /// Stores the event and indexes it under its user. Events without a username are not stored (they
-    /// still reach the sinks); returns whether it was stored.
+    /// Stores the event in its user's history. Events without a username are not stored (they still
+    /// reach the sinks); returns whether it was stored.
     pub async fn append(&self, event: &Event, limits: &HistoryLimits) -> Result<bool, HistoryError> {
         self.append_encoded(event, None, limits).await
     }
@@ -94,127 +177,160 @@ impl History {
         let Some(username) = event.username.as_deref() else {
             return Ok(false);
         };
+        let tag = user_tag(username);
+        debug_assert_eq!(
+            parse_id(&event.event_id).map(|(_, t)| t),
+            Some(tag),
+            "an event id made without its username's tag cannot be found by id"
+        );
         let json = match json {
             Some(json) => json,
             None => to_json(event)?,
         };
-        let index = user_key(username);
         let cap = limits.max_per_user.max(1);
-        let replies = self
-            .store
-            .batch(vec![
-                // The id that the push below will drop, if the list is full.
-                Op::ListRange {
-                    key: index.clone(),
-                    start: cap - 1,
-                    count: 1,
-                },
-                Op::Put {
-                    key: event_key(&event.event_id),
-                    value: json,
-                    ttl: Some(limits.ttl),
-                },
-                Op::ListPush {
-                    key: index,
-                    value: Bytes::copy_from_slice(event.event_id.as_bytes()),
-                    cap,
-                    ttl: Some(limits.ttl),
-                },
-            ])
+        self.store
+            .list_push(&list_key(tag), json, cap, Some(limits.ttl))
             .await?;
-        if let Some(Reply::Values(dropped)) = replies.first() {
-            for id in dropped.iter().filter_map(|b| std::str::from_utf8(b).ok()) {
-                if id != event.event_id && is_event_id(id) {
-                    self.store.delete(&event_key(id)).await?;
-                }
-            }
-        }
         Ok(true)
     }
 
     /// The event with this id, if it is still kept.
-    pub async fn get(&self, event_id: &str) -> Result<Option<Event>, HistoryError> {
-        if !is_event_id(event_id) {
+    pub async fn get(&self, event_id: &str, limits: &HistoryLimits) -> Result<Option<Event>, HistoryError> {
+        Ok(self.find(event_id, limits).await?.map(|(event, _)| event))
+    }
+
+    /// The event with this id and the stored bytes it was read from (`None` for a legacy record).
+    async fn find(
+        &self,
+        event_id: &str,
+        limits: &HistoryLimits,
+    ) -> Result<Option<(Event, Option<Bytes>)>, HistoryError> {
+        let Some((made, tag)) = parse_id(event_id) else {
             return Ok(None);
+        };
+        if expired(made, limits, self.clock.now_ms()) {
+            return Ok(None);
+        }
+        let key = list_key(tag);
+        let needle = event_id.as_bytes();
+        let mut read = 0;
+        loop {
+            let chunk = self.store.list_range(&key, read, CHUNK).await?;
+            read += chunk.len();
+            for item in &chunk {
+                // The id's text appears in its record; most items are passed over without decoding.
+                if !item.windows(needle.len()).any(|w| w == needle) {
+                    continue;
+                }
+                if let Some(e) = decode(item).filter(|e| e.event_id == event_id) {
+                    return Ok(Some((e, Some(item.clone()))));
+                }
+            }
+            if chunk.len() < CHUNK {
+                break;
+            }
         }
         Ok(self
             .store
-            .get(&event_key(event_id))
+            .get(&legacy_event_key(event_id))
             .await?
-            .and_then(|b| decode(event_id, &b)))
+            .and_then(|b| decode(&b))
+            .map(|e| (e, None)))
     }
 
     /// Up to `limit` of the user's events, newest first, older than `cursor` (a previous page's
-    /// `next_cursor`). Ids whose event has expired are skipped.
+    /// `next_cursor`). Events older than the TTL are skipped.
     pub async fn list(
         &self,
         username: &str,
         limit: usize,
         cursor: Option<&str>,
+        limits: &HistoryLimits,
     ) -> Result<Page, HistoryError> {
-        if cursor.is_some_and(|c| !is_event_id(c)) {
+        if cursor.is_some_and(|c| parse_id(c).is_none()) {
             return Err(HistoryError::BadCursor);
         }
-        let index = user_key(username);
-        let limit = limit.max(1);
-        let mut ids: VecDeque<String> = VecDeque::new();
+        let now = self.clock.now_ms();
+        let live = |e: &Event| {
+            e.username.as_deref() == Some(username)
+                && parse_id(&e.event_id).is_some_and(|(made, _)| !expired(made, limits, now))
+        };
+        let mut fill = Fill {
+            events: Vec::with_capacity(limit.max(1)),
+            limit: limit.max(1),
+            more: false,
+            cursor: Cursor {
+                id: cursor,
+                passed: cursor.is_none(),
+            },
+        };
+        let key = list_key(user_tag(username));
         let mut read = 0;
-        let mut exhausted = false;
-        // Until the cursor's id is met (or an older one, if the cap dropped it), ids are skipped.
-        let mut past_cursor = cursor.is_none();
-        let mut events = Vec::with_capacity(limit);
-        loop {
-            if events.len() == limit {
+        'list: loop {
+            let chunk = self.store.list_range(&key, read, CHUNK).await?;
+            read += chunk.len();
+            for e in chunk.iter().filter_map(|b| decode(b)).filter(|e| live(e)) {
+                if !fill.offer(e) {
+                    break 'list;
+                }
+            }
+            if chunk.len() < CHUNK {
                 break;
             }
-            if ids.is_empty() {
-                if exhausted {
-                    break;
-                }
-                let chunk = self.store.list_range(&index, read, INDEX_CHUNK).await?;
-                read += chunk.len();
-                exhausted = chunk.len() < INDEX_CHUNK;
-                for id in chunk.iter().filter_map(|b| std::str::from_utf8(b).ok()) {
-                    if !past_cursor {
-                        match cursor {
-                            Some(c) if id == c => {
-                                past_cursor = true;
-                                continue;
-                            }
-                            Some(c) if id < c => past_cursor = true,
-                            _ => continue,
-                        }
-                    }
-                    ids.push_back(id.to_string());
-                }
-                continue;
-            }
-            let take = (limit - events.len()).min(ids.len());
-            let batch: Vec<String> = ids.drain(..take).collect();
-            let replies = self
-                .store
-                .batch(batch.iter().map(|id| Op::Get { key: event_key(id) }).collect())
-                .await?;
-            for (id, reply) in batch.iter().zip(replies) {
-                if let Reply::Value(Some(b)) = reply {
-                    if let Some(e) = decode(id, &b) {
-                        events.push(e);
-                    }
-                }
-            }
         }
-        let more =
-            !ids.is_empty() || (!exhausted && !self.store.list_range(&index, read, 1).await?.is_empty());
-        let next_cursor = if more {
-            events.last().map(|e| e.event_id.clone())
+        if !fill.more {
+            self.legacy_list(username, &mut fill, &live).await?;
+        }
+        let next_cursor = if fill.more {
+            fill.events.last().map(|e| e.event_id.clone())
         } else {
             None
         };
-        Ok(Page { events, next_cursor })
+        Ok(Page {
+            events: fill.events,
+            next_cursor,
+        })
     }
 
-    /// Records feedback on an event and rewrites its record (keeping its expiry). Giving the same value
-    /// again changes nothing; returns the event and whether it changed.
+    /// Continues a listing into the user's history in the legacy layout (an id list and a record each).
+    async fn legacy_list(
+        &self,
+        username: &str,
+        fill: &mut Fill<'_>,
+        live: &impl Fn(&Event) -> bool,
+    ) -> Result<(), HistoryError> {
+        let index = legacy_user_key(username);
+        let mut read = 0;
+        loop {
+            let chunk = self.store.list_range(&index, read, CHUNK).await?;
+            read += chunk.len();
+            let ids: Vec<&str> = chunk.iter().filter_map(|b| std::str::from_utf8(b).ok()).collect();
+            let replies = self
+                .store
+                .batch(
+                    ids.iter()
+                        .map(|id| Op::Get {
+                            key: legacy_event_key(id),
+                        })
+                        .collect(),
+                )
+                .await?;
+            for reply in replies {
+                let Reply::Value(Some(b)) = reply else { continue };
+                if let Some(e) = decode(&b).filter(|e| live(e)) {
+                    if !fill.offer(e) {
+                        return Ok(());
+                    }
+                }
+            }
+            if chunk.len() < CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records feedback on an event and rewrites its record. Giving the same value again changes
+    /// nothing; returns the event and whether it changed.
     pub async fn set_feedback(
         &self,
         event_id: &str,
@@ -222,20 +338,36 @@ impl History {
         limits: &HistoryLimits,
     ) -> Result<(Event, bool), HistoryError> {
         let not_found = || HistoryError::NotFound(event_id.to_string());
-        let mut event = self.get(event_id).await?.ok_or_else(not_found)?;
-        if event.feedback.as_ref().is_some_and(|f| f.value == feedback.value) {
-            return Ok((event, false));
+        for _ in 0..FEEDBACK_TRIES {
+            let (mut event, stored) = self.find(event_id, limits).await?.ok_or_else(not_found)?;
+            if event.feedback.as_ref().is_some_and(|f| f.value == feedback.value) {
+                return Ok((event, false));
+            }
+            event.feedback = Some(feedback.clone());
+            let json = to_json(&event)?;
+            match stored {
+                Some(old) => {
+                    let (_, tag) = parse_id(event_id).ok_or_else(not_found)?;
+                    // Changed in between (another feedback, or pushed off the cap): read it again.
+                    if self.store.list_replace(&list_key(tag), &old, json).await? {
+                        return Ok((event, true));
+                    }
+                }
+                None => {
+                    let ttl = self.remaining_ttl(event_id, limits).ok_or_else(not_found)?;
+                    self.store
+                        .put(&legacy_event_key(event_id), json, Some(ttl))
+                        .await?;
+                    return Ok((event, true));
+                }
+            }
         }
-        let ttl = self.remaining_ttl(event_id, limits).ok_or_else(not_found)?;
-        event.feedback = Some(feedback);
-        let json = to_json(&event)?;
-        self.store.put(&event_key(event_id), json, Some(ttl)).await?;
-        Ok((event, true))
+        Err(not_found())
     }
 
     /// What is left of the event's TTL, from the time in its id; `None` once it has run out.
     fn remaining_ttl(&self, event_id: &str, limits: &HistoryLimits) -> Option<Duration> {
-        let made = ulid::Ulid::from_string(event_id).ok()?.timestamp_ms();
+        let (made, _) = parse_id(event_id)?;
         let age = Duration::from_millis(self.clock.now_ms().saturating_sub(made));
         Some(limits.ttl.saturating_sub(age)).filter(|d| !d.is_zero())
     }
@@ -246,11 +378,11 @@ fn to_json(event: &Event) -> Result<Bytes, serde_json::Error> {
     super::json_bytes(event)
 }
 
-fn decode(event_id: &str, bytes: &[u8]) -> Option<Event> {
+fn decode(bytes: &[u8]) -> Option<Event> {
     match serde_json::from_slice(bytes) {
         Ok(e) => Some(e),
         Err(e) => {
-            tracing::warn!(event_id, error = %e, "a stored event does not decode; skipped");
+            tracing::warn!(error = %e, "a stored event does not decode; skipped");
             None
         }
     }
@@ -273,7 +405,7 @@ pub(crate) mod tests {
 
     pub(crate) fn event(user: Option<&str>, now_ms: u64) -> Event {
         Event {
-            event_id: new_event_id(now_ms),
+            event_id: new_event_id(now_ms, user),
             time: format_time(now_ms),
             kind: EventType::SignIn,
             username: user.map(str::to_string),
@@ -325,14 +457,15 @@ pub(crate) mod tests {
                 .await
                 .unwrap()
         );
-        assert_eq!(store.get(&event_key(&e.event_id)).await.unwrap(), Some(json));
-        assert_eq!(h.get(&e.event_id).await.unwrap(), Some(e.clone()));
+        let key = list_key(user_tag("alice"));
+        assert_eq!(store.list_range(&key, 0, 10).await.unwrap(), vec![json]);
+        assert_eq!(h.get(&e.event_id, &limits(10)).await.unwrap(), Some(e.clone()));
         // Encoded here, the same text.
         let (h2, _, store2) = setup();
         assert!(h2.append(&e, &limits(10)).await.unwrap());
         assert_eq!(
-            store2.get(&event_key(&e.event_id)).await.unwrap(),
-            store.get(&event_key(&e.event_id)).await.unwrap()
+            store2.list_range(&key, 0, 10).await.unwrap(),
+            store.list_range(&key, 0, 10).await.unwrap()
         );
     }
 
@@ -341,24 +474,45 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn newest_first_capped_and_dropped_records_deleted() {
+    async fn newest_first_capped_in_one_key_per_user() {
         let (h, c, store) = setup();
         let l = limits(3);
         let all = append_n(&h, &c, "alice", 5, &l).await;
         append_n(&h, &c, "bob", 1, &l).await;
-        let page = h.list("alice", 10, None).await.unwrap();
+        let page = h.list("alice", 10, None, &l).await.unwrap();
         let newest: Vec<String> = all.iter().rev().take(3).cloned().collect();
         assert_eq!(ids(&page), newest);
         assert_eq!(page.next_cursor, None);
-        // The two that fell off the cap are gone from the store too, not left to linger for the TTL.
-        assert!(h.get(&all[0]).await.unwrap().is_none());
-        assert!(h.get(&all[1]).await.unwrap().is_none());
-        assert!(h.get(&all[2]).await.unwrap().is_some());
-        // 3 alice records + her index, 1 bob record + his index.
-        assert_eq!(store.len(), 6);
+        // The two that fell off the cap are gone; the others are found by id alone.
+        assert!(h.get(&all[0], &l).await.unwrap().is_none());
+        assert!(h.get(&all[1], &l).await.unwrap().is_none());
+        assert_eq!(h.get(&all[2], &l).await.unwrap().unwrap().event_id, all[2]);
+        // One key per user: alice's list and bob's.
+        assert_eq!(store.len(), 2);
         // Users are apart.
-        assert_eq!(h.list("bob", 10, None).await.unwrap().events.len(), 1);
-        assert!(h.list("carol", 10, None).await.unwrap().events.is_empty());
+        assert_eq!(h.list("bob", 10, None, &l).await.unwrap().events.len(), 1);
+        assert!(h.list("carol", 10, None, &l).await.unwrap().events.is_empty());
+        // An id of the right shape whose user has no such event.
+        let stray = crate::events::new_event_id(c.now_ms(), Some("alice"));
+        assert!(h.get(&stray, &l).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn users_whose_tags_collide_see_only_their_own_events() {
+        // Two users in one list, as a 64-bit tag collision would put them.
+        let (h, c, store) = setup();
+        let l = limits(10);
+        let ids = append_n(&h, &c, "alice", 2, &l).await;
+        let mut mallory = event(Some("mallory"), c.now_ms());
+        mallory.event_id = crate::events::new_event_id(c.now_ms(), Some("alice"));
+        let json = to_json(&mallory).unwrap();
+        store
+            .list_push(&list_key(user_tag("alice")), json, 10, Some(l.ttl))
+            .await
+            .unwrap();
+        let page = h.list("alice", 10, None, &l).await.unwrap();
+        assert_eq!(self::ids(&page), ids.iter().rev().cloned().collect::<Vec<_>>());
+        assert!(h.list("mallory", 10, None, &l).await.unwrap().events.is_empty());
     }
 
     #[tokio::test]
@@ -370,7 +524,7 @@ pub(crate) mod tests {
         let mut cursor: Option<String> = None;
         let mut pages = 0;
         loop {
-            let p = h.list("alice", 3, cursor.as_deref()).await.unwrap();
+            let p = h.list("alice", 3, cursor.as_deref(), &l).await.unwrap();
             pages += 1;
             seen.extend(ids(&p));
             // A new event arriving between pages does not shift the next page.
@@ -386,43 +540,77 @@ pub(crate) mod tests {
         // A full last page with nothing after it has no cursor.
         let (h, c, _) = setup();
         append_n(&h, &c, "bob", 3, &l).await;
-        assert_eq!(h.list("bob", 3, None).await.unwrap().next_cursor, None);
+        assert_eq!(h.list("bob", 3, None, &l).await.unwrap().next_cursor, None);
         assert!(matches!(
-            h.list("bob", 3, Some("not-a-cursor")).await,
+            h.list("bob", 3, Some("not-a-cursor"), &l).await,
             Err(HistoryError::BadCursor)
         ));
     }
 
     #[tokio::test]
-    async fn expired_events_are_skipped_and_the_index_expires() {
-        let (h, c, _) = setup();
-        let short = HistoryLimits {
+    async fn events_older_than_the_ttl_are_not_shown_and_the_list_expires() {
+        let (h, c, store) = setup();
+        let l = HistoryLimits {
             max_per_user: 10,
             ttl: Duration::from_secs(60),
         };
-        let old = append_n(&h, &c, "alice", 2, &short).await;
+        let old = append_n(&h, &c, "alice", 2, &l).await;
         c.advance(Duration::from_secs(30));
-        let long = limits(10);
-        let new = append_n(&h, &c, "alice", 1, &long).await;
+        let new = append_n(&h, &c, "alice", 1, &l).await;
         c.advance(Duration::from_secs(31));
-        let p = h.list("alice", 10, None).await.unwrap();
-        assert_eq!(ids(&p), new, "the two old events expired");
-        assert!(h.get(&old[0]).await.unwrap().is_none());
-        c.advance(Duration::from_secs(3600));
-        assert!(h.list("alice", 10, None).await.unwrap().events.is_empty());
+        // The list lives on (renewed by the last push); the two old events in it are past their TTL.
+        let p = h.list("alice", 10, None, &l).await.unwrap();
+        assert_eq!(ids(&p), new);
+        assert!(h.get(&old[0], &l).await.unwrap().is_none());
+        assert!(h.get(&new[0], &l).await.unwrap().is_some());
+        c.advance(Duration::from_secs(30));
+        assert!(h.list("alice", 10, None, &l).await.unwrap().events.is_empty());
+        let key = list_key(user_tag("alice"));
+        assert!(
+            store.list_range(&key, 0, 1).await.unwrap().is_empty(),
+            "the list expired"
+        );
     }
 
     #[tokio::test]
-    async fn a_page_is_filled_past_ids_whose_record_is_gone() {
-        // Records can go before their index entry (the store's memory cap evicts them).
+    async fn histories_in_the_legacy_layout_are_still_read_after_the_new_events() {
         let (h, c, store) = setup();
-        let all = append_n(&h, &c, "bob", 5, &limits(10)).await;
-        for id in &all[2..] {
-            assert!(store.delete(&event_key(id)).await.unwrap());
+        let l = limits(10);
+        // Two events as an earlier version stored them: a record each and an id list.
+        let mut legacy = Vec::new();
+        for _ in 0..2 {
+            let e = event(Some("alice"), c.now_ms());
+            store
+                .put(&legacy_event_key(&e.event_id), to_json(&e).unwrap(), Some(l.ttl))
+                .await
+                .unwrap();
+            let id = Bytes::copy_from_slice(e.event_id.as_bytes());
+            store
+                .list_push(&legacy_user_key("alice"), id, 10, Some(l.ttl))
+                .await
+                .unwrap();
+            legacy.push(e.event_id);
+            c.advance(Duration::from_millis(1));
         }
-        let p = h.list("bob", 2, None).await.unwrap();
-        assert_eq!(ids(&p), vec![all[1].clone(), all[0].clone()]);
-        assert_eq!(p.next_cursor, None);
+        let new = append_n(&h, &c, "alice", 2, &l).await;
+        let expected: Vec<String> = new.iter().rev().chain(legacy.iter().rev()).cloned().collect();
+        assert_eq!(ids(&h.list("alice", 10, None, &l).await.unwrap()), expected);
+        // Paged across the two layouts without gaps or repeats.
+        let p1 = h.list("alice", 3, None, &l).await.unwrap();
+        assert_eq!(ids(&p1), expected[..3]);
+        let p2 = h.list("alice", 3, p1.next_cursor.as_deref(), &l).await.unwrap();
+        assert_eq!(ids(&p2), expected[3..]);
+        assert_eq!(p2.next_cursor, None);
+        // Found by id, and feedback is kept on the legacy record.
+        let fb = Feedback {
+            value: FeedbackValue::Invalid,
+            time: format_time(c.now_ms()),
+            source: "admin".into(),
+        };
+        let (_, changed) = h.set_feedback(&legacy[0], fb, &l).await.unwrap();
+        assert!(changed);
+        let e = h.get(&legacy[0], &l).await.unwrap().unwrap();
+        assert_eq!(e.feedback.unwrap().value, FeedbackValue::Invalid);
     }
 
     #[tokio::test]
@@ -439,10 +627,10 @@ pub(crate) mod tests {
         let (e, changed) = h.set_feedback(&id, fb(FeedbackValue::Invalid), &l).await.unwrap();
         assert!(changed);
         assert_eq!(e.feedback.as_ref().unwrap().value, FeedbackValue::Invalid);
-        let stored = h.get(&id).await.unwrap().unwrap();
+        let stored = h.get(&id, &l).await.unwrap().unwrap();
         assert_eq!(stored.feedback, e.feedback);
         assert_eq!(
-            h.list("alice", 1, None).await.unwrap().events[0].feedback,
+            h.list("alice", 1, None, &l).await.unwrap().events[0].feedback,
             e.feedback
         );
         // The same value again: unchanged, the first time kept.
@@ -456,7 +644,7 @@ pub(crate) mod tests {
         assert_eq!(e2.feedback.unwrap().value, FeedbackValue::Valid);
         // The rewrite did not extend the hour the event was given.
         c.advance(Duration::from_secs(1800));
-        assert!(h.get(&id).await.unwrap().is_none());
+        assert!(h.get(&id, &l).await.unwrap().is_none());
         assert!(matches!(
             h.set_feedback(&id, fb(FeedbackValue::Valid), &l).await,
             Err(HistoryError::NotFound(_))
@@ -473,6 +661,6 @@ pub(crate) mod tests {
         let e = event(None, T0);
         assert!(!h.append(&e, &limits(10)).await.unwrap());
         assert!(store.is_empty());
-        assert!(h.get(&e.event_id).await.unwrap().is_none());
+        assert!(h.get(&e.event_id, &limits(10)).await.unwrap().is_none());
     }
 }

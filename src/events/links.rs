@@ -179,7 +179,7 @@ pub async fn serve(
         }
     };
     match *method {
-        Method::GET | Method::HEAD => match recorder.history().get(&claim.event_id).await {
+        Method::GET | Method::HEAD => match recorder.history().get(&claim.event_id, &config.history).await {
             Ok(Some(event)) if event.feedback.as_ref().is_some_and(|f| f.value == claim.value) => {
                 thanks(&event, claim.value)
             }

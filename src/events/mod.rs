@@ -254,11 +254,12 @@ impl Event {
             ),
             None => (None, Vec::new()),
         };
+        let username = fields.and_then(|f| f.username.clone());
         Event {
-            event_id: new_event_id(now_ms),
+            event_id: new_event_id(now_ms, username.as_deref()),
             time: format_time(now_ms),
             kind,
-            username: fields.and_then(|f| f.username.clone()),
+            username,
             client_id: fields.and_then(|f| f.client_id.clone()),
             ip: ex.ctx.client_ip,
             geo: EventGeo {
@@ -283,6 +284,18 @@ impl Event {
             request_id: ex.ctx.request_id.clone(),
         }
     }
+
+    /// Sets the event's user, with a new id of the same time that carries the user's history tag. Only
+    /// before the event is recorded: its id is what the history, sinks and feedback links know it by.
+    pub fn set_username(&mut self, username: Option<String>) {
+        if let Some(made) = ulid::Ulid::from_string(&self.event_id)
+            .ok()
+            .map(|u| u.timestamp_ms())
+        {
+            self.event_id = new_event_id(made, username.as_deref());
+        }
+        self.username = username;
+    }
 }
 
 /// The first `n` characters of `s` (all of it if it has no more).
@@ -293,9 +306,15 @@ fn first_chars(s: &str, n: usize) -> &str {
     }
 }
 
-/// A new time-ordered event id (a ULID: sortable by time, 80 random bits).
-pub fn new_event_id(now_ms: u64) -> String {
-    ulid::Ulid::from_parts(now_ms, rand::random::<u128>()).to_string()
+/// A new time-ordered event id: a ULID (sortable by time) whose 80-bit random part is, for an event with a
+/// username, that user's 64-bit history tag and 16 random bits (so the history finds an event from its
+/// id, see [`history`]), and otherwise random.
+pub fn new_event_id(now_ms: u64, username: Option<&str>) -> String {
+    let random = match username {
+        Some(u) => u128::from(history::user_tag(u)) << history::TAG_SHIFT | u128::from(rand::random::<u16>()),
+        None => rand::random::<u128>(),
+    };
+    ulid::Ulid::from_parts(now_ms, random).to_string()
 }
 
 /// Calls `f` with `value`'s JSON, written into a per-thread buffer that is kept for the next call: no
@@ -341,11 +360,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_ids_sort_by_time() {
-        let a = new_event_id(1_700_000_000_000);
-        let b = new_event_id(1_700_000_000_001);
+    fn event_ids_sort_by_time_and_carry_their_users_tag() {
+        let a = new_event_id(1_700_000_000_000, Some("alice"));
+        let b = new_event_id(1_700_000_000_001, None);
         assert!(a < b, "{a} {b}");
         assert_eq!(a.len(), 26);
+        let tag = |id: &str| (ulid::Ulid::from_string(id).unwrap().random() >> history::TAG_SHIFT) as u64;
+        // Same user, same millisecond: the same tag, yet distinct ids.
+        let ids: std::collections::HashSet<String> = (0..50)
+            .map(|_| new_event_id(1_700_000_000_000, Some("alice")))
+            .collect();
+        assert_eq!(ids.len(), 50);
+        assert!(ids.iter().all(|id| tag(id) == history::user_tag("alice")));
+        assert_ne!(history::user_tag("alice"), history::user_tag("Alice"));
+        // Setting the user later re-tags the id and keeps its time.
+        let mut e = history::tests::event(None, 1_700_000_000_000);
+        e.set_username(Some("bob".into()));
+        assert_eq!(tag(&e.event_id), history::user_tag("bob"));
+        assert_eq!(
+            ulid::Ulid::from_string(&e.event_id).unwrap().timestamp_ms(),
+            1_700_000_000_000
+        );
     }
 
     #[test]

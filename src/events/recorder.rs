@@ -503,7 +503,11 @@ mod tests {
     /// Waits for the background history writes to land.
     async fn history_of(r: &Recorder, user: &str, n: usize) -> Vec<Event> {
         for _ in 0..200 {
-            let events = r.history().list(user, 100, None).await.unwrap().events;
+            let limits = crate::events::history::HistoryLimits {
+                max_per_user: 100,
+                ttl: Duration::from_secs(3600),
+            };
+            let events = r.history().list(user, 100, None, &limits).await.unwrap().events;
             if events.len() >= n {
                 return events;
             }

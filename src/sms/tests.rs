@@ -519,6 +519,9 @@ impl Store for Down {
     async fn list_push(&self, _: &str, _: Bytes, _: usize, _: Option<Duration>) -> Result<usize, StoreError> {
         down()
     }
+    async fn list_replace(&self, _: &str, _: &[u8], _: Bytes) -> Result<bool, StoreError> {
+        down()
+    }
     async fn list_range(&self, _: &str, _: usize, _: usize) -> Result<Vec<Bytes>, StoreError> {
         down()
     }

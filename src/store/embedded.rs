@@ -724,6 +724,44 @@ impl<'t> Tables<'t> {
         Ok(Ok(usize::try_from(list.len).unwrap_or(usize::MAX)))
     }
 
+    fn list_replace(&mut self, key: &str, old: &[u8], new: &[u8], now: u64) -> Outcome<bool> {
+        let slot = self.slot(key, now)?;
+        let (head, mut list) = match slot {
+            Slot::Live(
+                head @ Head {
+                    shape: Shape::List(list),
+                    ..
+                },
+            ) => (head, list),
+            Slot::Live(_) => return Ok(Err(wrong(key, "list"))),
+            Slot::Unreadable(_) => return Ok(Err(corrupt(key, "undecodable header"))),
+            Slot::Expired(_) | Slot::Absent => return Ok(Ok(false)),
+        };
+        // Items are numbered newest first.
+        let mut found = None;
+        for item in self.items.range(items_of(key))? {
+            let (k, v) = item?;
+            if v.value() == old {
+                found = Some(k.value().1);
+                break;
+            }
+        }
+        let Some(n) = found else {
+            return Ok(Ok(false));
+        };
+        self.items.insert((key, n), new)?;
+        list.bytes = list
+            .bytes
+            .saturating_sub(item_size(old.len()))
+            .saturating_add(item_size(new.len()));
+        let updated = Head {
+            shape: Shape::List(list),
+            ..head
+        };
+        self.store(key, Some(head), updated, &[])?;
+        Ok(Ok(true))
+    }
+
     /// Removes up to `budget` expired records, soonest expiry first; returns how many index entries it used.
     fn sweep(&mut self, now: u64, budget: usize) -> Result<usize, StorageError> {
         let mut due = Vec::new();
@@ -1009,6 +1047,15 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn list_replace(&self, key: &str, old: &[u8], new: Bytes) -> Result<bool, StoreError> {
+        if !is_record(key) {
+            return self.memory.list_replace(key, old, new).await;
+        }
+        check_size(key, &new)?;
+        let (key, old, now) = (key.to_owned(), old.to_vec(), self.clock.now_ms());
+        self.write(move |t| t.list_replace(&key, &old, &new, now)).await
+    }
+
     /// Ops on in-memory keys run synchronously in the memory store; ops on record keys go through this
     /// store's methods, in order with the others. The in-memory ops between two record ops share one
     /// clock reading (a record op may wait on the database, so the clock is read again after one).
@@ -1166,6 +1213,9 @@ mod tests {
         async fn list_range(&self, k: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError> {
             self.0.list_range(&r(k), start, count).await
         }
+        async fn list_replace(&self, k: &str, old: &[u8], new: Bytes) -> Result<bool, StoreError> {
+            self.0.list_replace(&r(k), old, new).await
+        }
         fn kind(&self) -> &'static str {
             self.0.kind()
         }
@@ -1195,6 +1245,7 @@ mod tests {
         values_with_ttl,
         put_if_absent_take_delete,
         lists,
+        list_replace_is_a_compare_and_swap,
         wrong_types_are_errors,
         batch_in_order,
     );
@@ -1214,7 +1265,12 @@ mod tests {
             )*};
         }
 
-        record_tests!(values_with_ttl, put_if_absent_take_delete, lists);
+        record_tests!(
+            values_with_ttl,
+            put_if_absent_take_delete,
+            lists,
+            list_replace_is_a_compare_and_swap
+        );
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
         async fn concurrent_put_if_absent() {

@@ -499,6 +499,16 @@ impl List {
         self.values += value_size(value.len());
         self.items.push_front(value);
     }
+
+    /// Replaces the newest item equal to `old` with `new`; whether there was one.
+    fn replace(&mut self, old: &[u8], new: Bytes) -> bool {
+        let Some(item) = self.items.iter_mut().find(|item| item.as_ref() == old) else {
+            return false;
+        };
+        self.values = self.values - value_size(item.len()) + value_size(new.len());
+        *item = new;
+        true
+    }
 }
 
 /// A shard's entries by position, densely, with their expiries, in blocks of [`BLOCK`]. The table grows
@@ -1414,6 +1424,31 @@ impl MemoryStore {
         })
     }
 
+    fn list_replace_sync(&self, key: &str, old: &[u8], new: Bytes, now: u64) -> Result<bool, StoreError> {
+        // Looked at first without reserving room: a write would count a slot for an absent key.
+        let present = self.read(key, now, |e| match e.map(|e| &e.val) {
+            None => Ok(false),
+            Some(Val::List(l)) => Ok(l.items.iter().any(|item| item.as_ref() == old)),
+            Some(_) => Err(wrong(key, "list")),
+        })?;
+        if !present {
+            return Ok(false);
+        }
+        let new = Bytes::copy_from_slice(&new);
+        let len = new.len();
+        let need = |e: Option<&Entry>| match e.map(|e| &e.val) {
+            None => Ok(0),
+            Some(Val::List(_)) => Ok(value_size(len)),
+            Some(_) => Err(wrong(key, "list")),
+        };
+        self.write(key, now, need, |e, _| match e {
+            Some(Slot {
+                val: Val::List(l), ..
+            }) => (l.replace(old, new), None),
+            _ => (false, None),
+        })
+    }
+
     fn list_range_sync(
         &self,
         key: &str,
@@ -1502,6 +1537,10 @@ impl Store for MemoryStore {
 
     async fn list_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError> {
         self.list_range_sync(key, start, count, self.clock.now_ms())
+    }
+
+    async fn list_replace(&self, key: &str, old: &[u8], new: Bytes) -> Result<bool, StoreError> {
+        self.list_replace_sync(key, old, new, self.clock.now_ms())
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
@@ -1702,6 +1741,7 @@ mod tests {
         values_with_ttl,
         put_if_absent_take_delete,
         lists,
+        list_replace_is_a_compare_and_swap,
         wrong_types_are_errors,
         batch_in_order,
     );

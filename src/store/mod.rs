@@ -289,6 +289,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Up to `count` items starting at `start`, newest first.
     async fn list_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError>;
 
+    /// Replaces the newest item equal to `old` with `new` in place (a compare-and-swap: a writer that read
+    /// the item changes it only if nobody changed it since) and returns whether one was replaced; the list's
+    /// order, length and expiry are unchanged. False when the key is absent or holds no such item.
+    async fn list_replace(&self, key: &str, old: &[u8], new: Bytes) -> Result<bool, StoreError>;
+
     /// Runs `ops` in order (a network store sends them in one round trip) and returns their replies in
     /// order. Not a transaction: every op is attempted and the first error, if any, is returned. The ops
     /// may share one reading of the clock (they run at once).
@@ -518,6 +523,44 @@ pub(crate) mod conformance {
         s.put("t", b("x"), Some(SEC)).await.unwrap();
         c.advance(SEC);
         assert_eq!(s.take("t").await.unwrap(), None);
+    }
+
+    pub(crate) async fn list_replace_is_a_compare_and_swap(s: &dyn Store, c: &ManualClock) {
+        assert!(!s.list_replace("r", b"a", b("x")).await.unwrap(), "absent key");
+        for v in ["a", "b", "a", "c"] {
+            s.list_push("r", b(v), 10, Some(10 * SEC)).await.unwrap();
+        }
+        // The newest equal item changes; order, length and the other items stay.
+        assert!(s.list_replace("r", b"a", b("a2")).await.unwrap());
+        assert_eq!(
+            s.list_range("r", 0, 10).await.unwrap(),
+            vec![b("c"), b("a2"), b("b"), b("a")]
+        );
+        assert!(s.list_replace("r", b"a", b("a3")).await.unwrap());
+        assert!(
+            !s.list_replace("r", b"a", b("a4")).await.unwrap(),
+            "no item equals the old value"
+        );
+        assert!(
+            s.list_replace("r", b"b", b("a much longer value than before"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.list_range("r", 0, 10).await.unwrap(),
+            vec![b("c"), b("a2"), b("a much longer value than before"), b("a3")]
+        );
+        // A replace does not renew the list's expiry.
+        c.advance(6 * SEC);
+        assert!(s.list_replace("r", b"c", b("c2")).await.unwrap());
+        c.advance(4 * SEC);
+        assert!(s.list_range("r", 0, 10).await.unwrap().is_empty());
+        assert!(!s.list_replace("r", b"c2", b("c3")).await.unwrap(), "expired");
+        s.put("v", b("value"), None).await.unwrap();
+        assert!(matches!(
+            s.list_replace("v", b"value", b("x")).await,
+            Err(StoreError::WrongType { .. })
+        ));
     }
 
     pub(crate) async fn lists(s: &dyn Store, c: &ManualClock) {
