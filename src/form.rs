@@ -46,6 +46,41 @@ pub fn fields(body: &[u8], boundary: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The body with every part named `name` left out (its delimiter line, headers and content), the rest
+/// byte for byte: what the web ACL's raw `body` field inspects when that part is the password.
+pub fn without_field(body: &[u8], boundary: &str, name: &str) -> Vec<u8> {
+    let delimiter = format!("--{boundary}");
+    let starts: Vec<usize> = memchr::memmem::find_iter(body, delimiter.as_bytes()).collect();
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(&body[..starts.first().copied().unwrap_or(body.len())]);
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(body.len());
+        let part = &body[start + delimiter.len()..end];
+        if part_name(part).as_deref() != Some(name) {
+            out.extend_from_slice(&body[start..end]);
+        }
+    }
+    out
+}
+
+/// The `name` of a part (what follows its delimiter) from its `Content-Disposition` header.
+fn part_name(part: &[u8]) -> Option<String> {
+    let head_end = memchr::memmem::find(part, b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&part[..head_end]).ok()?;
+    let disposition = head.split("\r\n").find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case("content-disposition")
+            .then_some(value)
+    })?;
+    disposition.split(';').skip(1).find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +126,34 @@ mod tests {
             [("username".to_string(), "alice@example.com".to_string())]
         );
         assert!(fields(b"no parts at all", "XyZ").is_empty());
+    }
+
+    #[test]
+    fn a_named_part_is_left_out_of_the_raw_body_and_the_rest_kept_byte_for_byte() {
+        let without = without_field(BODY.as_bytes(), "XyZ", "password");
+        let end = BODY
+            .find("--XyZ\r\nContent-Disposition: form-data; name=\"password\"")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(without.clone()).unwrap(),
+            format!("{}--XyZ--\r\n", &BODY[..end])
+        );
+        assert_eq!(
+            fields(&without, "XyZ"),
+            [("username".to_string(), "alice@example.com".to_string())]
+        );
+        // Header names and the parameter compare without case; unquoted names; a preamble is kept.
+        let odd = "preamble\r\n--b\r\ncontent-disposition: form-data; NAME=pw\r\n\r\nsecret\r\n--b\r\n\
+            Content-Disposition: form-data; name=\"user\"\r\n\r\nbob\r\n--b--";
+        let kept = String::from_utf8(without_field(odd.as_bytes(), "b", "pw")).unwrap();
+        assert!(!kept.contains("secret") && kept.starts_with("preamble\r\n--b\r\n") && kept.contains("bob"));
+        // Nothing to leave out: the same bytes; a filename part of that name goes too.
+        assert_eq!(without_field(BODY.as_bytes(), "XyZ", "otp"), BODY.as_bytes());
+        assert!(
+            !String::from_utf8(without_field(BODY.as_bytes(), "XyZ", "avatar"))
+                .unwrap()
+                .contains("PNG")
+        );
+        assert_eq!(without_field(b"", "XyZ", "password"), b"");
     }
 }

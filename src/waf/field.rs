@@ -489,7 +489,7 @@ impl<'a> Cache<'a> {
             Field::Body => {
                 let body: &'a [u8] = v.body.unwrap_or_default();
                 Values {
-                    items: Items::One(hide_in_body(body, hidden)),
+                    items: Items::One(hide_in_body(body, hidden, v.headers)),
                     oversize: v.body_oversize,
                     invalid_json: None,
                 }
@@ -506,7 +506,7 @@ impl<'a> Cache<'a> {
                         InvalidJson::EvaluateAsString => {
                             let raw: &'a [u8] = v.body.unwrap_or_default();
                             Values {
-                                items: Items::One(hide_in_body(raw, hidden)),
+                                items: Items::One(hide_in_body(raw, hidden, v.headers)),
                                 oversize: v.body_oversize,
                                 invalid_json: None,
                             }
@@ -683,20 +683,24 @@ impl<'a> Cache<'a> {
 }
 
 /// The raw body without the password's value, found by where the profile read it: the form field's pairs
-/// are dropped, the JSON member's string value is emptied. Other bodies are returned as they are.
-fn hide_in_body<'a>(body: &'a [u8], at: Option<&BodyLocation>) -> Cow<'a, [u8]> {
+/// (or its `multipart/form-data` part) are dropped, the JSON member's string value is emptied. Other
+/// bodies are returned as they are.
+fn hide_in_body<'a>(body: &'a [u8], at: Option<&BodyLocation>, headers: &HeaderMap) -> Cow<'a, [u8]> {
     Cow::Owned(match at {
         None => return Cow::Borrowed(body),
-        Some(BodyLocation::Form(name)) => {
-            let kept: Vec<&[u8]> = body
-                .split(|b| *b == b'&')
-                .filter(|pair| {
-                    let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
-                    !form_urlencoded::parse(key).any(|(k, _)| k == **name)
-                })
-                .collect();
-            kept.join(&b'&')
-        }
+        Some(BodyLocation::Form(name)) => match crate::form::boundary(headers) {
+            Some(boundary) => crate::form::without_field(body, &boundary, name),
+            None => {
+                let kept: Vec<&[u8]> = body
+                    .split(|b| *b == b'&')
+                    .filter(|pair| {
+                        let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+                        !form_urlencoded::parse(key).any(|(k, _)| k == **name)
+                    })
+                    .collect();
+                kept.join(&b'&')
+            }
+        },
         Some(BodyLocation::Json(pointer)) => {
             let key = pointer
                 .rsplit('/')

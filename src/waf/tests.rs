@@ -2501,7 +2501,33 @@ fn password_hiding_cases() -> Vec<Case> {
              body: 'username=alice&password=%27%20OR%201%3D1--'}",
             pass(),
         ),
+        // A browser's FormData login: the password's part is left out of the raw body, the others not.
+        case(
+            "multipart: the password part stays hidden from body",
+            sqli("{body: {}}"),
+            multipart_login("alice", attack),
+            pass(),
+        ),
+        case(
+            "multipart: the username part is still inspected in body",
+            sqli("{body: {}}"),
+            multipart_login(attack, "correct horse"),
+            block("r"),
+        ),
     ]
+}
+
+/// A `multipart/form-data` sign-in, as a browser's `FormData` sends it.
+fn multipart_login(user: &str, password: &str) -> String {
+    let part = |name: &str, value: &str| {
+        format!("--b0\\r\\nContent-Disposition: form-data; name=\\\"{name}\\\"\\r\\n\\r\\n{value}\\r\\n")
+    };
+    format!(
+        "{{method: POST, path: /login, headers: {{content-type: 'multipart/form-data; boundary=b0'}}, \
+         body: \"{}{}--b0--\\r\\n\"}}",
+        part("username", user),
+        part("password", password)
+    )
 }
 
 #[tokio::test]
