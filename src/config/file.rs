@@ -88,6 +88,9 @@ pub struct FileListen {
     /// Time allowed for a client to send a request body that authward reads whole (profiled routes, the
     /// MFA endpoints); a slower one gets 408 and its connection is closed.
     pub body_read_timeout: Duration,
+    /// A WebSocket tunnel across which no byte has passed either way for this long is closed (clients and
+    /// servers that ping more often keep theirs open).
+    pub tunnel_idle_timeout: Duration,
     /// On SIGTERM/SIGINT, time given to requests in flight before connections are closed.
     pub shutdown_grace: Duration,
     /// Cap on a request body that authward must read (profiled routes); larger ones get 413.
@@ -106,6 +109,7 @@ impl Default for FileListen {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            tunnel_idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
             body_limit: ByteSize(64 * 1024),
             response_body_limit: ByteSize(256 * 1024),

@@ -4,6 +4,7 @@ pub mod body;
 pub mod ja4;
 pub mod pool;
 pub mod server;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -130,23 +131,25 @@ pub async fn handle(
 }
 
 /// Joins a client connection and the upstream's once both have switched protocols (the upstream said 101
-/// and the client has read it), and copies bytes both ways until either side closes. The tunnel holds the
-/// client connection's slot under `listen.max_connections`.
+/// and the client has read it), and copies bytes both ways until either side closes or the tunnel has been
+/// quiet for `listen.tunnel_idle_timeout`. The tunnel holds the client connection's slot under
+/// `listen.max_connections`.
 fn tunnel(ex: &mut Exchange, response: &mut Response<Body>, conn: &Connection) {
     let client = ex.request.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let upstream = hyper::upgrade::on(&mut *response);
     let (slot, request_id) = (conn.slot.clone(), ex.ctx.request_id.clone());
+    let idle = ex.config.listen.tunnel_idle_timeout;
     tokio::spawn(async move {
         let _slot = slot;
         let Some(client) = client else { return };
         match tokio::try_join!(client, upstream) {
-            Ok((client, upstream)) => {
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    Ok((up, down)) => tracing::debug!(%request_id, up, down, "tunnel closed"),
-                    Err(e) => tracing::debug!(%request_id, error = %e, "tunnel broke off"),
-                }
-            }
+            Ok((client, upstream)) => match tunnel::join(TokioIo::new(client), TokioIo::new(upstream), idle)
+                .await
+            {
+                tunnel::Closed::Done { up, down } => tracing::debug!(%request_id, up, down, "tunnel closed"),
+                tunnel::Closed::Idle => tracing::debug!(%request_id, ?idle, "tunnel idle: closed"),
+                tunnel::Closed::Broken(e) => tracing::debug!(%request_id, error = %e, "tunnel broke off"),
+            },
             Err(e) => tracing::debug!(%request_id, error = %e, "protocol switch failed"),
         }
     });
