@@ -172,8 +172,9 @@ pub struct FileMatch {
     pub body: Vec<FileFieldTest>,
 }
 
-/// A path matcher (the path without the query string). Exact paths, prefixes and globs ignore ASCII case
-/// and `;parameters` in segments, as many backends route them (`/API/Login;jsessionid=1` is `/api/login`).
+/// A path matcher (the path without the query string). Exact paths, prefixes and globs ignore ASCII case,
+/// `;parameters` in segments and a last segment's `.json` or `.xml` format suffix, as many backends route
+/// them (`/API/Login;jsessionid=1` and `/api/login.json` are `/api/login`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FilePath {

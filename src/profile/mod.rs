@@ -319,23 +319,46 @@ fn trim_slash(path: &str) -> &str {
     path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path)
 }
 
-/// A path as profiles match it: ASCII lower case, and each segment without its `;parameters`. Backends
-/// route such spellings to the same handler (`/API/Login` in Express or ASP.NET, `/api/login;jsessionid=1`
-/// in Tomcat or Jetty), and a login must not go unrecognised because of one; where a backend does not, the
-/// request is only inspected as a login it is not. Most paths need no change and are not copied.
+/// A path as profiles match it: ASCII lower case, each segment without its `;parameters`, and the last
+/// without a `.json` or `.xml` format suffix. Backends route such spellings to the same handler
+/// (`/API/Login` in Express or ASP.NET, `/api/login;jsessionid=1` in Tomcat or Jetty, `/api/login.json`
+/// in Rails), and a login must not go unrecognised because of one; where a backend does not, the request
+/// is only inspected as a login it is not. Most paths need no change and are not copied.
 fn fold(path: &str) -> Cow<'_, str> {
-    if !path.bytes().any(|b| b.is_ascii_uppercase() || b == b';') {
-        return Cow::Borrowed(path);
-    }
-    let mut out = String::with_capacity(path.len());
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
+    let folded = if path.bytes().any(|b| b.is_ascii_uppercase() || b == b';') {
+        let mut out = String::with_capacity(path.len());
+        for (i, segment) in path.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            let segment = segment.split(';').next().unwrap_or_default();
+            out.extend(segment.chars().map(|c| c.to_ascii_lowercase()));
         }
-        let segment = segment.split(';').next().unwrap_or_default();
-        out.extend(segment.chars().map(|c| c.to_ascii_lowercase()));
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(path)
+    };
+    match format_suffix(&folded) {
+        0 => folded,
+        n => match folded {
+            Cow::Borrowed(p) => Cow::Borrowed(&p[..p.len() - n]),
+            Cow::Owned(mut p) => {
+                p.truncate(p.len() - n);
+                Cow::Owned(p)
+            }
+        },
     }
-    Cow::Owned(out)
+}
+
+/// The length of the format suffix (`.json`, `.xml`) that ends the path's last segment, 0 for none (or
+/// for a segment that is nothing else).
+fn format_suffix(path: &str) -> usize {
+    const FORMATS: [&str; 2] = [".json", ".xml"];
+    let last = path.rsplit('/').next().unwrap_or_default();
+    FORMATS
+        .iter()
+        .find(|f| last.len() > f.len() && last.ends_with(*f))
+        .map_or(0, |f| f.len())
 }
 
 // === impl Candidates ===
@@ -1970,6 +1993,12 @@ profiles:
             ("POST", "/Login", Some("exact")),
             ("POST", "/LOGIN;jsessionid=abc/", Some("exact")),
             ("POST", "/login;x/y", None),
+            // A format suffix (Rails: `/login.json` is `/login` answering JSON).
+            ("POST", "/login.json", Some("exact")),
+            ("POST", "/Login.XML;a=b", Some("exact")),
+            ("POST", "/login.html", None),
+            ("POST", "/login/.json", None),
+            ("POST", "/V2/Login.json", Some("regex")),
             ("POST", "/account/logon", Some("upper")),
             ("POST", "/ACCOUNT/LogOn;a=b", Some("upper")),
             ("PUT", "/Auth/X", Some("prefix")),
