@@ -749,7 +749,7 @@ async fn a_quiet_tunnel_is_closed_after_the_idle_timeout_and_frees_its_slot() {
     let (addr, _) = switching_upstream().await;
     let aw = Authward::start(&config(&format!("http://{addr}"), "").replace(
         "  http: [",
-        "  max_connections: 1\n  tunnel_idle_timeout: 600ms\n  http: [",
+        "  max_connections: 1\n  tunnel_idle_timeout: 1500ms\n  http: [",
     ));
     let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
         .await
@@ -762,8 +762,8 @@ async fn a_quiet_tunnel_is_closed_after_the_idle_timeout_and_frees_its_slot() {
     .await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     // Traffic more often than the timeout keeps it open.
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
         ws.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 9];
         tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut got))
