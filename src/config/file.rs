@@ -201,7 +201,8 @@ pub struct FileStore {
     /// created if missing. One authward process per file.
     pub path: PathBuf,
     /// `embedded`: most durable records (user profiles, event histories, MFA enrollments) kept in the
-    /// file; beyond it the least recently written go first.
+    /// file, a list's items (a history's events) counting one each; beyond it the least recently written
+    /// go first.
     pub max_records: usize,
 }
 

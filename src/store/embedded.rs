@@ -78,7 +78,8 @@ pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 pub struct EmbeddedOptions {
     /// The database file; created (with an empty database) if missing.
     pub path: PathBuf,
-    /// Most records kept in the file; beyond it the least recently written go first (0 is raised to 1).
+    /// Most records kept in the file, a list's items counting one each; beyond it the least recently
+    /// written go first (0 is raised to 1).
     pub max_records: usize,
     /// Caps of the in-memory part: counters, sets and short-lived values.
     pub memory: MemoryLimits,
@@ -782,15 +783,16 @@ impl<'t> Tables<'t> {
 
     /// Brings the record count down to `max`: expired records first, then the least recently written.
     fn evict(&mut self, max: usize, now: u64) -> Result<(), StorageError> {
+        // A list's items count one each, as records do: a user's event history of 100 weighs 101.
         let over = |t: &Self| -> Result<usize, StorageError> {
-            Ok(usize::try_from(t.records.len()?.saturating_sub(max as u64)).unwrap_or(usize::MAX))
+            let held = t.records.len()?.saturating_add(t.items.len()?);
+            Ok(usize::try_from(held.saturating_sub(max as u64)).unwrap_or(usize::MAX))
         };
         let excess = over(self)?;
         if excess > 0 {
             self.sweep(now, excess)?;
         }
-        let mut excess = over(self)?;
-        while excess > 0 {
+        while over(self)? > 0 {
             let Some((seq, key)) = self
                 .by_write
                 .pop_first()?
@@ -801,7 +803,6 @@ impl<'t> Tables<'t> {
             let slot = self.slot(&key, now)?;
             if matches!(slot, Slot::Live(h) | Slot::Expired(h) if h.written == seq) {
                 self.discard(&key, slot)?;
-                excess -= 1;
             }
         }
         Ok(())
@@ -1553,20 +1554,17 @@ mod tests {
             Some(b("b")),
             "reads do not count"
         );
-        s.list_push(&rec("d"), b("d"), 5, None).await.unwrap();
+        s.put(&rec("d"), b("d"), None).await.unwrap();
         assert_eq!(
             s.get(&rec("b")).await.unwrap(),
             None,
             "b was written least recently"
         );
-        s.list_push(&rec("d"), b("d2"), 5, None).await.unwrap();
+        s.put(&rec("d"), b("d2"), None).await.unwrap();
         s.put(&rec("e"), b("e"), None).await.unwrap();
         assert_eq!(s.get(&rec("c")).await.unwrap(), None);
         assert_eq!(s.get(&rec("a")).await.unwrap(), Some(b("a2")));
-        assert_eq!(
-            s.list_range(&rec("d"), 0, 5).await.unwrap(),
-            vec![b("d2"), b("d")]
-        );
+        assert_eq!(s.get(&rec("d")).await.unwrap(), Some(b("d2")));
         assert_eq!(s.usage().unwrap().0, 3);
         drop(s);
 
@@ -1578,6 +1576,31 @@ mod tests {
         assert_eq!(s.usage().unwrap().0, 2);
         assert_eq!(s.get(&rec("e")).await.unwrap(), Some(b("e")));
         assert_eq!(s.get(&rec("g")).await.unwrap(), Some(b("g")));
+    }
+
+    #[tokio::test]
+    async fn list_items_count_toward_max_records() {
+        // A user's history is one list record: its items must not escape the file's cap.
+        let f = Fixture::new();
+        let s = f.open_with(6);
+        s.put(&rec("a"), b("a"), None).await.unwrap();
+        s.put(&rec("b"), b("b"), None).await.unwrap();
+        for i in 0..3 {
+            s.list_push(&rec("l"), b(&i.to_string()), 100, None)
+                .await
+                .unwrap();
+        }
+        // 3 records and 3 items: within the cap.
+        assert_eq!(s.get(&rec("a")).await.unwrap(), Some(b("a")));
+        s.list_push(&rec("l"), b("3"), 100, None).await.unwrap();
+        assert_eq!(s.get(&rec("a")).await.unwrap(), None, "7 over 6: a went first");
+        assert_eq!(s.get(&rec("b")).await.unwrap(), Some(b("b")));
+        // b, l (4 items) and m (1): 8 over 6. b goes, then the list l, least recently written, whole.
+        s.list_push(&rec("m"), b("x"), 100, None).await.unwrap();
+        assert_eq!(s.get(&rec("b")).await.unwrap(), None);
+        assert!(s.list_range(&rec("l"), 0, 10).await.unwrap().is_empty());
+        assert_eq!(s.list_range(&rec("m"), 0, 10).await.unwrap(), vec![b("x")]);
+        assert_eq!(s.usage().unwrap().0, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
