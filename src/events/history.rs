@@ -177,12 +177,9 @@ impl History {
         let Some(username) = event.username.as_deref() else {
             return Ok(false);
         };
-        let tag = user_tag(username);
-        debug_assert_eq!(
-            parse_id(&event.event_id).map(|(_, t)| t),
-            Some(tag),
-            "an event id made without its username's tag cannot be found by id"
-        );
+        // The id carries the user's tag (`Event::tag_id`): no second hash of the username.
+        let tag = parse_id(&event.event_id).map_or_else(|| user_tag(username), |(_, tag)| tag);
+        debug_assert_eq!(tag, user_tag(username), "an event id without its user's tag");
         let json = match json {
             Some(json) => json,
             None => to_json(event)?,

@@ -285,16 +285,18 @@ impl Event {
         }
     }
 
-    /// Sets the event's user, with a new id of the same time that carries the user's history tag. Only
-    /// before the event is recorded: its id is what the history, sinks and feedback links know it by.
-    pub fn set_username(&mut self, username: Option<String>) {
-        if let Some(made) = ulid::Ulid::from_string(&self.event_id)
-            .ok()
-            .map(|u| u.timestamp_ms())
-        {
-            self.event_id = new_event_id(made, username.as_deref());
+    /// Makes the id carry its user's history tag (see [`history`]), keeping its time: a stage may have set
+    /// the user after the event was made. The recorder calls it before the event goes anywhere.
+    pub fn tag_id(&mut self) {
+        let Some(user) = self.username.as_deref() else {
+            return;
+        };
+        let Ok(id) = ulid::Ulid::from_string(&self.event_id) else {
+            return;
+        };
+        if (id.random() >> history::TAG_SHIFT) as u64 != history::user_tag(user) {
+            self.event_id = new_event_id(id.timestamp_ms(), Some(user));
         }
-        self.username = username;
     }
 }
 
@@ -373,14 +375,18 @@ mod tests {
         assert_eq!(ids.len(), 50);
         assert!(ids.iter().all(|id| tag(id) == history::user_tag("alice")));
         assert_ne!(history::user_tag("alice"), history::user_tag("Alice"));
-        // Setting the user later re-tags the id and keeps its time.
+        // A user set later: the id is re-tagged with its time kept; a tagged id stays as it is.
         let mut e = history::tests::event(None, 1_700_000_000_000);
-        e.set_username(Some("bob".into()));
+        e.username = Some("bob".into());
+        e.tag_id();
         assert_eq!(tag(&e.event_id), history::user_tag("bob"));
         assert_eq!(
             ulid::Ulid::from_string(&e.event_id).unwrap().timestamp_ms(),
             1_700_000_000_000
         );
+        let id = e.event_id.clone();
+        e.tag_id();
+        assert_eq!(e.event_id, id);
     }
 
     #[test]

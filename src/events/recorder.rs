@@ -217,7 +217,9 @@ impl Recorder {
             }
         }
         let metrics = &self.core.metrics;
-        for pending in events {
+        for mut pending in events {
+            // Stages may set the user after making the event: its id must carry that user's tag.
+            pending.event.tag_id();
             let e = &pending.event;
             metrics
                 .events
@@ -573,6 +575,42 @@ mod tests {
         let events = history_of(&s.recorder, "bob", 1).await;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].decision, "require_mfa");
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_user_a_stage_set_later_is_found_by_id() {
+        // The MFA verification and the risk engine's flows name the user after the event was made.
+        let s = setup();
+        let ex = exchange(&s.config, "/login", r#"{"u": "bob", "p": "x"}"#);
+        let mut e = Event::for_exchange(&ex, EventType::MfaVerify, T0);
+        e.username = Some("carol".into());
+        s.recorder.record(
+            &ex,
+            vec![Pending {
+                event: e,
+                notify: false,
+            }],
+        );
+        let listed = history_of(&s.recorder, "carol", 1).await;
+        let limits = s.config.events.history;
+        let found = s
+            .recorder
+            .history()
+            .get(&listed[0].event_id, &limits)
+            .await
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(&listed[0]));
+        let fed = s
+            .recorder
+            .feedback(
+                &s.config.events,
+                &listed[0].event_id,
+                FeedbackValue::Invalid,
+                FeedbackSource::Admin,
+            )
+            .await
+            .unwrap();
+        assert_eq!(fed.feedback.unwrap().value, FeedbackValue::Invalid);
     }
 
     struct CountingHook(Mutex<Vec<(String, FeedbackValue)>>);

@@ -82,8 +82,7 @@ pub async fn check(services: &Services, mfa: &Mfa, ex: &mut Exchange, id: &str, 
     };
     let mut e = Event::for_exchange(ex, EventType::MfaVerify, now);
     if let Some(h) = &checked.held {
-        let username = h.username.clone().or(e.username.take());
-        e.set_username(username);
+        e.username = h.username.clone().or(e.username);
         e.client_id = h.client_id.clone().or(e.client_id);
         e.device.id = Some(h.device_id.clone().unwrap_or_else(|| h.fingerprint.clone()));
         e.decision = h.decision.clone().into();
