@@ -81,7 +81,7 @@ pub fn user_tag(username: &str) -> u64 {
 pub const TAG_SHIFT: u32 = 16;
 
 /// An event id's time (ms) and user tag, if it is a ULID.
-fn parse_id(id: &str) -> Option<(u64, u64)> {
+pub fn parse_id(id: &str) -> Option<(u64, u64)> {
     let u = ulid::Ulid::from_string(id).ok()?;
     Some((u.timestamp_ms(), (u.random() >> TAG_SHIFT) as u64))
 }

@@ -291,11 +291,11 @@ impl Event {
         let Some(user) = self.username.as_deref() else {
             return;
         };
-        let Ok(id) = ulid::Ulid::from_string(&self.event_id) else {
+        let Some((made, tag)) = history::parse_id(&self.event_id) else {
             return;
         };
-        if (id.random() >> history::TAG_SHIFT) as u64 != history::user_tag(user) {
-            self.event_id = new_event_id(id.timestamp_ms(), Some(user));
+        if tag != history::user_tag(user) {
+            self.event_id = new_event_id(made, Some(user));
         }
     }
 }
@@ -367,7 +367,7 @@ mod tests {
         let b = new_event_id(1_700_000_000_001, None);
         assert!(a < b, "{a} {b}");
         assert_eq!(a.len(), 26);
-        let tag = |id: &str| (ulid::Ulid::from_string(id).unwrap().random() >> history::TAG_SHIFT) as u64;
+        let tag = |id: &str| history::parse_id(id).unwrap().1;
         // Same user, same millisecond: the same tag, yet distinct ids.
         let ids: std::collections::HashSet<String> = (0..50)
             .map(|_| new_event_id(1_700_000_000_000, Some("alice")))
@@ -380,10 +380,7 @@ mod tests {
         e.username = Some("bob".into());
         e.tag_id();
         assert_eq!(tag(&e.event_id), history::user_tag("bob"));
-        assert_eq!(
-            ulid::Ulid::from_string(&e.event_id).unwrap().timestamp_ms(),
-            1_700_000_000_000
-        );
+        assert_eq!(history::parse_id(&e.event_id).unwrap().0, 1_700_000_000_000);
         let id = e.event_id.clone();
         e.tag_id();
         assert_eq!(e.event_id, id);
