@@ -1,6 +1,7 @@
 //! Listeners, TLS termination, the upstream client, forwarding, timeouts and body caps.
 
 pub mod body;
+mod h1;
 pub mod ja4;
 pub mod pool;
 pub mod server;

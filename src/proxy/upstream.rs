@@ -199,9 +199,7 @@ impl Upstream {
                     Err(ForwardError::Timeout(self.target.connect_timeout))
                 }
                 Ok(Err(PoolError::Connect(e))) => Err(ForwardError::Connect(e.to_string())),
-                Ok(Err(PoolError::Http(e) | PoolError::Stale(e))) => {
-                    Err(ForwardError::Protocol(error_chain(&e)))
-                }
+                Ok(Err(e)) => Err(ForwardError::Protocol(error_chain(&e))),
                 Ok(Ok(response)) => Ok(response),
             };
         }
@@ -212,8 +210,8 @@ impl Upstream {
         let request = origin_form(self.build_request(ex, &client_body_failed)?);
         let exchange = async {
             match pool.send(request).await {
-                Err(PoolError::Stale(e)) if resendable => {
-                    tracing::debug!(request_id = %ex.ctx.request_id, error = %e, "upstream closed a kept-alive connection; sending again");
+                Err(PoolError::Stale) if resendable => {
+                    tracing::debug!(request_id = %ex.ctx.request_id, "upstream closed a kept-alive connection; sending again");
                     ex.body = empty;
                     let again = origin_form(self.build_request(ex, &client_body_failed)?);
                     Ok(pool.send_fresh(again).await)
@@ -233,7 +231,7 @@ impl Upstream {
             Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
             Ok(Err(PoolError::ConnectTimeout(_))) => Err(ForwardError::Timeout(self.target.connect_timeout)),
             Ok(Err(PoolError::Connect(e))) => Err(ForwardError::Connect(e.to_string())),
-            Ok(Err(PoolError::Http(e) | PoolError::Stale(e))) => Err(ForwardError::Protocol(error_chain(&e))),
+            Ok(Err(e)) => Err(ForwardError::Protocol(error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
         }
     }

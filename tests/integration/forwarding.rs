@@ -784,3 +784,147 @@ async fn a_quiet_tunnel_is_closed_after_the_idle_timeout_and_frees_its_slot() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A raw upstream whose answers take every framing of HTTP/1.1, chosen by the request's path: chunked with
+/// extensions and trailers, interim 1xx answers before the final one, no body (HEAD, 204, 304), and
+/// `/close`, a body that runs to the close. Counts the connections it accepts.
+async fn framing_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let length = head
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length: ")
+                                .map(|v| v.parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + length {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    }
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
+                    buf.drain(..end + 4 + length);
+                    let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let answer = match target.as_str() {
+                        "/chunked" => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n6;x=y\r\nhello \r\n5\r\nworld\r\n0\r\nx-checksum: 1\r\n\r\n".to_string(),
+                        "/interim" => format!(
+                            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        ),
+                        "/head" => "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n".to_string(),
+                        "/none" => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+                        "/same" => "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n".to_string(),
+                        _ => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the close").await;
+                            return;
+                        }
+                    };
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_every_framing_reach_the_client_on_one_kept_alive_connection() {
+    use std::sync::atomic::Ordering;
+    let (addr, conns) = framing_upstream().await;
+    let aw = Authward::start(&config(&format!("http://{addr}"), ""));
+    let c = client();
+    for _ in 0..2 {
+        let r = c.get(aw.url("/chunked")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        assert_eq!(r.text().await.unwrap(), "hello world");
+
+        let r = c.post(aw.url("/interim")).body("{\"a\":1}").send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        assert!(r.headers().get("link").is_none());
+        assert_eq!(r.text().await.unwrap(), "{\"a\":1}");
+
+        let r = c.head(aw.url("/head")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-length"], "1234");
+
+        let r = c.get(aw.url("/none")).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.text().await.unwrap(), "");
+
+        let r = c.get(aw.url("/same")).send().await.unwrap();
+        assert_eq!(r.status(), 304);
+        assert_eq!(r.headers()["etag"], "\"v1\"");
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "ten answers, one upstream connection"
+    );
+
+    // A body that runs to the close comes whole, and its connection is never used again.
+    let r = c.get(aw.url("/close")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "until the close");
+    let r = c.get(aw.url("/chunked")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello world");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    let metrics = aw.metrics().await;
+    assert!(!metrics.contains("authward_upstream_errors_total{"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_expects_100_continue_gets_it_and_its_body_goes_on() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let head = raw_head(
+        &mut s,
+        "POST /echo HTTP/1.1\r\nhost: app\r\nexpect: 100-continue\r\ncontent-length: 11\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 100 continue"), "{head}");
+    s.write_all(b"hello world").await.unwrap();
+    let head = raw_head(&mut s, "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).await.unwrap();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["body_len"], 11);
+}
