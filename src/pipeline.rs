@@ -60,14 +60,6 @@ impl RequestBody {
             RequestBody::Buffered(b) => b.is_empty(),
         }
     }
-
-    /// A body of no bytes of the same kind (the resend of a bodiless request).
-    pub fn emptied(&self) -> RequestBody {
-        match self {
-            RequestBody::Streaming(_) => RequestBody::Streaming(crate::proxy::body::empty()),
-            RequestBody::Buffered(_) => RequestBody::Buffered(bytes::Bytes::new()),
-        }
-    }
 }
 
 /// What the upstream did with the request.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,19 +85,19 @@ impl Conn {
         }
     }
 
-    /// Writes `request` (origin-form URI, `Host` set; its `Content-Length` and `Transfer-Encoding` are
-    /// replaced by the body's own framing) and reads the answer's head. The answer's body reads on from
-    /// this connection and gives it to `back` when it ends on a connection that stays open.
+    /// Writes the request (`head`, then the body's framing worked out from the body itself, then the
+    /// body) and reads the answer's head. The answer's body reads on from this connection and gives it to
+    /// `back` when it ends on a connection that stays open.
     pub async fn exchange(
         mut self,
-        request: Request<Body>,
+        head: &RequestHead,
+        mut body: Body,
         back: Weak<dyn Recycle>,
     ) -> Result<Response<Answer>, ExchangeError> {
-        let (parts, mut body) = request.into_parts();
         let length = body.size_hint().exact();
         let chunked = length.is_none();
         self.write.clear();
-        write_head(&mut self.write, &parts, length);
+        head.write_to(&mut self.write, length);
         let mut sent: u64 = 0;
         while !body.is_end_stream() {
             let Some(frame) = body.frame().await else { break };
@@ -142,7 +142,7 @@ impl Conn {
         self.flush().await?;
         drop(body);
 
-        let (head, framing, reuse) = self.read_head(&parts.method).await?;
+        let (answer_head, framing, reuse) = self.read_head(&head.method).await?;
         let mut answer = Answer {
             conn: Some(self),
             framing,
@@ -154,9 +154,9 @@ impl Conn {
             answer.finish();
         }
         let mut response = Response::new(answer);
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
-        *response.headers_mut() = head.headers;
+        *response.status_mut() = answer_head.status;
+        *response.version_mut() = answer_head.version;
+        *response.headers_mut() = answer_head.headers;
         Ok(response)
     }
 
@@ -222,32 +222,55 @@ fn closed_or_io(e: io::Error) -> ExchangeError {
     }
 }
 
-/// The request line and headers. The body's framing is written here, from the body itself: its length
-/// when known (none for an empty body of a method that carries none), chunked otherwise.
-fn write_head(out: &mut Vec<u8>, parts: &http::request::Parts, length: Option<u64>) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut had_length = false;
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            had_length |= name == header::CONTENT_LENGTH;
-            continue;
+/// A request's line and header lines as they go on the wire, less the body's framing, which
+/// [`Conn::exchange`] writes from the body itself.
+pub struct RequestHead {
+    method: Method,
+    bytes: Vec<u8>,
+    /// The client announced a length: an empty body keeps its `Content-Length: 0` whatever the method.
+    announced: bool,
+}
+
+impl RequestHead {
+    /// The request line for `target` (origin form).
+    pub fn new(method: &Method, target: &str) -> Self {
+        let mut bytes = Vec::with_capacity(512);
+        bytes.extend_from_slice(method.as_str().as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(target.as_bytes());
+        bytes.extend_from_slice(b" HTTP/1.1\r\n");
+        RequestHead {
+            method: method.clone(),
+            bytes,
+            announced: false,
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+    }
+
+    /// One header line; `Content-Length` and `Transfer-Encoding` are left to the body's framing.
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
+            self.announced |= *name == header::CONTENT_LENGTH;
+            return;
+        }
+        self.bytes.extend_from_slice(name.as_str().as_bytes());
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// The head with the framing of a body of `length` (chunked when unknown; no length for an empty body
+    /// of a method that carries none, unless the client announced one).
+    fn write_to(&self, out: &mut Vec<u8>, length: Option<u64>) {
+        out.extend_from_slice(&self.bytes);
+        match length {
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            Some(0) if !self.announced && !carries_body(&self.method) => {}
+            Some(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+        }
         out.extend_from_slice(b"\r\n");
     }
-    match length {
-        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Some(0) if !had_length && !carries_body(&parts.method) => {}
-        Some(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Methods whose requests carry a body as a rule: an empty one still says `Content-Length: 0`.
@@ -689,11 +712,17 @@ mod tests {
         Conn::new(TcpStream::connect(addr).await.unwrap())
     }
 
-    fn get(path: &str) -> Request<Body> {
-        Request::get(path)
-            .header("host", "up")
-            .body(body::empty())
-            .unwrap()
+    /// A request head with these headers.
+    fn head(method: Method, target: &str, headers: &[(&'static str, &'static str)]) -> RequestHead {
+        let mut head = RequestHead::new(&method, target);
+        for (name, value) in headers {
+            head.header(&HeaderName::from_static(name), &HeaderValue::from_static(value));
+        }
+        head
+    }
+
+    fn get(target: &str) -> RequestHead {
+        head(Method::GET, target, &[("host", "up")])
     }
 
     fn back(bin: &Arc<Bin>) -> Weak<dyn Recycle> {
@@ -728,7 +757,11 @@ mod tests {
             for (answer, body, kept) in cases {
                 let (addr, _) = upstream(answer, dribble, !kept).await;
                 let bin = Arc::new(Bin::default());
-                let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+                let response = conn(addr)
+                    .await
+                    .exchange(&get("/"), body::empty(), back(&bin))
+                    .await
+                    .unwrap();
                 assert_eq!(response.status(), 200);
                 assert_eq!(
                     text(response).await.unwrap(),
@@ -762,9 +795,12 @@ mod tests {
         for (method, answer) in cases {
             let (addr, _) = upstream(answer, false, false).await;
             let bin = Arc::new(Bin::default());
-            let mut request = get("/");
-            *request.method_mut() = method;
-            let response = conn(addr).await.exchange(request, back(&bin)).await.unwrap();
+            let request = head(method, "/", &[("host", "up")]);
+            let response = conn(addr)
+                .await
+                .exchange(&request, body::empty(), back(&bin))
+                .await
+                .unwrap();
             assert!(response.body().is_end_stream());
             assert_eq!(bin.count(), 1, "{}", String::from_utf8_lossy(answer));
             // HEAD keeps the length the GET would have had.
@@ -783,7 +819,11 @@ mod tests {
         )
         .await;
         let bin = Arc::new(Bin::default());
-        let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+        let response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201);
         assert!(response.headers().get("link").is_none());
         assert_eq!(text(response).await.unwrap(), "ok");
@@ -795,7 +835,11 @@ mod tests {
             false,
         )
         .await;
-        let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+        let response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
         assert!(response.headers().get("content-length").is_none());
         assert_eq!(text(response).await.unwrap(), "ok");
         assert_eq!(bin.count(), 2);
@@ -822,7 +866,11 @@ mod tests {
         for (answer, kept) in cases {
             let (addr, _) = upstream(answer, false, false).await;
             let bin = Arc::new(Bin::default());
-            let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+            let response = conn(addr)
+                .await
+                .exchange(&get("/"), body::empty(), back(&bin))
+                .await
+                .unwrap();
             assert_eq!(text(response).await.unwrap(), "ok");
             assert_eq!(
                 bin.count(),
@@ -846,7 +894,11 @@ mod tests {
         for answer in heads {
             let (addr, _) = upstream(answer, false, true).await;
             let bin = Arc::new(Bin::default());
-            match conn(addr).await.exchange(get("/"), back(&bin)).await {
+            match conn(addr)
+                .await
+                .exchange(&get("/"), body::empty(), back(&bin))
+                .await
+            {
                 Err(ExchangeError::Malformed(_)) => {}
                 other => panic!(
                     "{}: {:?}",
@@ -858,7 +910,11 @@ mod tests {
         // Same content-length twice is one length.
         let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok", false, false).await;
         let bin = Arc::new(Bin::default());
-        let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+        let response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
         assert_eq!(text(response).await.unwrap(), "ok");
 
         let bodies: [&'static [u8]; 4] = [
@@ -870,7 +926,11 @@ mod tests {
         for answer in bodies {
             let (addr, _) = upstream(answer, false, true).await;
             let bin = Arc::new(Bin::default());
-            let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+            let response = conn(addr)
+                .await
+                .exchange(&get("/"), body::empty(), back(&bin))
+                .await
+                .unwrap();
             assert!(
                 text(response).await.is_err(),
                 "{}",
@@ -883,7 +943,10 @@ mod tests {
         let (addr, _) = upstream(b"", false, true).await;
         let bin = Arc::new(Bin::default());
         assert!(matches!(
-            conn(addr).await.exchange(get("/"), back(&bin)).await,
+            conn(addr)
+                .await
+                .exchange(&get("/"), body::empty(), back(&bin))
+                .await,
             Err(ExchangeError::Closed)
         ));
     }
@@ -892,32 +955,43 @@ mod tests {
     async fn requests_are_framed_by_their_body() {
         let answer: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
         let bin = Arc::new(Bin::default());
-        let send = |request: Request<Body>| {
+        let send = |request: RequestHead, body: Body| {
             let bin = bin.clone();
             async move {
                 let (addr, got) = upstream(answer, false, false).await;
-                conn(addr).await.exchange(request, back(&bin)).await.unwrap();
+                conn(addr)
+                    .await
+                    .exchange(&request, body, back(&bin))
+                    .await
+                    .unwrap();
                 String::from_utf8(got.await.unwrap()).unwrap()
             }
         };
         // A known length replaces whatever the request said.
-        let sent = send(
-            Request::post("/a?b=1")
-                .header("host", "up")
-                .header("content-length", "999")
-                .header("transfer-encoding", "chunked")
-                .body(body::full("{\"x\":1}"))
-                .unwrap(),
-        )
-        .await;
+        let request = head(
+            Method::POST,
+            "/a?b=1",
+            &[
+                ("host", "up"),
+                ("content-length", "999"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        let sent = send(request, body::full("{\"x\":1}")).await;
         assert_eq!(
             sent,
             "POST /a?b=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 7\r\n\r\n{\"x\":1}"
         );
         // No body: no length for a GET, a zero length for a POST.
-        assert_eq!(send(get("/")).await, "GET / HTTP/1.1\r\nhost: up\r\n\r\n");
-        let sent = send(Request::post("/").body(body::empty()).unwrap()).await;
+        assert_eq!(
+            send(get("/"), body::empty()).await,
+            "GET / HTTP/1.1\r\nhost: up\r\n\r\n"
+        );
+        let sent = send(head(Method::POST, "/", &[]), body::empty()).await;
         assert_eq!(sent, "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        // ... and for a GET whose client announced its empty body.
+        let sent = send(head(Method::GET, "/", &[("content-length", "0")]), body::empty()).await;
+        assert_eq!(sent, "GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
         // A body of unknown length goes chunked, frame by frame; trailers are not sent on.
         let frames = futures_util::stream::iter(vec![
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"hello"))),
@@ -925,13 +999,13 @@ mod tests {
             Ok(Frame::data(Bytes::from(vec![b'z'; 20_000]))),
             Ok(Frame::trailers(HeaderMap::new())),
         ]);
-        let sent = send(Request::put("/u").body(StreamBody::new(frames).boxed()).unwrap()).await;
+        let sent = send(head(Method::PUT, "/u", &[]), StreamBody::new(frames).boxed()).await;
         let expected = format!(
             "PUT /u HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n4e20\r\n{}\r\n0\r\n\r\n",
             "z".repeat(20_000)
         );
         assert_eq!(sent, expected);
-        assert_eq!(bin.count(), 4);
+        assert_eq!(bin.count(), 5);
     }
 
     #[tokio::test]
@@ -941,10 +1015,13 @@ mod tests {
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"hel"))),
             Err("the client went away".into()),
         ]);
-        let request = Request::post("/").body(StreamBody::new(frames).boxed()).unwrap();
         let bin = Arc::new(Bin::default());
+        let body = StreamBody::new(frames).boxed();
         assert!(matches!(
-            conn(addr).await.exchange(request, back(&bin)).await,
+            conn(addr)
+                .await
+                .exchange(&head(Method::POST, "/", &[]), body, back(&bin))
+                .await,
             Err(ExchangeError::Body(_))
         ));
     }
@@ -984,10 +1061,12 @@ mod tests {
                 gives,
                 done: false,
             };
-            let request = Request::post("/").body(body.boxed()).unwrap();
             let bin = Arc::new(Bin::default());
             assert!(matches!(
-                conn(addr).await.exchange(request, back(&bin)).await,
+                conn(addr)
+                    .await
+                    .exchange(&head(Method::POST, "/", &[]), body.boxed(), back(&bin))
+                    .await,
                 Err(ExchangeError::Body(_))
             ));
             // The connection closed with the head alone (or nothing) on it.
@@ -1001,7 +1080,11 @@ mod tests {
         answer.extend(std::iter::repeat_n(b'x', 1_000_000));
         let (addr, _) = upstream(answer.leak(), false, false).await;
         let bin = Arc::new(Bin::default());
-        let mut response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+        let mut response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
         assert_eq!(response.body().size_hint().exact(), Some(1_000_000));
         let (mut total, mut largest) = (0, 0);
         while let Some(frame) = response.body_mut().frame().await {
@@ -1019,7 +1102,11 @@ mod tests {
     async fn an_idle_connection_the_upstream_closed_is_not_usable() {
         let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false, true).await;
         let bin = Arc::new(Bin::default());
-        let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+        let response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
         assert_eq!(text(response).await.unwrap(), "ok");
         let closed = bin.0.lock().unwrap().pop().unwrap();
         // The close arrives after the answer: once the runtime has seen it, the connection is refused.
@@ -1027,7 +1114,11 @@ mod tests {
         assert!(!closed.is_usable());
 
         let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false, false).await;
-        let response = conn(addr).await.exchange(get("/"), back(&bin)).await.unwrap();
+        let response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
         assert_eq!(text(response).await.unwrap(), "ok");
         let open = bin.0.lock().unwrap().pop().unwrap();
         assert!(open.is_usable());

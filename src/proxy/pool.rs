@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 
 use super::body::{Body, BoxError};
-use super::h1::{Conn, ExchangeError, Recycle};
+use super::h1::{Conn, ExchangeError, Recycle, RequestHead};
 
 /// Why a request got no answer from the pool.
 #[derive(Debug, thiserror::Error)]
@@ -79,29 +79,34 @@ impl H1Pool {
         })
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) and returns the answer; its body gives the connection
-    /// back to the pool once read to its end.
-    pub async fn send(self: &Arc<Self>, request: Request<Body>) -> Result<Response<Body>, PoolError> {
+    /// Sends a request (`head` and `body`) and returns the answer; its body gives the connection back to
+    /// the pool once read to its end.
+    pub async fn send(self: &Arc<Self>, head: &RequestHead, body: Body) -> Result<Response<Body>, PoolError> {
         match self.checkout() {
-            Some(conn) => self.exchange(conn, request, true).await,
-            None => self.send_fresh(request).await,
+            Some(conn) => self.exchange(conn, head, body, true).await,
+            None => self.send_fresh(head, body).await,
         }
     }
 
-    /// Sends `request` on a new connection, never a pooled one (the retry after [`PoolError::Stale`]).
-    pub async fn send_fresh(self: &Arc<Self>, request: Request<Body>) -> Result<Response<Body>, PoolError> {
+    /// Sends a request on a new connection, never a pooled one (the retry after [`PoolError::Stale`]).
+    pub async fn send_fresh(
+        self: &Arc<Self>,
+        head: &RequestHead,
+        body: Body,
+    ) -> Result<Response<Body>, PoolError> {
         let conn = Conn::new(self.connect().await?);
-        self.exchange(conn, request, false).await
+        self.exchange(conn, head, body, false).await
     }
 
     async fn exchange(
         self: &Arc<Self>,
         conn: Conn,
-        request: Request<Body>,
+        head: &RequestHead,
+        body: Body,
         reused: bool,
     ) -> Result<Response<Body>, PoolError> {
         let back: Weak<dyn Recycle> = Arc::downgrade(self) as Weak<H1Pool>;
-        match conn.exchange(request, back).await {
+        match conn.exchange(head, body, back).await {
             Ok(response) => Ok(response.map(BodyExt::boxed)),
             Err(ExchangeError::Closed) if reused => Err(PoolError::Stale),
             Err(ExchangeError::Body(e)) => Err(PoolError::Body(e)),

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{self, Body};
+use super::h1::RequestHead;
 use super::pool::{H1Pool, PoolError};
 use crate::config;
 use crate::context::IpText;
@@ -206,15 +207,13 @@ impl Upstream {
         // A kept-alive connection the upstream closed just as the request went out: a request that is
         // idempotent and has no body is sent again on a new connection (as nginx does), once.
         let resendable = ex.request.method.is_idempotent() && ex.body.is_empty();
-        let empty = ex.body.emptied();
-        let request = origin_form(self.build_request(ex, &client_body_failed)?);
+        let head = self.request_head(ex)?;
+        let body = take_body(ex, &client_body_failed);
         let exchange = async {
-            match pool.send(request).await {
+            match pool.send(&head, body).await {
                 Err(PoolError::Stale) if resendable => {
                     tracing::debug!(request_id = %ex.ctx.request_id, "upstream closed a kept-alive connection; sending again");
-                    ex.body = empty;
-                    let again = origin_form(self.build_request(ex, &client_body_failed)?);
-                    Ok(pool.send_fresh(again).await)
+                    Ok(pool.send_fresh(&head, body::empty()).await)
                 }
                 other => Ok(other),
             }
@@ -261,79 +260,148 @@ impl Upstream {
         }
     }
 
+    /// The request for hyper's clients (https upstreams, upgrades): the headers of [`Self::upstream_headers`]
+    /// in a new map, with the length of a buffered body.
     fn build_request(
         &self,
         ex: &mut Exchange,
         body_failed: &Arc<AtomicBool>,
     ) -> Result<Request<Body>, ForwardError> {
-        let parts = &ex.request;
-        let path_and_query = match parts.uri.path_and_query() {
-            // The common case (no prefix): the client's path and query as they are, without a copy.
-            Some(p) if self.target.path_prefix.is_empty() => p.clone(),
-            p => {
-                let p = p.map_or("/", |p| p.as_str());
-                PathAndQuery::try_from(format!("{}{}", self.target.path_prefix, p))
-                    .map_err(|e| ForwardError::Request(e.to_string()))?
-            }
-        };
         let uri = Uri::builder()
             .scheme(self.target.scheme.clone())
             .authority(self.target.authority.clone())
-            .path_and_query(path_and_query)
+            .path_and_query(self.target_path(&ex.request)?)
             .build()
             .map_err(|e| ForwardError::Request(e.to_string()))?;
-
-        let mut headers = parts.headers.clone();
-        strip_hop_by_hop(&mut headers);
-        if let Some(protocol) = upgrade_of(parts) {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, protocol);
+        let mut headers = HeaderMap::with_capacity(ex.request.headers.len() + 6);
+        self.upstream_headers(ex, |name, value| {
+            headers.append(name.clone(), value.clone());
+        })?;
+        if let RequestBody::Buffered(bytes) = &ex.body {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         }
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        if !self.target.preserve_host || original_host.is_none() {
-            headers.insert(header::HOST, self.host.clone());
-        } else if let Some(h) = &original_host {
-            headers.insert(header::HOST, h.clone());
-        }
-        let trusted_peer = ex.config.is_trusted(ex.ctx.peer.ip());
-        forwarded_headers(&mut headers, ex, trusted_peer, original_host);
-        if !ex.labels.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&ex.labels.join(",")) {
-                headers.insert(HeaderName::from_static("x-authward-labels"), v);
-            }
-        }
-        headers.insert(
-            HeaderName::from_static("x-authward-request-id"),
-            HeaderValue::from_str(&ex.ctx.request_id).map_err(|e| ForwardError::Request(e.to_string()))?,
-        );
-
-        let body = match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
-            RequestBody::Streaming(b) => {
-                let flag = body_failed.clone();
-                BodyExt::boxed(b.map_err(move |e| {
-                    flag.store(true, Ordering::Relaxed);
-                    e
-                }))
-            }
-            RequestBody::Buffered(bytes) => {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                headers.remove(header::TRANSFER_ENCODING);
-                body::full(bytes)
-            }
-        };
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
+        let mut request = Request::new(take_body(ex, body_failed));
+        *request.method_mut() = ex.request.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
         Ok(request)
     }
+
+    /// The request line and headers for our own HTTP/1.1 client, written straight from the client's
+    /// headers: no map is copied or changed.
+    fn request_head(&self, ex: &Exchange) -> Result<RequestHead, ForwardError> {
+        let mut head = RequestHead::new(&ex.request.method, self.target_path(&ex.request)?.as_str());
+        self.upstream_headers(ex, |name, value| head.header(name, value))?;
+        Ok(head)
+    }
+
+    /// The client's path and query behind the upstream's path prefix.
+    fn target_path(&self, parts: &http::request::Parts) -> Result<PathAndQuery, ForwardError> {
+        match parts.uri.path_and_query() {
+            // The common case (no prefix): the client's path and query as they are, without a copy.
+            Some(p) if self.target.path_prefix.is_empty() => Ok(p.clone()),
+            p => {
+                let p = p.map_or("/", |p| p.as_str());
+                PathAndQuery::try_from(format!("{}{}", self.target.path_prefix, p))
+                    .map_err(|e| ForwardError::Request(e.to_string()))
+            }
+        }
+    }
+
+    /// Every header the upstream gets, each passed to `emit` once, in one policy for every client: the
+    /// client's own except the hop-by-hop ones (and those its `Connection` names), `Host` and the
+    /// forwarded headers it may not set; then `Host`, the upgrade asked for, `X-Forwarded-For`, `-Proto`
+    /// and `-Host` (a trusted peer's values kept and extended, an untrusted peer's replaced, so the
+    /// upstream never believes a client's own claims), the labels and the request id.
+    fn upstream_headers(
+        &self,
+        ex: &Exchange,
+        mut emit: impl FnMut(&HeaderName, &HeaderValue),
+    ) -> Result<(), ForwardError> {
+        let parts = &ex.request;
+        let headers = &parts.headers;
+        let trusted = ex.config.is_trusted(ex.ctx.peer.ip());
+        let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
+        let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
+        let named = connection_named(headers);
+        for (name, value) in headers {
+            let ours = *name == header::HOST
+                || *name == X_FORWARDED_FOR
+                || (*name == X_FORWARDED_PROTO && !keep_proto)
+                || (*name == X_FORWARDED_HOST && !keep_host);
+            if ours || hop_by_hop_index(name).is_some() || named.contains(name) {
+                continue;
+            }
+            emit(name, value);
+        }
+        if let Some(protocol) = upgrade_of(parts) {
+            emit(&header::CONNECTION, &HeaderValue::from_static("upgrade"));
+            emit(&header::UPGRADE, &protocol);
+        }
+        let original_host = headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        match &original_host {
+            Some(h) if self.target.preserve_host => emit(&header::HOST, h),
+            _ => emit(&header::HOST, &self.host),
+        }
+        let peer = IpText::new(config::canonical_ip(ex.ctx.peer.ip()));
+        let mut chain = String::new();
+        if trusted {
+            for prior in headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+            {
+                chain.push_str(prior);
+                chain.push_str(", ");
+            }
+        }
+        chain.push_str(peer.as_str());
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            emit(&X_FORWARDED_FOR, &v);
+        }
+        if !keep_proto {
+            let proto = HeaderValue::from_static(if ex.ctx.tls { "https" } else { "http" });
+            emit(&X_FORWARDED_PROTO, &proto);
+        }
+        if let (false, Some(h)) = (keep_host, &original_host) {
+            emit(&X_FORWARDED_HOST, h);
+        }
+        if !ex.labels.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&ex.labels.join(",")) {
+                emit(&HeaderName::from_static("x-authward-labels"), &v);
+            }
+        }
+        let id =
+            HeaderValue::from_str(&ex.ctx.request_id).map_err(|e| ForwardError::Request(e.to_string()))?;
+        emit(&HeaderName::from_static("x-authward-request-id"), &id);
+        Ok(())
+    }
 }
+
+/// The request's body for the upstream, taken from the exchange: a streamed one flags `body_failed` when
+/// the client's side breaks it off.
+fn take_body(ex: &mut Exchange, body_failed: &Arc<AtomicBool>) -> Body {
+    match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
+        RequestBody::Streaming(b) => {
+            let flag = body_failed.clone();
+            BodyExt::boxed(b.map_err(move |e| {
+                flag.store(true, Ordering::Relaxed);
+                e
+            }))
+        }
+        RequestBody::Buffered(bytes) => body::full(bytes),
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The protocol an HTTP/1.1 request asks to switch to (its `Upgrade`, with `upgrade` among the
 /// `Connection` options), if it is `websocket`: sent on to the upstream, and tunnelled once it agrees (101).
@@ -363,38 +431,6 @@ fn origin_form(mut request: Request<Body>) -> Request<Body> {
     let origin = request.uri().path_and_query().cloned();
     *request.uri_mut() = origin.map_or_else(|| Uri::from_static("/"), Uri::from);
     request
-}
-
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A trusted peer's values are kept and extended; an
-/// untrusted peer's are replaced, so the upstream never believes a client's own claims.
-fn forwarded_headers(headers: &mut HeaderMap, ex: &Exchange, trusted_peer: bool, host: Option<HeaderValue>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let proto = HeaderName::from_static("x-forwarded-proto");
-    let fhost = HeaderName::from_static("x-forwarded-host");
-    let peer = IpText::new(config::canonical_ip(ex.ctx.peer.ip()));
-    let mut chain = String::new();
-    if trusted_peer {
-        for prior in headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()) {
-            chain.push_str(prior);
-            chain.push_str(", ");
-        }
-    }
-    chain.push_str(peer.as_str());
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(xff, v);
-    }
-    if !(trusted_peer && headers.contains_key(&proto)) {
-        headers.insert(
-            proto,
-            HeaderValue::from_static(if ex.ctx.tls { "https" } else { "http" }),
-        );
-    }
-    if !(trusted_peer && headers.contains_key(&fhost)) {
-        match host {
-            Some(h) => headers.insert(fhost, h),
-            None => headers.remove(fhost),
-        };
-    }
 }
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Proxy-Connection`), plus the proxy
@@ -443,16 +479,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `Connection` is HOP_BY_HOP[0].
     if present & 1 != 0 {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in connection_named(headers) {
             headers.remove(name);
         }
     }
@@ -461,6 +488,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The headers `Connection` names as hop-by-hop (its options other than `keep-alive` and `close`): none,
+/// with no allocation, when there is no `Connection`.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect()
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
