@@ -324,12 +324,7 @@ impl Upstream {
         let trusted = ex.config.is_trusted(ex.ctx.peer.ip());
         let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
         let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
-        // Most requests have no `Connection`: a look over the names, not a hashed lookup, tells.
-        let named = if headers.keys().any(|k| *k == header::CONNECTION) {
-            connection_named(headers)
-        } else {
-            Vec::new()
-        };
+        let named = connection_named(headers);
         for (name, value) in headers {
             let ours = *name == header::HOST
                 || *name == X_FORWARDED_FOR
