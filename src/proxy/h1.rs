@@ -30,6 +30,10 @@ const READ_SIZE: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 /// Request body frames up to this size are copied after the head (one write); larger ones go as they are.
 const COALESCE: usize = 16 * 1024;
+/// Buffers above this size are given up when a connection goes idle.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// The most interim (1xx) answers passed over before the final one.
+const MAX_INTERIM: usize = 16;
 
 /// Why an exchange on a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,8 @@ pub struct Conn {
     io: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
+    /// How long the upstream keeps the connection open while idle, as its last answer said.
+    keep_alive: Option<std::time::Duration>,
 }
 
 impl Conn {
@@ -65,23 +71,32 @@ impl Conn {
             io,
             read: BytesMut::with_capacity(READ_SIZE),
             write: Vec::with_capacity(1024),
+            keep_alive: None,
         }
     }
 
     /// Whether an idle connection can carry a request: nothing arrived on it since its last answer (a
-    /// close, or bytes no request asked for). The runtime's readiness answers without a system call unless
-    /// the socket was seen readable.
+    /// close, or bytes no request asked for). `try_read` answers from the runtime's cached readiness
+    /// without a system call unless the socket was seen readable (and, unlike `poll_read_ready`, never
+    /// says "not yet" because the task used up its scheduling budget).
     pub fn is_usable(&self) -> bool {
-        if !self.read.is_empty() {
-            return false;
+        self.read.is_empty()
+            && matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Whether the upstream asked for the connection to be closed after idling this long (`Keep-Alive:
+    /// timeout=N`, as Node.js sends; one second is taken off so that a request never races its close).
+    pub fn idle_limit(&self) -> Option<std::time::Duration> {
+        self.keep_alive
+    }
+
+    /// Buffers a large request or answer left behind are not kept while the connection idles.
+    pub fn shrink(&mut self) {
+        if self.write.capacity() > KEEP_BUFFER {
+            self.write = Vec::with_capacity(1024);
         }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+        if self.read.capacity() > KEEP_BUFFER {
+            self.read = BytesMut::with_capacity(READ_SIZE);
         }
     }
 
@@ -94,6 +109,45 @@ impl Conn {
         mut body: Body,
         back: Weak<dyn Recycle>,
     ) -> Result<Response<Answer>, ExchangeError> {
+        let sent = self.send(head, &mut body).await;
+        drop(body);
+        let (answer_head, framing, mut reuse) = match sent {
+            Ok(()) => self.read_head(&head.method).await?,
+            // An upstream may answer (413, 401) and close before it has read the whole request: that
+            // answer, if it came before the close, is the client's, on a connection that is not kept. The
+            // connection is gone, so reading it ends at once.
+            Err(e @ (ExchangeError::Closed | ExchangeError::Io(_))) => {
+                match self.read_head(&head.method).await {
+                    Ok((answer_head, framing, _)) => (answer_head, framing, false),
+                    Err(_) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        self.keep_alive = answer_head.keep_alive;
+        reuse &= self.keep_alive != Some(std::time::Duration::ZERO);
+        let mut answer = Answer {
+            conn: Some(self),
+            framing,
+            reuse,
+            back,
+            read_size: READ_SIZE,
+        };
+        if answer.is_end_stream() {
+            answer.finish();
+        }
+        let mut response = Response::new(answer);
+        *response.status_mut() = answer_head.status;
+        *response.version_mut() = answer_head.version;
+        *response.headers_mut() = answer_head.headers;
+        if let Some(reason) = answer_head.reason {
+            response.extensions_mut().insert(reason);
+        }
+        Ok(response)
+    }
+
+    /// Writes the head, the framing worked out from the body and the body.
+    async fn send(&mut self, head: &RequestHead, body: &mut Body) -> Result<(), ExchangeError> {
         let length = body.size_hint().exact();
         let chunked = length.is_none();
         self.write.clear();
@@ -139,25 +193,7 @@ impl Conn {
         if chunked {
             self.write.extend_from_slice(b"0\r\n\r\n");
         }
-        self.flush().await?;
-        drop(body);
-
-        let (answer_head, framing, reuse) = self.read_head(&head.method).await?;
-        let mut answer = Answer {
-            conn: Some(self),
-            framing,
-            reuse,
-            back,
-            read_size: READ_SIZE,
-        };
-        if answer.is_end_stream() {
-            answer.finish();
-        }
-        let mut response = Response::new(answer);
-        *response.status_mut() = answer_head.status;
-        *response.version_mut() = answer_head.version;
-        *response.headers_mut() = answer_head.headers;
-        Ok(response)
+        self.flush().await
     }
 
     async fn flush(&mut self) -> Result<(), ExchangeError> {
@@ -171,9 +207,14 @@ impl Conn {
     /// Reads until a final answer's head is whole (interim 1xx answers are passed over) and works out how
     /// its body is framed and whether the connection can be kept.
     async fn read_head(&mut self, method: &Method) -> Result<(Head, Framing, bool), ExchangeError> {
-        let mut answered = false;
+        let mut interim = 0;
         loop {
             if let Some((len, head)) = parse_head(&self.read)? {
+                if len > MAX_HEAD {
+                    return Err(ExchangeError::Malformed(format!(
+                        "answer head over {MAX_HEAD} bytes"
+                    )));
+                }
                 let code = head.status.as_u16();
                 if (100..200).contains(&code) {
                     if code == 101 {
@@ -181,8 +222,13 @@ impl Conn {
                             "101 to a request that asked for no upgrade".into(),
                         ));
                     }
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(ExchangeError::Malformed(format!(
+                            "more than {MAX_INTERIM} interim answers"
+                        )));
+                    }
                     self.read.advance(len);
-                    answered = true;
                     continue;
                 }
                 let bytes = self.read.split_to(len).freeze();
@@ -196,7 +242,7 @@ impl Conn {
             }
             self.read.reserve(READ_SIZE);
             let read = self.io.read_buf(&mut self.read).await;
-            let nothing_yet = !answered && self.read.is_empty();
+            let nothing_yet = interim == 0 && self.read.is_empty();
             match read {
                 Ok(0) if nothing_yet => return Err(ExchangeError::Closed),
                 Ok(0) => {
@@ -286,6 +332,10 @@ struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    /// A reason phrase other than the status's own, passed on as the upstream wrote it.
+    reason: Option<hyper::ext::ReasonPhrase>,
+    /// How long the upstream keeps the connection while idle (`Keep-Alive: timeout=N`), less a second.
+    keep_alive: Option<std::time::Duration>,
 }
 
 /// An answer head as parsed: positions into the read buffer, turned into a [`Head`] once that part of the
@@ -293,6 +343,7 @@ struct Head {
 struct Parsed {
     status: StatusCode,
     version: Version,
+    reason: std::ops::Range<usize>,
     fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
@@ -320,6 +371,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Parsed)>, ExchangeError> {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
+    let reason = answer.reason.map_or(0..0, |r| at(r.as_bytes()));
     let fields = answer
         .headers
         .iter()
@@ -330,6 +382,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Parsed)>, ExchangeError> {
         Parsed {
             status,
             version,
+            reason,
             fields,
         },
     )))
@@ -344,6 +397,7 @@ impl Parsed {
         let mut chunked = None;
         let mut close = false;
         let mut keep_alive = false;
+        let mut idle_limit = None;
         for (name, value) in self.fields {
             let name = HeaderName::from_bytes(&bytes[name])
                 .map_err(|_| ExchangeError::Malformed("a header name is not valid".into()))?;
@@ -368,6 +422,8 @@ impl Parsed {
                 // Only the last coding decides: chunked last frames the body, anything else runs to the close.
                 let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.as_str() == "keep-alive" {
+                idle_limit = keep_alive_timeout(value.as_bytes()).or(idle_limit);
             } else if name == header::CONNECTION {
                 for option in value.as_bytes().split(|&b| b == b',') {
                     let option = option.trim_ascii();
@@ -378,6 +434,9 @@ impl Parsed {
             headers.append(name, value);
         }
         let code = self.status.as_u16();
+        // Both framings at once may be an attempt at smuggling, and HTTP/1.0 has no chunked coding: the
+        // body is read by Transfer-Encoding, and the connection is not used again (RFC 9112 §6.1, §6.3).
+        let doubtful = chunked.is_some() && (length.is_some() || self.version == Version::HTTP_10);
         let framing = if *method == Method::HEAD || code == 204 || code == 304 {
             Framing::Length(0)
         } else if let Some(chunked) = chunked {
@@ -395,14 +454,32 @@ impl Parsed {
             Version::HTTP_10 => keep_alive && !close,
             _ => !close,
         };
-        let reuse = persistent && !matches!(framing, Framing::Close);
+        let reuse = persistent && !doubtful && !matches!(framing, Framing::Close);
+        let reason = &bytes[self.reason];
+        let reason = (Some(reason) != self.status.canonical_reason().map(str::as_bytes))
+            .then(|| hyper::ext::ReasonPhrase::try_from(bytes.slice_ref(reason)).ok())
+            .flatten();
         let head = Head {
             status: self.status,
             version: self.version,
             headers,
+            reason,
+            keep_alive: idle_limit,
         };
         Ok((head, framing, reuse))
     }
+}
+
+/// The `timeout=N` of a `Keep-Alive` header value, less a second so that a request never races the close.
+fn keep_alive_timeout(value: &[u8]) -> Option<std::time::Duration> {
+    value.split(|&b| b == b',').find_map(|param| {
+        let (key, n) = std::str::from_utf8(param).ok()?.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let n: u64 = n.trim().parse().ok()?;
+        Some(std::time::Duration::from_secs(n.saturating_sub(1)))
+    })
 }
 
 /// How an answer's body ends.
@@ -598,30 +675,40 @@ impl http_body::Body for Answer {
 /// where the body stands after it, or `None` if more bytes are needed.
 fn chunk_step(buf: &[u8], state: Chunk) -> Result<Option<(usize, Framing)>, BoxError> {
     match state {
-        Chunk::Size => match httparse::parse_chunk_size(buf) {
-            Ok(httparse::Status::Complete((used, 0))) => Ok(Some((used, Framing::Chunked(Chunk::Trailers)))),
-            Ok(httparse::Status::Complete((used, size))) => Ok(Some((used, Framing::ChunkData(size)))),
-            Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                Err(malformed("a chunk-size line is too long"))
+        Chunk::Size => {
+            // The line whole first, strictly: hex digits (httparse reads none as 0), extensions, CRLF; a
+            // bare LF within it is not a line end (as hyper holds), so no byte of data passes for framing.
+            let line = match memchr::memchr(b'\n', buf) {
+                Some(lf) if lf > 0 && buf[lf - 1] == b'\r' => &buf[..=lf],
+                Some(_) => return Err(malformed("a chunk-size line does not end in CRLF")),
+                None if buf.len() > MAX_CHUNK_LINE => return Err(malformed("a chunk-size line is too long")),
+                None => return Ok(None),
+            };
+            if !line[0].is_ascii_hexdigit() {
+                return Err(malformed("a chunk size has no digits"));
             }
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(_) => Err(malformed("a chunk size is not valid")),
-        },
+            match httparse::parse_chunk_size(line) {
+                Ok(httparse::Status::Complete((used, 0))) => {
+                    Ok(Some((used, Framing::Chunked(Chunk::Trailers))))
+                }
+                Ok(httparse::Status::Complete((used, size))) => Ok(Some((used, Framing::ChunkData(size)))),
+                _ => Err(malformed("a chunk size is not valid")),
+            }
+        }
         Chunk::DataEnd => match buf {
             [b'\r', b'\n', ..] => Ok(Some((2, Framing::Chunked(Chunk::Size)))),
             [] | [b'\r'] => Ok(None),
             _ => Err(malformed("a chunk's data is longer than its size")),
         },
-        Chunk::Trailers => {
-            if buf.starts_with(b"\r\n") {
-                return Ok(Some((2, Framing::Done)));
+        // Trailer fields are read as header fields (and not passed on), up to the empty line.
+        Chunk::Trailers => match httparse::parse_headers(buf, &mut [httparse::EMPTY_HEADER; 32]) {
+            Ok(httparse::Status::Complete((used, _))) => Ok(Some((used, Framing::Done))),
+            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
+                Err(malformed("the trailer section is too long"))
             }
-            match memchr::memmem::find(buf, b"\r\n\r\n") {
-                Some(end) => Ok(Some((end + 4, Framing::Done))),
-                None if buf.len() > MAX_TRAILERS => Err(malformed("the trailer section is too long")),
-                None => Ok(None),
-            }
-        }
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(_) => Err(malformed("the trailer section is not valid")),
+        },
     }
 }
 
@@ -828,7 +915,8 @@ mod tests {
         assert!(response.headers().get("link").is_none());
         assert_eq!(text(response).await.unwrap(), "ok");
 
-        // Transfer-Encoding wins over Content-Length, which is not passed on beside it.
+        // Transfer-Encoding wins over Content-Length, which is not passed on beside it; a connection that
+        // carried both is not used again.
         let (addr, _) = upstream(
             b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             false,
@@ -842,16 +930,24 @@ mod tests {
             .unwrap();
         assert!(response.headers().get("content-length").is_none());
         assert_eq!(text(response).await.unwrap(), "ok");
-        assert_eq!(bin.count(), 2);
+        assert_eq!(bin.count(), 1);
     }
 
     #[tokio::test]
     async fn connections_the_answer_closes_are_not_kept() {
-        let cases: [(&'static [u8], bool); 4] = [
+        let cases: [(&'static [u8], bool); 7] = [
             (
                 b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
                 false,
             ),
+            // HTTP/1.0 has no chunked coding: read by it, but never kept.
+            (
+                b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                false,
+            ),
+            // The upstream closes idle connections within a second: not worth keeping.
+            (b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=1\r\ncontent-length: 2\r\n\r\nok", false),
+            (b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=5, max=100\r\ncontent-length: 2\r\n\r\nok", true),
             (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
             (
                 b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 2\r\n\r\nok",
@@ -917,7 +1013,14 @@ mod tests {
             .unwrap();
         assert_eq!(text(response).await.unwrap(), "ok");
 
-        let bodies: [&'static [u8]; 4] = [
+        let bodies: [&'static [u8]; 9] = [
+            // A size line without digits is not a last chunk (httparse alone reads it as 0).
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n\r\n5\r\nworld\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n5\r\nworld\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n;x\r\nhello\r\n0\r\n\r\n",
+            // A bare LF within a size line, and a trailer section that is no header fields.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n<html>junk\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
@@ -949,6 +1052,100 @@ mod tests {
                 .await,
             Err(ExchangeError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn odd_reason_phrases_pass_on_and_endless_interim_answers_do_not() {
+        let (addr, _) = upstream(
+            b"HTTP/1.1 419 Page Expired\r\ncontent-length: 0\r\n\r\n",
+            false,
+            false,
+        )
+        .await;
+        let bin = Arc::new(Bin::default());
+        let response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
+        let reason = response
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .expect("a reason");
+        assert_eq!(reason.as_bytes(), b"Page Expired");
+        // The status's own phrase needs no extension.
+        let (addr, _) = upstream(
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            false,
+            false,
+        )
+        .await;
+        let response = conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(&bin))
+            .await
+            .unwrap();
+        assert!(response.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
+
+        let mut answer = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
+        answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        let (addr, _) = upstream(answer.leak(), false, false).await;
+        assert!(matches!(
+            conn(addr)
+                .await
+                .exchange(&get("/"), body::empty(), back(&bin))
+                .await,
+            Err(ExchangeError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_the_request_was_whole_reaches_the_client() {
+        // The upstream refuses an upload from its head alone and closes without reading the body.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while memchr::memmem::find(&got, b"\r\n\r\n").is_none() {
+                let n = s.read(&mut chunk).await.unwrap();
+                got.extend_from_slice(&chunk[..n]);
+            }
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!")
+                .await
+                .unwrap();
+        });
+        let bin = Arc::new(Bin::default());
+        let upload = body::full(vec![b'x'; 64 << 20]);
+        let response = conn(addr)
+            .await
+            .exchange(&head(Method::POST, "/upload", &[]), upload, back(&bin))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        assert_eq!(text(response).await.unwrap(), "big!");
+        assert_eq!(
+            bin.count(),
+            0,
+            "a connection whose request was cut short is not kept"
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_no_large_buffers() {
+        let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = conn(std.local_addr().unwrap()).await;
+            c.write.reserve(1 << 20);
+            c.read.reserve(1 << 20);
+            c.shrink();
+            assert!(c.write.capacity() <= KEEP_BUFFER && c.read.capacity() <= KEEP_BUFFER);
+        });
     }
 
     #[tokio::test]

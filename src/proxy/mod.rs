@@ -109,6 +109,14 @@ pub async fn handle(
         .await
     } else if ex.request.uri.path().starts_with(crate::mfa::PATH_PREFIX) {
         crate::mfa::serve(&shared.services(), &mut ex).await
+    } else if ex.request.method == http::Method::CONNECT {
+        // A reverse proxy opens no tunnels to where a client names: CONNECT never reaches the upstream.
+        json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "CONNECT is not served here",
+            &ex.ctx.request_id,
+        )
     } else {
         runtime.pipeline.run(&mut ex, &runtime.upstream).await
     };

@@ -840,6 +840,7 @@ async fn framing_upstream() -> (
                         "/head" => "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n".to_string(),
                         "/none" => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
                         "/same" => "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n".to_string(),
+                        "/expired" => "HTTP/1.1 419 Page Expired\r\ncontent-length: 0\r\n\r\n".to_string(),
                         _ => {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the close").await;
                             return;
@@ -890,11 +891,31 @@ async fn answers_in_every_framing_reach_the_client_on_one_kept_alive_connection(
         "ten answers, one upstream connection"
     );
 
+    // A status without a phrase of its own keeps the upstream's.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let head = raw_head(&mut s, "GET /expired HTTP/1.1\r\nhost: app\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 419 page expired\r\n"), "{head}");
+    drop(s);
+
     // A body that runs to the close comes whole, and its connection is never used again.
     let r = c.get(aw.url("/close")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "until the close");
     let r = c.get(aw.url("/chunked")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hello world");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+
+    // CONNECT opens no tunnel and never reaches the upstream.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let head = raw_head(
+        &mut s,
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 405"), "{head}");
     assert_eq!(conns.load(Ordering::SeqCst), 2);
     let metrics = aw.metrics().await;
     assert!(!metrics.contains("authward_upstream_errors_total{"), "{metrics}");
