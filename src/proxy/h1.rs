@@ -115,13 +115,11 @@ impl Conn {
             Ok(()) => self.read_head(&head.method).await?,
             // An upstream may answer (413, 401) and close before it has read the whole request: that
             // answer, if it came before the close, is the client's, on a connection that is not kept. The
-            // connection is gone, so reading it ends at once.
-            Err(e @ (ExchangeError::Closed | ExchangeError::Io(_))) => {
-                match self.read_head(&head.method).await {
-                    Ok((answer_head, framing, _)) => (answer_head, framing, false),
-                    Err(_) => return Err(e),
-                }
-            }
+            // connection is closed or reset, so reading it ends at once.
+            Err(ExchangeError::Closed) => match self.read_head(&head.method).await {
+                Ok((answer_head, framing, _)) => (answer_head, framing, false),
+                Err(_) => return Err(ExchangeError::Closed),
+            },
             Err(e) => return Err(e),
         };
         self.keep_alive = answer_head.keep_alive;
