@@ -810,6 +810,14 @@ mod tests {
         head(Method::GET, target, &[("host", "up")])
     }
 
+    /// A GET of `/` on a new connection to `addr`.
+    async fn get_from(addr: std::net::SocketAddr, bin: &Arc<Bin>) -> Result<Response<Answer>, ExchangeError> {
+        conn(addr)
+            .await
+            .exchange(&get("/"), body::empty(), back(bin))
+            .await
+    }
+
     fn back(bin: &Arc<Bin>) -> Weak<dyn Recycle> {
         Arc::downgrade(bin) as Weak<Bin>
     }
@@ -842,11 +850,7 @@ mod tests {
             for (answer, body, kept) in cases {
                 let (addr, _) = upstream(answer, dribble, !kept).await;
                 let bin = Arc::new(Bin::default());
-                let response = conn(addr)
-                    .await
-                    .exchange(&get("/"), body::empty(), back(&bin))
-                    .await
-                    .unwrap();
+                let response = get_from(addr, &bin).await.unwrap();
                 assert_eq!(response.status(), 200);
                 assert_eq!(
                     text(response).await.unwrap(),
@@ -904,11 +908,7 @@ mod tests {
         )
         .await;
         let bin = Arc::new(Bin::default());
-        let response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let response = get_from(addr, &bin).await.unwrap();
         assert_eq!(response.status(), 201);
         assert!(response.headers().get("link").is_none());
         assert_eq!(text(response).await.unwrap(), "ok");
@@ -921,11 +921,7 @@ mod tests {
             false,
         )
         .await;
-        let response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let response = get_from(addr, &bin).await.unwrap();
         assert!(response.headers().get("content-length").is_none());
         assert_eq!(text(response).await.unwrap(), "ok");
         assert_eq!(bin.count(), 1);
@@ -960,11 +956,7 @@ mod tests {
         for (answer, kept) in cases {
             let (addr, _) = upstream(answer, false, false).await;
             let bin = Arc::new(Bin::default());
-            let response = conn(addr)
-                .await
-                .exchange(&get("/"), body::empty(), back(&bin))
-                .await
-                .unwrap();
+            let response = get_from(addr, &bin).await.unwrap();
             assert_eq!(text(response).await.unwrap(), "ok");
             assert_eq!(
                 bin.count(),
@@ -988,11 +980,7 @@ mod tests {
         for answer in heads {
             let (addr, _) = upstream(answer, false, true).await;
             let bin = Arc::new(Bin::default());
-            match conn(addr)
-                .await
-                .exchange(&get("/"), body::empty(), back(&bin))
-                .await
-            {
+            match get_from(addr, &bin).await {
                 Err(ExchangeError::Malformed(_)) => {}
                 other => panic!(
                     "{}: {:?}",
@@ -1004,11 +992,7 @@ mod tests {
         // Same content-length twice is one length.
         let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok", false, false).await;
         let bin = Arc::new(Bin::default());
-        let response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let response = get_from(addr, &bin).await.unwrap();
         assert_eq!(text(response).await.unwrap(), "ok");
 
         let bodies: [&'static [u8]; 9] = [
@@ -1027,11 +1011,7 @@ mod tests {
         for answer in bodies {
             let (addr, _) = upstream(answer, false, true).await;
             let bin = Arc::new(Bin::default());
-            let response = conn(addr)
-                .await
-                .exchange(&get("/"), body::empty(), back(&bin))
-                .await
-                .unwrap();
+            let response = get_from(addr, &bin).await.unwrap();
             assert!(
                 text(response).await.is_err(),
                 "{}",
@@ -1043,13 +1023,7 @@ mod tests {
         // Closed with nothing said: the caller learns the connection was closed under the request.
         let (addr, _) = upstream(b"", false, true).await;
         let bin = Arc::new(Bin::default());
-        assert!(matches!(
-            conn(addr)
-                .await
-                .exchange(&get("/"), body::empty(), back(&bin))
-                .await,
-            Err(ExchangeError::Closed)
-        ));
+        assert!(matches!(get_from(addr, &bin).await, Err(ExchangeError::Closed)));
     }
 
     #[tokio::test]
@@ -1061,11 +1035,7 @@ mod tests {
         )
         .await;
         let bin = Arc::new(Bin::default());
-        let response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let response = get_from(addr, &bin).await.unwrap();
         let reason = response
             .extensions()
             .get::<hyper::ext::ReasonPhrase>()
@@ -1078,21 +1048,14 @@ mod tests {
             false,
         )
         .await;
-        let response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let response = get_from(addr, &bin).await.unwrap();
         assert!(response.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
 
         let mut answer = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
         answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
         let (addr, _) = upstream(answer.leak(), false, false).await;
         assert!(matches!(
-            conn(addr)
-                .await
-                .exchange(&get("/"), body::empty(), back(&bin))
-                .await,
+            get_from(addr, &bin).await,
             Err(ExchangeError::Malformed(_))
         ));
     }
@@ -1275,11 +1238,7 @@ mod tests {
         answer.extend(std::iter::repeat_n(b'x', 1_000_000));
         let (addr, _) = upstream(answer.leak(), false, false).await;
         let bin = Arc::new(Bin::default());
-        let mut response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let mut response = get_from(addr, &bin).await.unwrap();
         assert_eq!(response.body().size_hint().exact(), Some(1_000_000));
         let (mut total, mut largest) = (0, 0);
         while let Some(frame) = response.body_mut().frame().await {
@@ -1297,11 +1256,7 @@ mod tests {
     async fn an_idle_connection_the_upstream_closed_is_not_usable() {
         let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false, true).await;
         let bin = Arc::new(Bin::default());
-        let response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let response = get_from(addr, &bin).await.unwrap();
         assert_eq!(text(response).await.unwrap(), "ok");
         let closed = bin.0.lock().unwrap().pop().unwrap();
         // The close arrives after the answer: once the runtime has seen it, the connection is refused.
@@ -1309,11 +1264,7 @@ mod tests {
         assert!(!closed.is_usable());
 
         let (addr, _) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false, false).await;
-        let response = conn(addr)
-            .await
-            .exchange(&get("/"), body::empty(), back(&bin))
-            .await
-            .unwrap();
+        let response = get_from(addr, &bin).await.unwrap();
         assert_eq!(text(response).await.unwrap(), "ok");
         let open = bin.0.lock().unwrap().pop().unwrap();
         assert!(open.is_usable());
