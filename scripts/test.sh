@@ -16,6 +16,8 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -m pip --version >/dev/null 2>&1; then
   need_apt+=(python3-pip)
 fi
+# The Redis store's tests start their own redis-server.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # A one-second smoke run of the load harness (benches/load/run.sh) needs wrk and nginx; HAProxy is one of
 # its fronts. (ModSecurity and the CRS are only installed by a real benchmark run.)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)

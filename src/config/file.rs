@@ -190,7 +190,8 @@ fn default_pool_max_idle() -> usize {
 #[serde(deny_unknown_fields, default)]
 pub struct FileStore {
     /// Which backend holds the state: `embedded` (the default: counters in memory, durable records in a
-    /// database file) or `memory` (everything in process, lost on restart).
+    /// database file), `memory` (everything in process, lost on restart) or `redis` (shared by every
+    /// replica).
     pub kind: StoreKind,
     /// Most keys kept in memory (counters, sets, short-lived values); the least recently used go first
     /// beyond it.
@@ -204,6 +205,16 @@ pub struct FileStore {
     /// file, a list's items (a history's events) counting one each; beyond it the least recently written
     /// go first.
     pub max_records: usize,
+    /// `redis`: where Redis (or Valkey) listens, `redis://[user:password@]host:port[/db]` or `rediss://`
+    /// for TLS. Better without a password here: see `url_env`.
+    pub url: String,
+    /// `redis`: environment variable that holds the URL (with its password); wins over `url` when set.
+    pub url_env: Option<String>,
+    /// `redis`: put in front of every key, so that deployments can share one Redis.
+    pub prefix: String,
+    /// `redis`: longest wait for one store operation, connecting included; past it the operation fails
+    /// and each stage's `store_failure` setting (open or closed) decides.
+    pub timeout: Duration,
 }
 
 impl Default for FileStore {
@@ -214,6 +225,10 @@ impl Default for FileStore {
             max_memory: ByteSize(256 * 1024 * 1024),
             path: PathBuf::from("authward.redb"),
             max_records: 1_000_000,
+            url: "redis://127.0.0.1:6379".into(),
+            url_env: None,
+            prefix: "authward:".into(),
+            timeout: Duration::from_millis(250),
         }
     }
 }
@@ -226,6 +241,8 @@ pub enum StoreKind {
     Memory,
     /// Counters in memory; durable records in a redb database file that survives restarts and crashes.
     Embedded,
+    /// Everything in Redis (or Valkey), shared by every replica.
+    Redis,
 }
 
 /// MaxMind database files (relative paths are relative to the config file).

@@ -27,6 +27,7 @@ use crate::pipeline::Services;
 use crate::store::Store;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::memory::{MemoryLimits, MemoryStore};
+use crate::store::redis::{RedisOptions, RedisStore};
 
 /// What `serve` (and the demo) start the proxy with.
 pub struct ServeOptions {
@@ -312,6 +313,24 @@ async fn open_store(cfg: &FileStore, clock: SharedClock) -> anyhow::Result<Arc<d
             };
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(opts, clock)).await??;
             tracing::info!(path = %store.path().display(), "store file open");
+            Arc::new(store)
+        }
+        StoreKind::Redis => {
+            let url = match cfg.url_env.as_deref() {
+                Some(var) => std::env::var(var)
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .with_context(|| format!("store.url_env: the environment variable {var} is not set"))?,
+                None => cfg.url.clone(),
+            };
+            let opts = RedisOptions {
+                url,
+                prefix: cfg.prefix.clone(),
+                timeout: cfg.timeout.0,
+                max_set_members: MemoryLimits::default().max_set_members,
+            };
+            let store = RedisStore::open(opts, clock)?;
+            tracing::info!(url = store.url(), prefix = %cfg.prefix, "redis store (connects on first use)");
             Arc::new(store)
         }
     })

@@ -1562,7 +1562,7 @@ impl Store for MemoryStore {
     }
 }
 
-fn denied(period: Duration) -> RateDecision {
+pub(super) fn denied(period: Duration) -> RateDecision {
     RateDecision {
         allowed: false,
         remaining: 0,
@@ -1571,7 +1571,7 @@ fn denied(period: Duration) -> RateDecision {
     }
 }
 
-fn unlimited(limit: u32) -> RateDecision {
+pub(super) fn unlimited(limit: u32) -> RateDecision {
     RateDecision {
         allowed: true,
         remaining: limit,

@@ -2,6 +2,7 @@
 
 pub mod embedded;
 pub mod memory;
+pub mod redis;
 
 /// Keys under this prefix are durable records (user profiles, event history, feedback, MFA enrollments):
 /// the `embedded` backend keeps them in its database file; every other key is a counter, set or

@@ -13,6 +13,7 @@ mod lifecycle;
 mod mfa;
 mod policies;
 mod profiles;
+mod redis;
 mod risk;
 mod rules;
 mod sms;

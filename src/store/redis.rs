@@ -1,0 +1,851 @@
+//! `Store` backend shared by many replicas: every operation is one atomic Lua script run on one Redis key.
+//!
+//! Works with Redis 6.2 or later and with Valkey. Each operation touches one key, so keys may live on any
+//! node of a cluster-aware proxy; a batch goes out as one pipeline (one round trip). Expiry is kept with the
+//! data in authward's clock (see `redis.lua`), so replicas agree on it and tests inject the clock; Redis
+//! TTLs mirror it so that Redis frees expired keys on its own. Set members are stored as 128-bit SHA-256
+//! fingerprints, never as the text an attacker sent. The connection is made lazily and remade after a
+//! failure: authward starts while Redis is down, and every operation that cannot be answered within
+//! `store.timeout` fails with [`StoreError::Unavailable`], which the web ACL and the SMS guard turn into
+//! their configured fail-open or fail-closed answer.
+
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Cmd, Pipeline, Value};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::memory::{denied, unlimited};
+use super::{Op, RateDecision, Replies, Reply, Store, StoreError};
+use crate::clock::SharedClock;
+
+const BACKEND: &str = "redis";
+/// The operations, one script: loaded once per Redis server (`EVALSHA`, reloaded after a flush).
+const SCRIPT: &str = include_str!("redis.lua");
+/// Longest TTL and rate period sent (100 years): the script's doubles stay exact integers below 2^53.
+const MAX_MS: u128 = 100 * 365 * 24 * 3600 * 1000;
+const MAX_US: u128 = MAX_MS * 1000;
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Put in front of every key, so that several deployments can share one Redis.
+    pub prefix: String,
+    /// Longest wait for one operation (or batch), connecting included.
+    pub timeout: Duration,
+    /// Most members of one set; a new member evicts the least recently added one.
+    pub max_set_members: usize,
+}
+
+/// The Redis backend.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    script: ::redis::Script,
+    prefix: String,
+    timeout: Duration,
+    max_set_members: usize,
+    /// The URL without its password, for messages.
+    shown: String,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.shown)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one op becomes: answered here (limits that need no state), or a script run and how to read it.
+enum Plan {
+    Local(Reply),
+    Remote(Cmd, Decode),
+}
+
+/// How to read a script's reply.
+#[derive(Clone, Copy)]
+enum Decode {
+    Rate { period: Duration },
+    Int,
+    Count,
+    Bool,
+    Unit,
+    Value,
+    Len,
+    Values,
+}
+
+impl RedisStore {
+    /// A store for `opts.url`; connects on first use. Fails only on a URL that cannot be used.
+    pub fn open(opts: RedisOptions, clock: SharedClock) -> Result<Self, StoreError> {
+        let shown = without_password(&opts.url);
+        let client = ::redis::Client::open(opts.url.as_str()).map_err(|e| StoreError::Unavailable {
+            backend: BACKEND,
+            reason: format!("bad store.url {shown}: {e}"),
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.timeout))
+            .set_response_timeout(Some(opts.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| unavailable(&e))?;
+        Ok(RedisStore {
+            conn,
+            script: ::redis::Script::new(SCRIPT),
+            prefix: opts.prefix,
+            timeout: opts.timeout,
+            max_set_members: opts.max_set_members.max(1),
+            shown,
+            clock,
+        })
+    }
+
+    /// The URL without its password.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// One script run: `EVALSHA <script> 1 <prefixed key> <op> <now> <args...>`.
+    fn script(&self, key: &str, op: &str, now: u64) -> Cmd {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(self.prefix.as_bytes());
+        k.extend_from_slice(key.as_bytes());
+        cmd.arg(self.script.get_hash()).arg(1).arg(k).arg(op).arg(now);
+        cmd
+    }
+
+    fn plan(&self, op: &Op, now: u64) -> Plan {
+        let remote = |cmd, decode| Plan::Remote(cmd, decode);
+        match op {
+            Op::RateTake {
+                key,
+                limit,
+                period,
+                cost,
+            } => self.gcra(key, "rate_take", *limit, *period, *cost, now),
+            Op::RatePeek { key, limit, period } => self.gcra(key, "rate_peek", *limit, *period, 1, now),
+            Op::Incr { key, by, ttl } => {
+                let mut cmd = self.script(key, "incr", now);
+                cmd.arg(*by).arg(ms(*ttl));
+                remote(cmd, Decode::Int)
+            }
+            Op::Counter { key } => remote(self.script(key, "counter", now), Decode::Int),
+            Op::SetAdd { key, member, ttl } => {
+                let mut cmd = self.script(key, "set_add", now);
+                cmd.arg(&fingerprint(member)[..])
+                    .arg(ms(*ttl))
+                    .arg(self.max_set_members);
+                remote(cmd, Decode::Count)
+            }
+            Op::SetLen { key } => remote(self.script(key, "set_len", now), Decode::Count),
+            Op::SetContains { key, member } => {
+                let mut cmd = self.script(key, "set_contains", now);
+                cmd.arg(&fingerprint(member)[..]);
+                remote(cmd, Decode::Bool)
+            }
+            Op::Put { key, value, ttl } | Op::PutIfAbsent { key, value, ttl } => {
+                let (name, decode) = match op {
+                    Op::Put { .. } => ("put", Decode::Unit),
+                    _ => ("put_if_absent", Decode::Bool),
+                };
+                let mut cmd = self.script(key, name, now);
+                cmd.arg(&value[..])
+                    .arg(ttl.map(ms).map(|t| t.to_string()).unwrap_or_default());
+                remote(cmd, decode)
+            }
+            Op::Get { key } => remote(self.script(key, "get", now), Decode::Value),
+            Op::Take { key } => remote(self.script(key, "take", now), Decode::Value),
+            Op::Delete { key } => remote(self.script(key, "delete", now), Decode::Bool),
+            Op::ListPush { key, value, cap, ttl } => {
+                let mut cmd = self.script(key, "list_push", now);
+                cmd.arg(&value[..])
+                    .arg(clamp(*cap))
+                    .arg(ttl.map(ms).map(|t| t.to_string()).unwrap_or_default());
+                remote(cmd, Decode::Len)
+            }
+            Op::ListRange { key, start, count } => {
+                let mut cmd = self.script(key, "list_range", now);
+                cmd.arg(clamp(*start)).arg(clamp(*count));
+                remote(cmd, Decode::Values)
+            }
+        }
+    }
+
+    /// A rate limit: limits that need no state are answered here, as the other backends answer them.
+    fn gcra(&self, key: &str, op: &str, limit: u32, period: Duration, cost: u32, now: u64) -> Plan {
+        if limit == 0 {
+            return Plan::Local(Reply::Rate(denied(period)));
+        }
+        // Emission interval in µs; an interval under 1 µs (over a million a second) is unlimited.
+        let t = period.as_micros().min(MAX_US) / u128::from(limit);
+        if t == 0 {
+            return Plan::Local(Reply::Rate(unlimited(limit)));
+        }
+        let mut cmd = self.script(key, op, now);
+        cmd.arg(t.to_string())
+            .arg((t * u128::from(limit)).to_string())
+            .arg(limit)
+            .arg(cost);
+        Plan::Remote(cmd, Decode::Rate { period })
+    }
+
+    /// Sends the commands in one pipeline and returns their replies (server errors among them). Scripts
+    /// missing on the server (a restart or `SCRIPT FLUSH`) are loaded and the pipeline sent once more: a
+    /// missing script runs nothing, so nothing runs twice.
+    async fn send(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.conn.clone();
+        let work = async {
+            let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+            if replies.iter().any(is_noscript) {
+                self.script.load_async(&mut conn).await?;
+                replies = pipe.query_async(&mut conn).await?;
+            }
+            Ok::<_, ::redis::RedisError>(replies)
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(replies)) if replies.len() == pipe.len() => Ok(replies),
+            Ok(Ok(replies)) => Err(StoreError::Unavailable {
+                backend: BACKEND,
+                reason: format!("{} replies to {} commands", replies.len(), pipe.len()),
+            }),
+            Ok(Err(e)) => Err(unavailable(&e)),
+            Err(_) => Err(StoreError::Unavailable {
+                backend: BACKEND,
+                reason: format!("no answer from {} within {:?}", self.shown, self.timeout),
+            }),
+        }
+    }
+
+    /// One op, alone.
+    async fn one(&self, op: Op) -> Result<Reply, StoreError> {
+        let mut replies = self.batch(vec![op]).await?;
+        replies
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no reply".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn rate_take(
+        &self,
+        key: &str,
+        limit: u32,
+        period: Duration,
+        cost: u32,
+    ) -> Result<RateDecision, StoreError> {
+        let op = Op::RateTake {
+            key: key.to_owned(),
+            limit,
+            period,
+            cost,
+        };
+        match self.one(op).await? {
+            Reply::Rate(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn rate_peek(&self, key: &str, limit: u32, period: Duration) -> Result<RateDecision, StoreError> {
+        let op = Op::RatePeek {
+            key: key.to_owned(),
+            limit,
+            period,
+        };
+        match self.one(op).await? {
+            Reply::Rate(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        let op = Op::Incr {
+            key: key.to_owned(),
+            by,
+            ttl,
+        };
+        match self.one(op).await? {
+            Reply::Int(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn counter(&self, key: &str) -> Result<i64, StoreError> {
+        match self.one(Op::Counter { key: key.to_owned() }).await? {
+            Reply::Int(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<u64, StoreError> {
+        let op = Op::SetAdd {
+            key: key.to_owned(),
+            member: member.to_owned(),
+            ttl,
+        };
+        match self.one(op).await? {
+            Reply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn set_len(&self, key: &str) -> Result<u64, StoreError> {
+        match self.one(Op::SetLen { key: key.to_owned() }).await? {
+            Reply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn set_contains(&self, key: &str, member: &str) -> Result<bool, StoreError> {
+        let op = Op::SetContains {
+            key: key.to_owned(),
+            member: member.to_owned(),
+        };
+        match self.one(op).await? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let op = Op::Put {
+            key: key.to_owned(),
+            value,
+            ttl,
+        };
+        match self.one(op).await? {
+            Reply::Unit => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let op = Op::PutIfAbsent {
+            key: key.to_owned(),
+            value,
+            ttl,
+        };
+        match self.one(op).await? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.one(Op::Get { key: key.to_owned() }).await? {
+            Reply::Value(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.one(Op::Take { key: key.to_owned() }).await? {
+            Reply::Value(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        match self.one(Op::Delete { key: key.to_owned() }).await? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn list_push(
+        &self,
+        key: &str,
+        value: Bytes,
+        cap: usize,
+        ttl: Option<Duration>,
+    ) -> Result<usize, StoreError> {
+        let op = Op::ListPush {
+            key: key.to_owned(),
+            value,
+            cap,
+            ttl,
+        };
+        match self.one(op).await? {
+            Reply::Len(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn list_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<Bytes>, StoreError> {
+        let op = Op::ListRange {
+            key: key.to_owned(),
+            start,
+            count,
+        };
+        match self.one(op).await? {
+            Reply::Values(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn list_replace(&self, key: &str, old: &[u8], new: Bytes) -> Result<bool, StoreError> {
+        let mut cmd = self.script(key, "list_replace", self.clock.now_ms());
+        cmd.arg(old).arg(&new[..]);
+        let mut pipe = Pipeline::with_capacity(1);
+        pipe.ignore_errors().add_command(cmd);
+        let reply = self.send(&pipe).await?.pop().unwrap_or(Value::Nil);
+        match decode(key, reply, Decode::Bool)? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
+        let now = self.clock.now_ms();
+        let plans: Vec<Plan> = ops.iter().map(|op| self.plan(op, now)).collect();
+        let mut pipe = Pipeline::with_capacity(plans.len());
+        pipe.ignore_errors();
+        for plan in &plans {
+            if let Plan::Remote(cmd, _) = plan {
+                pipe.add_command(cmd.clone());
+            }
+        }
+        let mut values = if pipe.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            self.send(&pipe).await?.into_iter()
+        };
+        let mut replies = Replies::with_capacity(ops.len());
+        for (op, plan) in ops.iter().zip(plans) {
+            replies.push(match plan {
+                Plan::Local(reply) => Ok(reply),
+                Plan::Remote(_, how) => decode(op.key(), values.next().unwrap_or(Value::Nil), how),
+            });
+        }
+        replies.finish()
+    }
+
+    fn kind(&self) -> &'static str {
+        BACKEND
+    }
+}
+
+/// Reads one script reply.
+fn decode(key: &str, value: Value, how: Decode) -> Result<Reply, StoreError> {
+    if let Value::ServerError(e) = &value {
+        return Err(match (e.code(), e.details()) {
+            ("AWTYPE", Some(expected)) => StoreError::WrongType {
+                key: key.to_owned(),
+                expected: kind_name(expected),
+            },
+            _ => StoreError::Unavailable {
+                backend: BACKEND,
+                reason: format!("{} {}", e.code(), e.details().unwrap_or_default()),
+            },
+        });
+    }
+    let bad = || StoreError::Corrupt(format!("unexpected reply from Redis for key {key:?}"));
+    let int = |v: &Value| match v {
+        Value::Int(n) => Ok(*n),
+        _ => Err(bad()),
+    };
+    Ok(match how {
+        Decode::Rate { period } => {
+            let Value::Array(items) = &value else {
+                return Err(bad());
+            };
+            let [allowed, remaining, retry, reset] = items.as_slice() else {
+                return Err(bad());
+            };
+            let (retry, reset) = (int(retry)?, int(reset)?);
+            Reply::Rate(RateDecision {
+                allowed: int(allowed)? == 1,
+                remaining: u32::try_from(int(remaining)?.max(0)).unwrap_or(u32::MAX),
+                retry_after: if retry < 0 { period } else { micros(retry) },
+                reset_after: micros(reset),
+            })
+        }
+        Decode::Int => match &value {
+            Value::BulkString(text) => Reply::Int(
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(bad)?,
+            ),
+            _ => return Err(bad()),
+        },
+        Decode::Count => Reply::Count(u64::try_from(int(&value)?).map_err(|_| bad())?),
+        Decode::Bool => Reply::Bool(int(&value)? == 1),
+        Decode::Unit => Reply::Unit,
+        Decode::Value => match value {
+            Value::Nil => Reply::Value(None),
+            Value::BulkString(v) => Reply::Value(Some(Bytes::from(v))),
+            _ => return Err(bad()),
+        },
+        Decode::Len => Reply::Len(usize::try_from(int(&value)?).map_err(|_| bad())?),
+        Decode::Values => match value {
+            Value::Array(items) => Reply::Values(
+                items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::BulkString(v) => Ok(Bytes::from(v)),
+                        _ => Err(bad()),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(bad()),
+        },
+    })
+}
+
+/// The kinds the script names in its type errors, as the other backends name them.
+fn kind_name(expected: &str) -> &'static str {
+    match expected {
+        "rate limit" => "rate limit",
+        "counter" => "counter",
+        "set" => "set",
+        "list" => "list",
+        _ => "value",
+    }
+}
+
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+fn unavailable(e: &::redis::RedisError) -> StoreError {
+    StoreError::Unavailable {
+        backend: BACKEND,
+        reason: e.to_string(),
+    }
+}
+
+fn unexpected(reply: &Reply) -> StoreError {
+    StoreError::Corrupt(format!("unexpected reply {reply:?}"))
+}
+
+/// A set member's fingerprint: the first 128 bits of its SHA-256, the same on every replica.
+fn fingerprint(member: &str) -> [u8; 16] {
+    let digest = Sha256::digest(member.as_bytes());
+    let mut fp = [0u8; 16];
+    fp.copy_from_slice(&digest[..16]);
+    fp
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis().min(MAX_MS)).unwrap_or(u64::MAX)
+}
+
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+/// A count or position as the script's doubles hold it exactly.
+fn clamp(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX).min(1 << 53)
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`: a password never reaches a log line.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::{RedisOptions, RedisStore, without_password};
+    use crate::clock::ManualClock;
+    use crate::store::{Store, StoreError, conformance};
+
+    const START_MS: u64 = 1_700_000_000_000;
+
+    /// A `redis-server` of the test's own on a free loopback port, without persistence; killed on drop.
+    struct Server {
+        child: Child,
+        port: u16,
+    }
+
+    impl Server {
+        fn start() -> Self {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            Self::on(port)
+        }
+
+        fn on(port: u16) -> Self {
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (scripts/test.sh installs it)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server did not come up on port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Server { child, port }
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        async fn raw(&self) -> ::redis::aio::MultiplexedConnection {
+            ::redis::Client::open(self.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn options(url: String, prefix: &str) -> RedisOptions {
+        RedisOptions {
+            url,
+            prefix: prefix.to_owned(),
+            timeout: Duration::from_secs(2),
+            max_set_members: 10_000,
+        }
+    }
+
+    fn store(server: &Server) -> (RedisStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let s = RedisStore::open(options(server.url(), "t:"), clock.clone()).unwrap();
+        (s, clock)
+    }
+
+    macro_rules! conformance_tests {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $name() {
+                let server = Server::start();
+                let (s, c) = store(&server);
+                conformance::$name(&s, &c).await;
+            }
+        )*};
+    }
+
+    conformance_tests!(
+        gcra_burst_then_interval,
+        gcra_peek_does_not_take,
+        gcra_cost,
+        gcra_edge_limits,
+        incr_fixed_window,
+        sets,
+        values_with_ttl,
+        put_if_absent_take_delete,
+        lists,
+        list_replace_is_a_compare_and_swap,
+        wrong_types_are_errors,
+        batch_in_order,
+    );
+
+    macro_rules! concurrent_tests {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+            async fn $name() {
+                let server = Server::start();
+                conformance::$name(Arc::new(store(&server).0)).await;
+            }
+        )*};
+    }
+
+    concurrent_tests!(concurrent_incr, concurrent_rate_take, concurrent_put_if_absent);
+
+    #[tokio::test]
+    async fn two_replicas_share_one_limit_and_one_history() {
+        let server = Server::start();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let a = RedisStore::open(options(server.url(), "aw:"), clock.clone()).unwrap();
+        let b = RedisStore::open(options(server.url(), "aw:"), clock.clone()).unwrap();
+        let period = Duration::from_secs(60);
+        for i in 0..5 {
+            let replica: &dyn Store = if i % 2 == 0 { &a } else { &b };
+            assert!(
+                replica.rate_take("ip:1", 5, period, 1).await.unwrap().allowed,
+                "take {i}"
+            );
+        }
+        assert!(!a.rate_take("ip:1", 5, period, 1).await.unwrap().allowed);
+        assert!(!b.rate_take("ip:1", 5, period, 1).await.unwrap().allowed);
+        a.list_push("rec/events/u", Bytes::from_static(b"e1"), 10, None)
+            .await
+            .unwrap();
+        b.list_push("rec/events/u", Bytes::from_static(b"e2"), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.list_range("rec/events/u", 0, 10).await.unwrap(),
+            vec!["e2", "e1"]
+        );
+        // Another prefix is another deployment.
+        let other = RedisStore::open(options(server.url(), "other:"), clock).unwrap();
+        assert!(other.rate_take("ip:1", 5, period, 1).await.unwrap().allowed);
+    }
+
+    #[tokio::test]
+    async fn keys_are_prefixed_members_are_fingerprints_and_redis_expires_what_expired() {
+        let server = Server::start();
+        let (s, _c) = store(&server);
+        s.set_add("users", "alice@example.com", Duration::from_secs(10))
+            .await
+            .unwrap();
+        s.put("v", Bytes::from_static(b"x"), Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        s.put("forever", Bytes::from_static(b"x"), None).await.unwrap();
+        let mut raw = server.raw().await;
+        let mut keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut raw).await.unwrap();
+        keys.sort();
+        assert_eq!(keys, ["t:forever", "t:users", "t:v"]);
+        let members: Vec<Vec<u8>> = ::redis::cmd("ZRANGE")
+            .arg("t:users")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(members.len(), 2, "one member and the expiry");
+        assert!(
+            members
+                .iter()
+                .all(|m| !String::from_utf8_lossy(m).contains("alice"))
+        );
+        for key in ["t:users", "t:v"] {
+            let ttl: i64 = ::redis::cmd("PTTL").arg(key).query_async(&mut raw).await.unwrap();
+            assert!((9_000..=11_000).contains(&ttl), "{key}: Redis TTL {ttl} ms");
+        }
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg("t:forever")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1, "no expiry");
+    }
+
+    #[tokio::test]
+    async fn a_full_set_lets_the_least_recently_added_member_go() {
+        let server = Server::start();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let opts = RedisOptions {
+            max_set_members: 3,
+            ..options(server.url(), "t:")
+        };
+        let s = RedisStore::open(opts, clock.clone()).unwrap();
+        let ttl = Duration::from_secs(60);
+        for m in ["a", "b", "c"] {
+            s.set_add("s", m, ttl).await.unwrap();
+            clock.advance(Duration::from_millis(1));
+        }
+        s.set_add("s", "a", ttl).await.unwrap();
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(s.set_add("s", "d", ttl).await.unwrap(), 3);
+        assert!(
+            !s.set_contains("s", "b").await.unwrap(),
+            "b was added least recently"
+        );
+        for m in ["a", "c", "d"] {
+            assert!(s.set_contains("s", m).await.unwrap(), "{m}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scripts_flushed_from_the_server_are_loaded_again() {
+        let server = Server::start();
+        let (s, _c) = store(&server);
+        assert_eq!(s.incr("n", 1, Duration::from_secs(10)).await.unwrap(), 1);
+        let mut raw = server.raw().await;
+        let () = ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.incr("n", 1, Duration::from_secs(10)).await.unwrap(),
+            2,
+            "ran once, not twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_unavailable_and_a_restarted_one_is_used_again() {
+        let server = Server::start();
+        let port = server.port;
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let opts = RedisOptions {
+            timeout: Duration::from_millis(500),
+            ..options(server.url(), "t:")
+        };
+        let s = RedisStore::open(opts, clock).unwrap();
+        s.put("k", Bytes::from_static(b"v"), None).await.unwrap();
+        drop(server);
+        let e = s.get("k").await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Unavailable { backend: "redis", .. }),
+            "{e:?}"
+        );
+        let e = s.rate_take("r", 5, Duration::from_secs(1), 1).await.unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        // The same port again (an empty server: nothing persisted): the store reconnects by itself.
+        let _server = Server::on(port);
+        let mut answered = None;
+        for _ in 0..50 {
+            if let Ok(v) = s.get("k").await {
+                answered = Some(v);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(answered, Some(None), "reconnected to the new, empty server");
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_refused_and_passwords_are_never_shown() {
+        let clock = Arc::new(ManualClock::new(START_MS));
+        assert!(RedisStore::open(options("http://nope".into(), ""), clock.clone()).is_err());
+        let s = RedisStore::open(options("redis://app:s3cret@127.0.0.1:1/2".into(), ""), clock).unwrap();
+        assert_eq!(s.url(), "redis://app:***@127.0.0.1:1/2");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(without_password("redis://:pw@h:6379"), "redis://:***@h:6379");
+        assert_eq!(without_password("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(without_password("rediss://pw@h"), "rediss://***@h");
+    }
+}
