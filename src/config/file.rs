@@ -210,6 +210,9 @@ pub struct FileStore {
     pub url: String,
     /// `redis`: environment variable that holds the URL (with its password); wins over `url` when set.
     pub url_env: Option<String>,
+    /// `redis` over TLS (`rediss://`): the CA certificate (PEM) that signed the server's, relative to this
+    /// config file; without it the system's roots are used.
+    pub ca: Option<PathBuf>,
     /// `redis`: put in front of every key, so that deployments can share one Redis.
     pub prefix: String,
     /// `redis`: longest wait for one store operation, connecting included; past it the operation fails
@@ -227,6 +230,7 @@ impl Default for FileStore {
             max_records: 1_000_000,
             url: "redis://127.0.0.1:6379".into(),
             url_env: None,
+            ca: None,
             prefix: "authward:".into(),
             timeout: Duration::from_millis(250),
         }

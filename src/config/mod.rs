@@ -452,6 +452,7 @@ pub fn load_from(path: &Path, mode: Mode, sources: &dyn Sources) -> Result<Confi
         trusted_proxies: main.trusted_proxies.iter().map(|c| c.0).collect(),
         store: FileStore {
             path: base.join(&main.store.path),
+            ca: main.store.ca.as_ref().map(|ca| base.join(ca)),
             ..main.store
         },
         geo,

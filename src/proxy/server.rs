@@ -328,6 +328,12 @@ async fn open_store(cfg: &FileStore, clock: SharedClock) -> anyhow::Result<Arc<d
                 prefix: cfg.prefix.clone(),
                 timeout: cfg.timeout.0,
                 max_set_members: MemoryLimits::default().max_set_members,
+                ca: match &cfg.ca {
+                    Some(path) => {
+                        Some(std::fs::read(path).with_context(|| format!("store.ca {}", path.display()))?)
+                    }
+                    None => None,
+                },
             };
             let store = RedisStore::open(opts, clock)?;
             tracing::info!(url = store.url(), prefix = %cfg.prefix, "redis store (connects on first use)");

@@ -38,6 +38,8 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// Most members of one set; a new member evicts the least recently added one.
     pub max_set_members: usize,
+    /// For `rediss://`: the PEM CA certificate to trust instead of the system's roots.
+    pub ca: Option<Vec<u8>>,
 }
 
 /// The Redis backend.
@@ -84,9 +86,19 @@ impl RedisStore {
     /// A store for `opts.url`; connects on first use. Fails only on a URL that cannot be used.
     pub fn open(opts: RedisOptions, clock: SharedClock) -> Result<Self, StoreError> {
         let shown = without_password(&opts.url);
-        let client = ::redis::Client::open(opts.url.as_str()).map_err(|e| StoreError::Unavailable {
+        let client = match opts.ca {
+            None => ::redis::Client::open(opts.url.as_str()),
+            Some(ca) => {
+                let certs = ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                };
+                ::redis::Client::build_with_tls(opts.url.as_str(), certs)
+            }
+        }
+        .map_err(|e| StoreError::Unavailable {
             backend: BACKEND,
-            reason: format!("bad store.url {shown}: {e}"),
+            reason: format!("bad store.url {shown} (or store.ca): {e}"),
         })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.timeout))
@@ -587,20 +599,54 @@ mod tests {
     struct Server {
         child: Child,
         port: u16,
+        /// The TLS server's certificate and key files.
+        _tls: Option<tempfile::TempDir>,
     }
 
     impl Server {
         fn start() -> Self {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port");
-            Self::on(port)
+            Self::on(free_port())
         }
 
         fn on(port: u16) -> Self {
+            Self::spawn(port, &["--port", &port.to_string()], None)
+        }
+
+        /// A server that speaks only TLS, with a self-signed certificate for 127.0.0.1: returns it and
+        /// the certificate (PEM) to trust.
+        fn start_tls() -> (Self, Vec<u8>) {
+            let port = free_port();
+            let dir = tempfile::tempdir().unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let (crt, pem) = (dir.path().join("r.crt"), dir.path().join("r.key"));
+            std::fs::write(&crt, cert.pem()).unwrap();
+            std::fs::write(&pem, key.serialize_pem()).unwrap();
+            let (crt_s, pem_s) = (crt.display().to_string(), pem.display().to_string());
+            let args = [
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &crt_s,
+                "--tls-key-file",
+                &pem_s,
+                "--tls-ca-cert-file",
+                &crt_s,
+                "--tls-auth-clients",
+                "no",
+            ];
+            (Self::spawn(port, &args, Some(dir)), cert.pem().into_bytes())
+        }
+
+        fn spawn(port: u16, listen: &[&str], tls: Option<tempfile::TempDir>) -> Self {
             let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(listen)
+                .args(["--bind", "127.0.0.1", "--save", ""])
                 .args(["--appendonly", "no", "--protected-mode", "no"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -614,7 +660,11 @@ mod tests {
                 );
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Server { child, port }
+            Server {
+                child,
+                port,
+                _tls: tls,
+            }
         }
 
         fn url(&self) -> String {
@@ -630,6 +680,13 @@ mod tests {
         }
     }
 
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
     impl Drop for Server {
         fn drop(&mut self) {
             let _ = self.child.kill();
@@ -643,6 +700,7 @@ mod tests {
             prefix: prefix.to_owned(),
             timeout: Duration::from_secs(2),
             max_set_members: 10_000,
+            ca: None,
         }
     }
 
@@ -835,6 +893,24 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(answered, Some(None), "reconnected to the new, empty server");
+    }
+
+    #[tokio::test]
+    async fn tls_with_the_configured_ca_and_only_with_it() {
+        let (server, ca) = Server::start_tls();
+        let url = format!("rediss://127.0.0.1:{}", server.port);
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let opts = RedisOptions {
+            ca: Some(ca),
+            ..options(url.clone(), "t:")
+        };
+        let s = RedisStore::open(opts, clock.clone()).unwrap();
+        s.put("k", Bytes::from_static(b"over tls"), None).await.unwrap();
+        assert_eq!(s.get("k").await.unwrap(), Some(Bytes::from_static(b"over tls")));
+        // The system's roots do not know the self-signed certificate: no connection, no data.
+        let untrusting = RedisStore::open(options(url, "t:"), clock).unwrap();
+        let e = untrusting.get("k").await.unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
     }
 
     #[tokio::test]
