@@ -422,24 +422,29 @@ impl Store for RedisStore {
 
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Reply>, StoreError> {
         let now = self.clock.now_ms();
-        let plans: Vec<Plan> = ops.iter().map(|op| self.plan(op, now)).collect();
-        let mut pipe = Pipeline::with_capacity(plans.len());
+        let mut pipe = Pipeline::with_capacity(ops.len());
         pipe.ignore_errors();
-        for plan in &plans {
-            if let Plan::Remote(cmd, _) = plan {
-                pipe.add_command(cmd.clone());
-            }
-        }
+        // Each op's answer: here already, or how to read its command's reply (the command goes in the pipe).
+        let answers: Vec<Result<Reply, Decode>> = ops
+            .iter()
+            .map(|op| match self.plan(op, now) {
+                Plan::Local(reply) => Ok(reply),
+                Plan::Remote(cmd, how) => {
+                    pipe.add_command(cmd);
+                    Err(how)
+                }
+            })
+            .collect();
         let mut values = if pipe.is_empty() {
             Vec::new().into_iter()
         } else {
             self.send(&pipe).await?.into_iter()
         };
         let mut replies = Replies::with_capacity(ops.len());
-        for (op, plan) in ops.iter().zip(plans) {
-            replies.push(match plan {
-                Plan::Local(reply) => Ok(reply),
-                Plan::Remote(_, how) => decode(op.key(), values.next().unwrap_or(Value::Nil), how),
+        for (op, answer) in ops.iter().zip(answers) {
+            replies.push(match answer {
+                Ok(reply) => Ok(reply),
+                Err(how) => decode(op.key(), values.next().unwrap_or(Value::Nil), how),
             });
         }
         replies.finish()
