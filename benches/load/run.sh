@@ -11,7 +11,7 @@
 # --no-scaling (skip the rule-count, connection-count and store-size curves), --no-install (never call
 # apt-get: fronts whose packages are missing are skipped), --smoke (= --duration 1 --warmup 1 --rounds 1
 # --no-scaling --no-install), --fronts "F ..." (measure only these of the main fronts: direct
-# authward-pass authward-full nginx haproxy nginx-modsec; for quick A/B runs while working), --debug
+# authward-pass authward-full authward-redis nginx haproxy nginx-modsec; for quick A/B runs while working), --debug
 # (measure the debug build: checks that the harness works, its figures mean nothing).
 #
 # Layout: wrk (one thread) is pinned to core 0; the front under test and the upstream nginx to core 1,
@@ -65,6 +65,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 [ -f "$modsec_so" ] || need+=(libnginx-mod-http-modsecurity)
 have_pkg modsecurity-crs || need+=(modsecurity-crs)
 /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ] && [ "$install" = 1 ]; then
   echo "installing: ${need[*]}" >&2
   apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
@@ -161,7 +162,8 @@ url[direct]="http://127.0.0.1:$up"
 
 # --- authward fronts ---------------------------------------------------------------------------------
 geo="$root/data/geoip"
-authward_conf() { # name port admin-port extra-yaml...
+memory_store="store: {kind: memory, max_keys: 200000, max_memory: 32MiB}"
+authward_conf() { # name port admin-port extra-yaml... ($store_yaml, when set, replaces the memory store)
   local name="$1" p="$2" a="$3"; shift 3
   {
     cat <<YAML
@@ -169,7 +171,7 @@ listen: {http: [127.0.0.1:$p], access_log: false}
 admin: {listen: 127.0.0.1:$a}
 upstream: {url: http://127.0.0.1:$up}
 trusted_proxies: [127.0.0.1/32]
-store: {kind: memory, max_keys: 200000, max_memory: 32MiB}
+${store_yaml:-$memory_store}
 YAML
     printf '%s\n' "$@"
   } > "$work/$name.yaml"
@@ -206,6 +208,21 @@ start_authward authward-pass "$p" "$a"
 alloc p; alloc a
 authward_conf authward-full "$p" "$a" "$full_include" "${full_yaml[@]}"
 start_authward authward-full "$p" "$a"
+
+# Full protection with the Redis store (what replicas share), Redis on the proxy's core like the upstream
+# (its CPU time is not in the front's "cpu" column).
+if command -v redis-server >/dev/null; then
+  alloc rp
+  taskset -c 1 redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  alloc p; alloc a
+  store_yaml="store: {kind: redis, url: 'redis://127.0.0.1:$rp', timeout: 1s}" \
+    authward_conf authward-redis "$p" "$a" "$full_include" "${full_yaml[@]}"
+  start_authward authward-redis "$p" "$a"
+else
+  echo "skipping authward-redis: redis-server not installed" >&2
+fi
 
 # --- nginx proxy_pass with upstream keepalive --------------------------------------------------------
 nginx_front() { # name port extra-http extra-location
@@ -414,6 +431,7 @@ measure() { # round front workload connections
 }
 
 main_fronts=(direct authward-pass authward-full nginx)
+[ -n "${url[authward-redis]:-}" ] && main_fronts+=(authward-redis)
 [ -n "${url[haproxy]:-}" ] && main_fronts+=(haproxy)
 [ -n "${url[nginx-modsec]:-}" ] && main_fronts+=(nginx-modsec)
 if [ -n "$only" ]; then

@@ -54,6 +54,7 @@ names = {
     "direct": "direct to upstream (nginx, fixed bodies)",
     "authward-pass": "authward pass-through",
     "authward-full": "authward full protection",
+    "authward-redis": "authward full protection, Redis store",
     "nginx": "nginx proxy_pass + keepalive",
     "haproxy": "HAProxy",
     "nginx-modsec": "nginx + ModSecurity v3 + CRS (PL1)",
