@@ -215,9 +215,23 @@ pub struct FileStore {
     pub ca: Option<PathBuf>,
     /// `redis`: put in front of every key, so that deployments can share one Redis.
     pub prefix: String,
-    /// `redis`: longest wait for one store operation, connecting included; past it the operation fails
-    /// and each stage's `store_failure` setting (open or closed) decides.
+    /// `redis`: longest wait for one store operation, connecting included.
     pub timeout: Duration,
+    /// `redis`: what an operation Redis does not answer gets: `local` (the default) serves it from this
+    /// replica's memory (capped by `max_keys` and `max_memory`), so limits and counters keep holding per
+    /// replica; `none` fails it, and each stage's `store_failure` (open or closed) decides.
+    pub fallback: StoreFallback,
+}
+
+/// Where the Redis store's operations go while Redis cannot answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreFallback {
+    /// This replica's own memory: limits per replica until Redis answers again.
+    #[default]
+    Local,
+    /// No fallback: the operation fails and the stage's `store_failure` decides.
+    None,
 }
 
 impl Default for FileStore {
@@ -233,6 +247,7 @@ impl Default for FileStore {
             ca: None,
             prefix: "authward:".into(),
             timeout: Duration::from_millis(250),
+            fallback: StoreFallback::Local,
         }
     }
 }

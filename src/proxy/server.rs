@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Runtime, Shared};
 use crate::clock::SharedClock;
-use crate::config::file::{FileStore, StoreKind};
+use crate::config::file::{FileStore, StoreFallback, StoreKind};
 use crate::config::{self, ConfigErrors, Mode, Sources};
 use crate::context::Connection;
 use crate::metrics::Metrics;
@@ -328,6 +328,7 @@ async fn open_store(cfg: &FileStore, clock: SharedClock) -> anyhow::Result<Arc<d
                 prefix: cfg.prefix.clone(),
                 timeout: cfg.timeout.0,
                 max_set_members: MemoryLimits::default().max_set_members,
+                fallback: (cfg.fallback == StoreFallback::Local).then_some(memory),
                 ca: match &cfg.ca {
                     Some(path) => {
                         Some(std::fs::read(path).with_context(|| format!("store.ca {}", path.display()))?)

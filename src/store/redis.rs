@@ -6,9 +6,11 @@
 //! TTLs mirror it so that Redis frees expired keys on its own. Set members are stored as 128-bit SHA-256
 //! fingerprints, never as the text an attacker sent. The connection is made lazily and remade after a
 //! failure: authward starts while Redis is down, and every operation that cannot be answered within
-//! `store.timeout` fails with [`StoreError::Unavailable`], which the web ACL and the SMS guard turn into
-//! their configured fail-open or fail-closed answer.
+//! `store.timeout` either goes to this replica's own memory store (`store.fallback: local`, the default:
+//! limits and counters then hold per replica) or fails with [`StoreError::Unavailable`] (`none`), which
+//! the web ACL and the SMS guard turn into their configured fail-open or fail-closed answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -16,7 +18,7 @@ use ::redis::{Cmd, Pipeline, Value};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::memory::{denied, unlimited};
+use super::memory::{MemoryLimits, MemoryStore, denied, unlimited};
 use super::{Op, RateDecision, Replies, Reply, Store, StoreError};
 use crate::clock::SharedClock;
 
@@ -40,6 +42,9 @@ pub struct RedisOptions {
     pub max_set_members: usize,
     /// For `rediss://`: the PEM CA certificate to trust instead of the system's roots.
     pub ca: Option<Vec<u8>>,
+    /// While Redis cannot answer, serve from this replica's own memory (limits and counters per replica)
+    /// instead of failing with [`StoreError::Unavailable`].
+    pub fallback: Option<MemoryLimits>,
 }
 
 /// The Redis backend.
@@ -52,6 +57,10 @@ pub struct RedisStore {
     /// The URL without its password, for messages.
     shown: String,
     clock: SharedClock,
+    /// Where operations go while Redis cannot answer, when so configured.
+    fallback: Option<MemoryStore>,
+    /// Whether the last exchange with Redis failed (so each change is logged once, not every request).
+    degraded: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -115,7 +124,11 @@ impl RedisStore {
             timeout: opts.timeout,
             max_set_members: opts.max_set_members.max(1),
             shown,
+            fallback: opts
+                .fallback
+                .map(|limits| MemoryStore::new(limits, clock.clone())),
             clock,
+            degraded: AtomicBool::new(false),
         })
     }
 
@@ -213,6 +226,21 @@ impl RedisStore {
     /// missing on the server (a restart or `SCRIPT FLUSH`) are loaded and the pipeline sent once more: a
     /// missing script runs nothing, so nothing runs twice.
     async fn send(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        let sent = self.exchange(pipe).await;
+        let failed = sent.is_err();
+        if self.degraded.swap(failed, Ordering::Relaxed) != failed {
+            match &sent {
+                Err(e) if self.fallback.is_some() => {
+                    tracing::warn!(error = %e, "redis store unavailable: this replica serves from its own memory")
+                }
+                Err(e) => tracing::warn!(error = %e, "redis store unavailable"),
+                Ok(_) => tracing::info!(url = %self.shown, "redis store answering again"),
+            }
+        }
+        sent
+    }
+
+    async fn exchange(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let mut conn = self.conn.clone();
         let work = async {
             let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
@@ -413,7 +441,13 @@ impl Store for RedisStore {
         cmd.arg(old).arg(&new[..]);
         let mut pipe = Pipeline::with_capacity(1);
         pipe.ignore_errors().add_command(cmd);
-        let reply = self.send(&pipe).await?.pop().unwrap_or(Value::Nil);
+        let reply = match (self.send(&pipe).await, &self.fallback) {
+            (Ok(mut values), _) => values.pop().unwrap_or(Value::Nil),
+            (Err(StoreError::Unavailable { .. }), Some(local)) => {
+                return local.list_replace(key, old, new).await;
+            }
+            (Err(e), _) => return Err(e),
+        };
         match decode(key, reply, Decode::Bool)? {
             Reply::Bool(b) => Ok(b),
             other => Err(unexpected(&other)),
@@ -438,7 +472,11 @@ impl Store for RedisStore {
         let mut values = if pipe.is_empty() {
             Vec::new().into_iter()
         } else {
-            self.send(&pipe).await?.into_iter()
+            match (self.send(&pipe).await, &self.fallback) {
+                (Ok(values), _) => values.into_iter(),
+                (Err(StoreError::Unavailable { .. }), Some(local)) => return local.batch(ops).await,
+                (Err(e), _) => return Err(e),
+            }
         };
         let mut replies = Replies::with_capacity(ops.len());
         for (op, answer) in ops.iter().zip(answers) {
@@ -706,6 +744,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             max_set_members: 10_000,
             ca: None,
+            fallback: None,
         }
     }
 
@@ -898,6 +937,32 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(answered, Some(None), "reconnected to the new, empty server");
+    }
+
+    #[tokio::test]
+    async fn without_redis_a_local_fallback_keeps_limiting_on_this_replica() {
+        let server = Server::start();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let opts = RedisOptions {
+            timeout: Duration::from_millis(500),
+            fallback: Some(crate::store::memory::MemoryLimits::default()),
+            ..options(server.url(), "t:")
+        };
+        let s = RedisStore::open(opts, clock).unwrap();
+        let period = Duration::from_secs(60);
+        assert!(s.rate_take("ip", 3, period, 1).await.unwrap().allowed, "in Redis");
+        drop(server);
+        for i in 0..3 {
+            assert!(
+                s.rate_take("ip", 3, period, 1).await.unwrap().allowed,
+                "local take {i}"
+            );
+        }
+        let d = s.rate_take("ip", 3, period, 1).await.unwrap();
+        assert!(!d.allowed, "the local limit holds");
+        s.list_push("l", Bytes::from_static(b"a"), 5, None).await.unwrap();
+        assert!(s.list_replace("l", b"a", Bytes::from_static(b"b")).await.unwrap());
+        assert_eq!(s.list_range("l", 0, 5).await.unwrap(), vec!["b"]);
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
-//! The Redis store: replicas share rate limits and event histories through one real `redis-server`, and
-//! a rule set to fail closed blocks once Redis is gone.
+//! The Redis store: replicas share rate limits and event histories through one real `redis-server`; once
+//! Redis is gone a rule set to fail closed blocks, and a replica with the local fallback limits on its own.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,13 +48,13 @@ impl Drop for Redis {
     }
 }
 
-fn replica(upstream: &str, redis: &Redis) -> Authward {
+fn replica(upstream: &str, redis: &Redis, fallback: &str) -> Authward {
     let yaml = format!(
         r#"
 listen: {{http: [127.0.0.1:{{PORT}}]}}
 admin: {{listen: 127.0.0.1:{{ADMIN}}, token_env: TEST_ADMIN_TOKEN}}
 upstream: {{url: "{upstream}"}}
-store: {{kind: redis, url_env: TEST_REDIS_URL, prefix: "it:", timeout: 300ms}}
+store: {{kind: redis, url_env: TEST_REDIS_URL, prefix: "it:", timeout: 300ms, fallback: {fallback}}}
 include: ["{{REPO}}/rules/profiles/json-login.yaml"]
 events:
   history: {{max_per_user: 50, ttl: 90d}}
@@ -100,7 +100,11 @@ async fn two_replicas_share_limits_and_histories_in_redis_and_fail_closed_withou
     );
     let redis = Redis::start();
     let upstream = format!("http://{addr}");
-    let (a, b) = (replica(&upstream, &redis), replica(&upstream, &redis));
+    let (a, b) = (
+        replica(&upstream, &redis, "none"),
+        replica(&upstream, &redis, "none"),
+    );
+    let local = replica(&upstream, &redis, "local");
 
     assert_eq!(sign_in(&a, "correct-horse-battery").await, 200);
     // Three failures spread over both replicas use up one shared limit.
@@ -137,4 +141,20 @@ async fn two_replicas_share_limits_and_histories_in_redis_and_fail_closed_withou
     assert_eq!(sign_in(&b, "correct-horse-battery").await, 429);
     assert!(started.elapsed() < Duration::from_secs(10), "answered, not hung");
     assert!(a.logs().contains("store unavailable"), "{}", a.logs());
+
+    // With `fallback: local` the replica serves on, limiting from its own memory.
+    assert_eq!(sign_in(&local, "correct-horse-battery").await, 200);
+    for _ in 0..3 {
+        assert_eq!(sign_in(&local, "wrong").await, 401);
+    }
+    assert_eq!(
+        sign_in(&local, "correct-horse-battery").await,
+        429,
+        "the local limit holds"
+    );
+    assert!(
+        local.logs().contains("serves from its own memory"),
+        "{}",
+        local.logs()
+    );
 }
