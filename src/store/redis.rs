@@ -5,17 +5,18 @@
 //! data in authward's clock (see `redis.lua`), so replicas agree on it and tests inject the clock; Redis
 //! TTLs mirror it so that Redis frees expired keys on its own. Set members are stored as 128-bit SHA-256
 //! fingerprints, never as the text an attacker sent. The connection is made lazily and remade after a
-//! failure: authward starts while Redis is down, and every operation that cannot be answered within
-//! `store.timeout` either goes to this replica's own memory store (`store.fallback: local`, the default:
-//! limits and counters then hold per replica) or fails with [`StoreError::Unavailable`] (`none`), which
-//! the web ACL and the SMS guard turn into their configured fail-open or fail-closed answer.
+//! failure: authward starts while Redis is down, and after a failed exchange Redis is left alone for a
+//! second before it is tried again. An operation Redis does not answer within `store.timeout` goes to
+//! this replica's own memory store (`store.fallback: local`, the default: limits and counters then hold
+//! per replica) or fails with [`StoreError::Unavailable`] (`none`), which the web ACL and the SMS guard
+//! turn into their configured fail-open or fail-closed answer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, Pipeline, Value};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::memory::{MemoryLimits, MemoryStore, denied, unlimited};
@@ -28,6 +29,9 @@ const SCRIPT: &str = include_str!("redis.lua");
 /// Longest TTL and rate period sent (100 years): the script's doubles stay exact integers below 2^53.
 const MAX_MS: u128 = 100 * 365 * 24 * 3600 * 1000;
 const MAX_US: u128 = MAX_MS * 1000;
+/// After a failed exchange, how long operations skip Redis instead of each waiting up to `timeout` for a
+/// server that does not answer; the first operation after it tries again.
+const PAUSE: Duration = Duration::from_secs(1);
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -59,8 +63,9 @@ pub struct RedisStore {
     clock: SharedClock,
     /// Where operations go while Redis cannot answer, when so configured.
     fallback: Option<MemoryStore>,
-    /// Whether the last exchange with Redis failed (so each change is logged once, not every request).
-    degraded: AtomicBool,
+    /// Set when an exchange with Redis fails: until then operations do not wait for Redis (they fail, or
+    /// go to the fallback, at once). Also how each change of state is logged once, not every request.
+    paused_until: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -128,7 +133,7 @@ impl RedisStore {
                 .fallback
                 .map(|limits| MemoryStore::new(limits, clock.clone())),
             clock,
-            degraded: AtomicBool::new(false),
+            paused_until: Mutex::new(None),
         })
     }
 
@@ -226,16 +231,26 @@ impl RedisStore {
     /// missing on the server (a restart or `SCRIPT FLUSH`) are loaded and the pipeline sent once more: a
     /// missing script runs nothing, so nothing runs twice.
     async fn send(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        let paused = *self.paused_until.lock();
+        if paused.is_some_and(|until| Instant::now() < until) {
+            return Err(StoreError::Unavailable {
+                backend: BACKEND,
+                reason: format!("not asked: {} failed less than {PAUSE:?} ago", self.shown),
+            });
+        }
         let sent = self.exchange(pipe).await;
-        let failed = sent.is_err();
-        if self.degraded.swap(failed, Ordering::Relaxed) != failed {
-            match &sent {
-                Err(e) if self.fallback.is_some() => {
-                    tracing::warn!(error = %e, "redis store unavailable: this replica serves from its own memory")
-                }
-                Err(e) => tracing::warn!(error = %e, "redis store unavailable"),
-                Ok(_) => tracing::info!(url = %self.shown, "redis store answering again"),
+        let was_down = std::mem::replace(
+            &mut *self.paused_until.lock(),
+            sent.is_err().then(|| Instant::now() + PAUSE),
+        )
+        .is_some();
+        match &sent {
+            Err(e) if !was_down && self.fallback.is_some() => {
+                tracing::warn!(error = %e, "redis store unavailable: this replica serves from its own memory")
             }
+            Err(e) if !was_down => tracing::warn!(error = %e, "redis store unavailable"),
+            Ok(_) if was_down => tracing::info!(url = %self.shown, "redis store answering again"),
+            _ => {}
         }
         sent
     }
