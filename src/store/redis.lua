@@ -6,8 +6,9 @@
 -- Layout of a key by kind:
 --   rate limit, counter, value: a hash {t = 'r' | 'c' | 'v', v = the TAT in µs | the count | the bytes,
 --                               x = expiry in ms (absent: never)}
---   set:  a sorted set; member 'x' scored with the expiry, members 'm' .. fingerprint scored with the
---         time they were last added (the least recently added goes first when the set is full)
+--   set:  a sorted set; member 'x' scored with the expiry, 'n' with the number of adds so far, and
+--         members 'm' .. fingerprint with the number of their last add (the least recently added goes
+--         first when the set is full; add numbers, unlike clocks, never tie and never skew)
 --   list: a list, newest first; its last item is 'x' .. expiry in ms, or 'x' for never
 local k = KEYS[1]
 local op = ARGV[1]
@@ -139,19 +140,20 @@ elseif op == 'set_add' then
   local m, cap = 'm' .. ARGV[3], tonumber(ARGV[5])
   local n = 0
   if kind then
-    n = redis.call('ZCARD', k) - 1
+    n = redis.call('ZCARD', k) - 2
   end
   if not redis.call('ZSCORE', k, m) then
-    -- Rank 0 is always a member, never 'x': the last add scored its member with its now and 'x' with
-    -- that now plus the TTL, and on a tie 'm...' sorts before 'x'.
+    -- Rank 0 is always a member: members are scored with add numbers, below 'n' (the last one) and
+    -- 'x' (an expiry in ms, far above any add number); equal scores sort 'm...' first.
     while n >= cap do
       redis.call('ZREM', k, redis.call('ZRANGE', k, 0, 0)[1])
       n = n - 1
     end
     n = n + 1
   end
+  local seq = redis.call('ZINCRBY', k, 1, 'n')
   local x = now + tonumber(ARGV[4])
-  redis.call('ZADD', k, int(now), m, int(x), 'x')
+  redis.call('ZADD', k, seq, m, int(x), 'x')
   expire(x)
   return n
 elseif op == 'set_len' then
@@ -161,7 +163,7 @@ elseif op == 'set_len' then
   elseif kind ~= 's' then
     return wrong('set')
   end
-  return redis.call('ZCARD', k) - 1
+  return redis.call('ZCARD', k) - 2
 elseif op == 'set_contains' then
   local kind = live()
   if not kind then

@@ -259,23 +259,43 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let work = async {
             let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-            if replies.iter().any(is_noscript) {
+            // Only the commands that found no script go again: the others ran.
+            let missing: Vec<usize> = (0..replies.len()).filter(|&i| is_noscript(&replies[i])).collect();
+            if !missing.is_empty() {
                 self.script.load_async(&mut conn).await?;
-                replies = pipe.query_async(&mut conn).await?;
+                let mut again = Pipeline::with_capacity(missing.len());
+                again.ignore_errors();
+                for cmd in pipe.cmd_iter().enumerate().filter(|(i, _)| missing.contains(i)) {
+                    again.add_command(cmd.1.clone());
+                }
+                let redone: Vec<Value> = again.query_async(&mut conn).await?;
+                for (i, value) in missing.into_iter().zip(redone) {
+                    replies[i] = value;
+                }
             }
             Ok::<_, ::redis::RedisError>(replies)
         };
+        let failed = |reason: String| StoreError::Unavailable {
+            backend: BACKEND,
+            reason,
+        };
         match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok(replies)) if replies.len() == pipe.len() => Ok(replies),
-            Ok(Ok(replies)) => Err(StoreError::Unavailable {
-                backend: BACKEND,
-                reason: format!("{} replies to {} commands", replies.len(), pipe.len()),
-            }),
+            Ok(Ok(replies)) if replies.len() != pipe.len() => Err(failed(format!(
+                "{} replies to {} commands",
+                replies.len(),
+                pipe.len()
+            ))),
+            // A server that refuses work (LOADING, READONLY after a failover, MASTERDOWN, OOM, BUSY) is
+            // one that cannot answer: the batch fails whole, so that the pause and the fallback apply.
+            Ok(Ok(replies)) => match replies.iter().find_map(refusal) {
+                Some(reason) => Err(failed(reason)),
+                None => Ok(replies),
+            },
             Ok(Err(e)) => Err(unavailable(&e)),
-            Err(_) => Err(StoreError::Unavailable {
-                backend: BACKEND,
-                reason: format!("no answer from {} within {:?}", self.shown, self.timeout),
-            }),
+            Err(_) => Err(failed(format!(
+                "no answer from {} within {:?}",
+                self.shown, self.timeout
+            ))),
         }
     }
 
@@ -587,6 +607,16 @@ fn kind_name(expected: &str) -> &'static str {
     }
 }
 
+/// A server error other than the script's own type errors, as text.
+fn refusal(v: &Value) -> Option<String> {
+    match v {
+        Value::ServerError(e) if e.code() != "AWTYPE" => {
+            Some(format!("{} {}", e.code(), e.details().unwrap_or_default()))
+        }
+        _ => None,
+    }
+}
+
 fn is_noscript(v: &Value) -> bool {
     matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
@@ -610,8 +640,9 @@ fn fingerprint(member: &str) -> [u8; 16] {
     fp
 }
 
+/// Whole milliseconds, rounded up as the memory store rounds expiries: a TTL under 1 ms still lives 1 ms.
 fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis().min(MAX_MS)).unwrap_or(u64::MAX)
+    u64::try_from(d.as_nanos().div_ceil(1_000_000).min(MAX_MS)).unwrap_or(u64::MAX)
 }
 
 fn micros(us: i64) -> Duration {
@@ -860,7 +891,7 @@ mod tests {
             .query_async(&mut raw)
             .await
             .unwrap();
-        assert_eq!(members.len(), 2, "one member and the expiry");
+        assert_eq!(members.len(), 3, "one member, the add count and the expiry");
         assert!(
             members
                 .iter()
@@ -888,12 +919,10 @@ mod tests {
         };
         let s = RedisStore::open(opts, clock.clone()).unwrap();
         let ttl = Duration::from_secs(60);
-        for m in ["a", "b", "c"] {
+        // All in the same millisecond: the order of adds decides, not the clock.
+        for m in ["a", "b", "c", "a"] {
             s.set_add("s", m, ttl).await.unwrap();
-            clock.advance(Duration::from_millis(1));
         }
-        s.set_add("s", "a", ttl).await.unwrap();
-        clock.advance(Duration::from_millis(1));
         assert_eq!(s.set_add("s", "d", ttl).await.unwrap(), 3);
         assert!(
             !s.set_contains("s", "b").await.unwrap(),
@@ -978,6 +1007,76 @@ mod tests {
         s.list_push("l", Bytes::from_static(b"a"), 5, None).await.unwrap();
         assert!(s.list_replace("l", b"a", Bytes::from_static(b"b")).await.unwrap());
         assert_eq!(s.list_range("l", 0, 5).await.unwrap(), vec!["b"]);
+    }
+
+    #[tokio::test]
+    async fn only_the_commands_that_found_no_script_run_again() {
+        let server = Server::start();
+        let (s, _c) = store(&server);
+        s.incr("n", 1, Duration::from_secs(10)).await.unwrap();
+        // A flush between two commands of one pipeline (another client's): the first ran, the second not.
+        let mut pipe = super::Pipeline::new();
+        pipe.ignore_errors();
+        let mut incr = s.script("n", "incr", START_MS);
+        incr.arg(1).arg(10_000);
+        pipe.add_command(incr.clone());
+        pipe.add_command(::redis::cmd("SCRIPT").arg("FLUSH").clone());
+        pipe.add_command(incr);
+        let replies = s.exchange(&pipe).await.unwrap();
+        assert_eq!(replies.len(), 3);
+        assert_eq!(s.counter("n").await.unwrap(), 3, "each increment once");
+    }
+
+    #[tokio::test]
+    async fn ttls_round_up_to_the_millisecond_as_in_memory() {
+        let server = Server::start();
+        let (s, c) = store(&server);
+        let v = Bytes::from_static(b"1");
+        assert!(
+            s.put_if_absent("nonce", v.clone(), Some(Duration::from_micros(500)))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.put_if_absent("nonce", v.clone(), Some(Duration::from_micros(500)))
+                .await
+                .unwrap()
+        );
+        c.advance(Duration::from_millis(1));
+        assert!(
+            s.put_if_absent("nonce", v, None).await.unwrap(),
+            "expired after 1 ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_only_redis_counts_as_unavailable_and_the_fallback_serves() {
+        let server = Server::start();
+        let mut raw = server.raw().await;
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let strict = RedisStore::open(options(server.url(), "t:"), clock.clone()).unwrap();
+        let opts = RedisOptions {
+            fallback: Some(crate::store::memory::MemoryLimits::default()),
+            ..options(server.url(), "t:")
+        };
+        let local = RedisStore::open(opts, clock).unwrap();
+        // A replica of a primary that is not there (a failover the client has not followed): read-only.
+        let () = ::redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(free_port())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        match strict.put("k", Bytes::from_static(b"v"), None).await.unwrap_err() {
+            StoreError::Unavailable { reason, .. } => assert!(reason.starts_with("READONLY"), "{reason}"),
+            e => panic!("{e:?}"),
+        }
+        local.put("k", Bytes::from_static(b"v"), None).await.unwrap();
+        assert_eq!(
+            local.get("k").await.unwrap(),
+            Some(Bytes::from_static(b"v")),
+            "from memory"
+        );
     }
 
     #[tokio::test]
