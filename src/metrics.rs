@@ -25,6 +25,9 @@ pub struct Metrics {
     pub rule_matches: IntCounterVec,
     /// Config reloads by result (ok, error).
     pub config_reloads: IntCounterVec,
+    /// Redis store batches that Redis did not answer, by what answered instead (`local`: this replica's
+    /// memory, `none`: nothing, the operation failed).
+    pub store_unavailable: IntCounterVec,
     /// Client connections open now.
     pub connections: IntGauge,
     /// Keys held by the state store.
@@ -124,6 +127,11 @@ impl Metrics {
             "authward_config_reloads_total",
             "Config reloads by result",
             &["result"],
+        );
+        let store_unavailable = counter(
+            "authward_store_unavailable_total",
+            "Redis store batches Redis did not answer, by the fallback that answered instead",
+            &["fallback"],
         );
         let events = counter(
             "authward_events_total",
@@ -245,6 +253,7 @@ impl Metrics {
             rejected,
             rule_matches,
             config_reloads,
+            store_unavailable,
             connections,
             store_keys,
             store_bytes,

@@ -144,7 +144,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     };
     let metrics = Arc::new(Metrics::new());
     let clock = crate::clock::system();
-    let store = open_store(&config.store, clock.clone()).await?;
+    let store = open_store(&config.store, clock.clone(), &metrics).await?;
     let listen = config.listen.clone();
     let admin_addr = config.admin.listen;
     let cert = Arc::new(ArcSwap::from_pointee(config.tls.clone()));
@@ -297,7 +297,11 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
 
 /// Opens the configured store backend. The embedded file is opened on the blocking pool: after an unclean
 /// shutdown redb checks it first.
-async fn open_store(cfg: &FileStore, clock: SharedClock) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(
+    cfg: &FileStore,
+    clock: SharedClock,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<dyn Store>> {
     let memory = MemoryLimits {
         max_keys: cfg.max_keys,
         max_bytes: usize::try_from(cfg.max_memory.0).unwrap_or(usize::MAX),
@@ -329,6 +333,10 @@ async fn open_store(cfg: &FileStore, clock: SharedClock) -> anyhow::Result<Arc<d
                 timeout: cfg.timeout.0,
                 max_set_members: MemoryLimits::default().max_set_members,
                 fallback: (cfg.fallback == StoreFallback::Local).then_some(memory),
+                unavailable: metrics.store_unavailable.with_label_values(&[match cfg.fallback {
+                    StoreFallback::Local => "local",
+                    StoreFallback::None => "none",
+                }]),
                 ca: match &cfg.ca {
                     Some(path) => {
                         Some(std::fs::read(path).with_context(|| format!("store.ca {}", path.display()))?)

@@ -17,6 +17,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, Pipeline, Value};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 
 use super::memory::{MemoryLimits, MemoryStore, denied, unlimited};
@@ -49,6 +50,8 @@ pub struct RedisOptions {
     /// While Redis cannot answer, serve from this replica's own memory (limits and counters per replica)
     /// instead of failing with [`StoreError::Unavailable`].
     pub fallback: Option<MemoryLimits>,
+    /// Counts the batches Redis did not answer (failed, refused, or not sent during the pause).
+    pub unavailable: IntCounter,
 }
 
 /// The Redis backend.
@@ -63,6 +66,7 @@ pub struct RedisStore {
     clock: SharedClock,
     /// Where operations go while Redis cannot answer, when so configured.
     fallback: Option<MemoryStore>,
+    unavailable: IntCounter,
     /// Set when an exchange with Redis fails: until then operations do not wait for Redis (they fail, or
     /// go to the fallback, at once). Also how each change of state is logged once, not every request.
     paused_until: Mutex<Option<Instant>>,
@@ -132,6 +136,7 @@ impl RedisStore {
             fallback: opts
                 .fallback
                 .map(|limits| MemoryStore::new(limits, clock.clone())),
+            unavailable: opts.unavailable,
             clock,
             paused_until: Mutex::new(None),
         })
@@ -233,6 +238,7 @@ impl RedisStore {
     async fn send(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let paused = *self.paused_until.lock();
         if paused.is_some_and(|until| Instant::now() < until) {
+            self.unavailable.inc();
             return Err(StoreError::Unavailable {
                 backend: BACKEND,
                 reason: format!("not asked: {} failed less than {PAUSE:?} ago", self.shown),
@@ -244,6 +250,9 @@ impl RedisStore {
             sent.is_err().then(|| Instant::now() + PAUSE),
         )
         .is_some();
+        if sent.is_err() {
+            self.unavailable.inc();
+        }
         match &sent {
             Err(e) if !was_down && self.fallback.is_some() => {
                 tracing::warn!(error = %e, "redis store unavailable: this replica serves from its own memory")
@@ -791,6 +800,7 @@ mod tests {
             max_set_members: 10_000,
             ca: None,
             fallback: None,
+            unavailable: prometheus::IntCounter::new("unavailable", "test").unwrap(),
         }
     }
 
@@ -968,8 +978,12 @@ mod tests {
             matches!(e, StoreError::Unavailable { backend: "redis", .. }),
             "{e:?}"
         );
-        let e = s.rate_take("r", 5, Duration::from_secs(1), 1).await.unwrap_err();
-        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        // Right after a failure Redis is not even asked (no wait for a server that may not answer).
+        match s.rate_take("r", 5, Duration::from_secs(1), 1).await.unwrap_err() {
+            StoreError::Unavailable { reason, .. } => assert!(reason.starts_with("not asked"), "{reason}"),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(s.unavailable.get(), 2, "both counted");
         // The same port again (an empty server: nothing persisted): the store reconnects by itself.
         let _server = Server::on(port);
         let mut answered = None;

@@ -141,6 +141,12 @@ async fn two_replicas_share_limits_and_histories_in_redis_and_fail_closed_withou
     assert_eq!(sign_in(&b, "correct-horse-battery").await, 429);
     assert!(started.elapsed() < Duration::from_secs(10), "answered, not hung");
     assert!(a.logs().contains("store unavailable"), "{}", a.logs());
+    let metrics = a.metrics().await;
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"authward_store_unavailable_total{fallback="none"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1), "{metrics}");
 
     // With `fallback: local` the replica serves on, limiting from its own memory.
     assert_eq!(sign_in(&local, "correct-horse-battery").await, 200);
