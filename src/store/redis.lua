@@ -19,10 +19,6 @@ local function int(n)
   return string.format('%.0f', n)
 end
 
-local function wrong(expected)
-  return redis.error_reply('AWTYPE ' .. expected)
-end
-
 -- The live key's kind ('r', 'c', 'v', 's', 'l', or 'other' for a key authward did not write) and its
 -- expiry (text, or false for never); nil when absent. An expired key is deleted here.
 local function live()
@@ -64,14 +60,10 @@ end
 
 -- GCRA in microseconds: ARGV[3] emission interval, ARGV[4] burst tolerance, ARGV[5] limit, ARGV[6] cost.
 -- Returns {allowed, remaining, retry_after µs (-1: never fits), reset_after µs}.
-local function gcra(take)
+local function gcra(kind, take)
   local t, tol, limit, cost = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local kind = live()
   local tat = 0
   if kind then
-    if kind ~= 'r' then
-      return wrong('rate limit')
-    end
     tat = tonumber(redis.call('HGET', k, 'v'))
   end
   local nowu = now * 1000
@@ -98,18 +90,28 @@ local function gcra(take)
   return { allowed and 1 or 0, remaining(base), retry, base - nowu }
 end
 
+-- The kind each operation works on and its name in type errors; put and delete take any kind.
+local wants = {
+  rate_take = { 'r', 'rate limit' }, rate_peek = { 'r', 'rate limit' },
+  incr = { 'c', 'counter' }, counter = { 'c', 'counter' },
+  set_add = { 's', 'set' }, set_len = { 's', 'set' }, set_contains = { 's', 'set' },
+  get = { 'v', 'value' }, take = { 'v', 'value' },
+  list_push = { 'l', 'list' }, list_range = { 'l', 'list' }, list_replace = { 'l', 'list' },
+}
+local kind, x = live()
+local want = wants[op]
+if kind and want and kind ~= want[1] then
+  return redis.error_reply('AWTYPE ' .. want[2])
+end
+
 if op == 'rate_take' then
-  return gcra(true)
+  return gcra(kind, true)
 elseif op == 'rate_peek' then
-  return gcra(false)
+  return gcra(kind, false)
 elseif op == 'incr' then
   -- ARGV[3] by, ARGV[4] ttl ms. The count goes back as text: a double cannot hold every i64.
-  local kind = live()
-  if kind and kind ~= 'c' then
-    return wrong('counter')
-  end
   if not kind then
-    local x = now + tonumber(ARGV[4])
+    x = now + tonumber(ARGV[4])
     redis.call('HSET', k, 't', 'c', 'v', '0', 'x', int(x))
     expire(x)
   end
@@ -124,19 +126,12 @@ elseif op == 'incr' then
   end
   return redis.call('HGET', k, 'v')
 elseif op == 'counter' then
-  local kind = live()
   if not kind then
     return '0'
-  elseif kind ~= 'c' then
-    return wrong('counter')
   end
   return redis.call('HGET', k, 'v')
 elseif op == 'set_add' then
   -- ARGV[3] member fingerprint, ARGV[4] ttl ms, ARGV[5] most members.
-  local kind = live()
-  if kind and kind ~= 's' then
-    return wrong('set')
-  end
   local m, cap = 'm' .. ARGV[3], tonumber(ARGV[5])
   local n = 0
   if kind then
@@ -152,46 +147,37 @@ elseif op == 'set_add' then
     n = n + 1
   end
   local seq = redis.call('ZINCRBY', k, 1, 'n')
-  local x = now + tonumber(ARGV[4])
+  x = now + tonumber(ARGV[4])
   redis.call('ZADD', k, seq, m, int(x), 'x')
   expire(x)
   return n
 elseif op == 'set_len' then
-  local kind = live()
   if not kind then
     return 0
-  elseif kind ~= 's' then
-    return wrong('set')
   end
   return redis.call('ZCARD', k) - 2
 elseif op == 'set_contains' then
-  local kind = live()
   if not kind then
     return 0
-  elseif kind ~= 's' then
-    return wrong('set')
   end
   return redis.call('ZSCORE', k, 'm' .. ARGV[3]) and 1 or 0
 elseif op == 'put' or op == 'put_if_absent' then
   -- ARGV[3] value, ARGV[4] ttl ms or '' for never.
-  if op == 'put_if_absent' and live() then
+  if op == 'put_if_absent' and kind then
     return 0
   end
   redis.call('DEL', k)
   if ARGV[4] == '' then
     redis.call('HSET', k, 't', 'v', 'v', ARGV[3])
   else
-    local x = now + tonumber(ARGV[4])
+    x = now + tonumber(ARGV[4])
     redis.call('HSET', k, 't', 'v', 'v', ARGV[3], 'x', int(x))
     expire(x)
   end
   return 1
 elseif op == 'get' or op == 'take' then
-  local kind = live()
   if not kind then
     return false
-  elseif kind ~= 'v' then
-    return wrong('value')
   end
   local v = redis.call('HGET', k, 'v')
   if op == 'take' then
@@ -199,17 +185,13 @@ elseif op == 'get' or op == 'take' then
   end
   return v
 elseif op == 'delete' then
-  if live() then
+  if kind then
     redis.call('DEL', k)
     return 1
   end
   return 0
 elseif op == 'list_push' then
   -- ARGV[3] value, ARGV[4] most items, ARGV[5] ttl ms or '' to leave the expiry as it is.
-  local kind, x = live()
-  if kind and kind ~= 'l' then
-    return wrong('list')
-  end
   local cap = tonumber(ARGV[4])
   if cap == 0 then
     redis.call('DEL', k)
@@ -234,11 +216,8 @@ elseif op == 'list_push' then
   return n
 elseif op == 'list_range' then
   -- ARGV[3] start, ARGV[4] count.
-  local kind = live()
   if not kind then
     return {}
-  elseif kind ~= 'l' then
-    return wrong('list')
   end
   local start, count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local n = redis.call('LLEN', k) - 1
@@ -248,11 +227,8 @@ elseif op == 'list_range' then
   return redis.call('LRANGE', k, int(start), int(math.min(start + count, n) - 1))
 elseif op == 'list_replace' then
   -- ARGV[3] old item, ARGV[4] new item: the newest equal item is replaced.
-  local kind = live()
   if not kind then
     return 0
-  elseif kind ~= 'l' then
-    return wrong('list')
   end
   local at = redis.call('LPOS', k, ARGV[3])
   if at and at < redis.call('LLEN', k) - 1 then
