@@ -235,8 +235,14 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     };
     let builder = {
         let mut b = auto::Builder::new(TokioExecutor::new());
+        // `half_close`: a client that shuts its sending side after the request still gets the answer, as
+        // from HAProxy without `abortonclose`; a request in flight is bounded by the upstream timeout,
+        // not by the client staying. Without it hyper reads the client connection for an EOF while each
+        // request is in flight, and that read reserves a new 8 KiB buffer every request (3 % of a
+        // pass-through request's instructions, BENCHMARKS.md).
         b.http1()
             .writev(false)
+            .half_close(true)
             .timer(TokioTimer::new())
             .header_read_timeout(listen.header_read_timeout);
         b.http2().timer(TokioTimer::new());
@@ -264,6 +270,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         };
         tasks.spawn(acc.run(l, stop_rx.clone()));
     }
+    tasks.spawn(timer_floor(stop_rx.clone()));
     tasks.spawn(crate::admin::serve(
         admin_listener,
         shared.clone(),
@@ -293,6 +300,25 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     shared.recorder.shutdown(left).await;
     tracing::info!("events flushed");
     Ok(())
+}
+
+/// How far ahead [`timer_floor`] keeps a timer due: below every per-request timeout (the Redis store's
+/// 250 ms is the shortest default).
+const TIMER_FLOOR: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Keeps a timer due within [`TIMER_FLOOR`] until `stop`, so that the timers each request sets (header
+/// read, upstream, store) are never the runtime's earliest. tokio wakes its I/O driver with an eventfd
+/// write whenever a new timer falls due before the one the driver last planned to wake for, even while the
+/// driver is busy on this very thread (tokio-rs/tokio#5207): up to one extra system call a request.
+async fn timer_floor(mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TIMER_FLOOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Opens the configured store backend. The embedded file is opened on the blocking pool: after an unclean
@@ -523,5 +549,63 @@ impl Acceptor {
                 shared.metrics.connections.dec();
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Write system calls this thread has made so far (`/proc/thread-self/io`).
+    fn writes_so_far() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").expect("Linux task I/O accounting");
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscw: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a syscw line")
+    }
+
+    /// Registers `n` timers due in `due`, each polled once, and returns the write system calls that took.
+    async fn writes_to_register(n: usize, due: Duration) -> u64 {
+        let mut sleeps: Vec<_> = (0..n).map(|_| Box::pin(tokio::time::sleep(due))).collect();
+        let before = writes_so_far();
+        for s in &mut sleeps {
+            assert!(futures_util::poll!(s.as_mut()).is_pending());
+        }
+        writes_so_far() - before
+    }
+
+    #[test]
+    fn with_the_timer_floor_registering_request_timers_wakes_no_driver() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Without the floor (tokio 1.x): after the driver parked with no timer left, every new timer
+            // is "earlier than the next wake" and costs an eventfd write.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let bare = writes_to_register(20, Duration::from_secs(10)).await;
+            assert!(
+                bare > 0,
+                "tokio no longer wakes its driver per new timer (tokio#5207): the floor can go"
+            );
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let floor = tokio::spawn(timer_floor(stop_rx));
+            // Let the floor's first tick pass and the driver park once with the floor's next tick planned.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let floored = writes_to_register(20, Duration::from_secs(10)).await;
+            assert_eq!(
+                floored, 0,
+                "timers registered above the floor woke the driver ({bare} without it)"
+            );
+            stop_tx.send(true).unwrap();
+            tokio::time::timeout(Duration::from_secs(1), floor)
+                .await
+                .expect("the floor ends on stop")
+                .unwrap();
+        });
     }
 }

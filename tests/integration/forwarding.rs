@@ -357,6 +357,34 @@ async fn malformed_requests_get_4xx() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_shuts_its_sending_side_after_the_request_still_gets_the_answer() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    for request in [
+        "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        "GET /echo HTTP/1.0\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+            .await
+            .unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .expect("the proxy closes after answering")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{request:?} got {answer:?}"
+        );
+        assert!(answer.contains("x-upstream: a"), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_heads_are_cut_off() {
     let up = Upstream::start("a").await;
     let aw = Authward::start(
