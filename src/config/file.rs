@@ -159,6 +159,10 @@ pub struct FileUpstream {
     /// Time allowed for the upstream's response head, from sending the request.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// The longest the upstream's answer body may go without a byte once its head has come; then the
+    /// answer is cut off and the client's connection closed (nginx's `proxy_read_timeout`).
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Duration,
     /// Extra CA certificates (PEM) to trust for an https upstream, besides the system roots.
     pub ca: Option<PathBuf>,
     /// Keep the client's Host header (default: send the upstream's host, as nginx does).
@@ -177,6 +181,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_pool_idle() -> Duration {
     Duration::from_secs(90)

@@ -29,6 +29,70 @@ where
     b.map_err(Into::into).boxed()
 }
 
+/// An answer body that sent nothing for `idle`: cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's answer sent nothing for {0:?}")]
+pub struct IdleTimeout(std::time::Duration);
+
+/// `body`, failing with [`IdleTimeout`] once it has been waited on for `idle` without a frame. A body that is
+/// ready whenever it is polled (a small answer read with its head) never sets a timer.
+pub fn idle_limited(body: Body, idle: std::time::Duration) -> Body {
+    IdleLimited {
+        inner: body,
+        idle,
+        timer: None,
+        waiting: false,
+    }
+    .boxed()
+}
+
+struct IdleLimited {
+    inner: Body,
+    idle: std::time::Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The timer runs for the current wait (armed at its start, not at every poll).
+    waiting: bool,
+}
+
+impl http_body::Body for IdleLimited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame);
+        }
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = tokio::time::Instant::now() + this.idle;
+            if let Some(timer) = this.timer.as_mut() {
+                timer.as_mut().reset(deadline);
+            } else {
+                this.timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            }
+        }
+        match this.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle))))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Why a compressed request body could not be read for inspection.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

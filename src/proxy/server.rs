@@ -236,8 +236,8 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     let builder = {
         let mut b = auto::Builder::new(TokioExecutor::new());
         // `half_close`: a client that shuts its sending side after the request still gets the answer, as
-        // from HAProxy without `abortonclose`; a request in flight is bounded by the upstream timeout,
-        // not by the client staying. Without it hyper reads the client connection for an EOF while each
+        // from HAProxy without `abortonclose`; a request in flight is bounded by `upstream.timeout` and
+        // `upstream.read_timeout`, not by the client staying. Without it hyper reads the client connection for an EOF while each
         // request is in flight, and that read reserves a new 8 KiB buffer every request (3 % of a
         // pass-through request's instructions, BENCHMARKS.md).
         b.http1()
@@ -302,8 +302,9 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     Ok(())
 }
 
-/// How far ahead [`timer_floor`] keeps a timer due: below every per-request timeout (the Redis store's
-/// 250 ms is the shortest default).
+/// How far ahead [`timer_floor`] keeps a timer due: below the per-request timeouts' defaults (the Redis
+/// store's 250 ms is the shortest). A shorter timer (a timeout configured below it, the MFA enumeration
+/// delay) wakes the driver as before: the floor saves a system call, it never delays a timer.
 const TIMER_FLOOR: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Keeps a timer due within [`TIMER_FLOOR`] until `stop`, so that the timers each request sets (header
@@ -552,7 +553,8 @@ impl Acceptor {
     }
 }
 
-#[cfg(test)]
+/// Linux only: the test counts system calls in `/proc/thread-self/io`.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::time::Duration;
 
@@ -572,7 +574,8 @@ mod tests {
         let mut sleeps: Vec<_> = (0..n).map(|_| Box::pin(tokio::time::sleep(due))).collect();
         let before = writes_so_far();
         for s in &mut sleeps {
-            assert!(futures_util::poll!(s.as_mut()).is_pending());
+            let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(s.as_mut().poll(cx))).await;
+            assert!(polled.is_pending());
         }
         writes_so_far() - before
     }
@@ -594,8 +597,10 @@ mod tests {
             );
             let (stop_tx, stop_rx) = watch::channel(false);
             let floor = tokio::spawn(timer_floor(stop_rx));
-            // Let the floor's first tick pass and the driver park once with the floor's next tick planned.
+            // Let the floor's first tick pass and the driver park once with the floor's next tick planned
+            // (the yield lets the floor re-arm and the driver look again, should both have fired together).
             tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::task::yield_now().await;
             let floored = writes_to_register(20, Duration::from_secs(10)).await;
             assert_eq!(
                 floored, 0,

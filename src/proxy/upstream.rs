@@ -172,7 +172,12 @@ impl Upstream {
                     headers.insert(header::UPGRADE, protocol);
                 }
                 super::strip_internal(response.headers_mut());
-                response
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    response
+                } else {
+                    let idle = self.target.read_timeout;
+                    response.map(|b| body::idle_limited(b, idle))
+                }
             }
             Err(e) => {
                 ex.upstream.error = Some(e.kind());

@@ -403,6 +403,59 @@ async fn slow_request_heads_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_stalls_mid_body_is_cut_off_after_the_read_timeout_and_frees_its_slot() {
+    // An upstream that sends a head and one chunk, then nothing, and holds its connections open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                .await;
+            held.push(s);
+        }
+    });
+    let aw = Authward::start(
+        &config(&format!("http://{addr}"), "")
+            .replace("  timeout: 500ms", "  timeout: 500ms\n  read_timeout: 300ms")
+            .replace("  http: [", "  max_connections: 1\n  http: ["),
+    );
+    let request = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
+    // The client gets the head and the first chunk; then the answer is cut off, not left hanging, and never
+    // looks complete (no last chunk).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the stalled answer was cut off");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("hello"),
+        "{text}"
+    );
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "a cut-off answer looks complete: {text}"
+    );
+    // A client that leaves during a stalled answer frees its slot (max_connections: 1) by then too.
+    let mut gone = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    assert!(raw_head(&mut gone, request).await.starts_with("http/1.1 200"));
+    drop(gone);
+    let mut next = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    assert!(raw_head(&mut next, request).await.starts_with("http/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_queues_extra_clients() {
     let up = Upstream::start("a").await;
     let aw = Authward::start(&config(&up.url(), "").replace("  http: [", "  max_connections: 1\n  http: ["));
