@@ -34,14 +34,16 @@ where
 #[error("the upstream's answer sent nothing for {0:?}")]
 pub struct IdleTimeout(std::time::Duration);
 
-/// `body`, failing with [`IdleTimeout`] once it has been waited on for `idle` without a frame. A body that is
-/// ready whenever it is polled (a small answer read with its head) never sets a timer.
-pub fn idle_limited(body: Body, idle: std::time::Duration) -> Body {
+/// `body`, failing with [`IdleTimeout`] (logged, and counted in `cut`) once it has been waited on for `idle`
+/// without a frame. A body that is ready whenever it is polled (a small answer read with its head) never
+/// sets a timer.
+pub fn idle_limited(body: Body, idle: std::time::Duration, cut: prometheus::IntCounter) -> Body {
     IdleLimited {
         inner: body,
         idle,
         timer: None,
         waiting: false,
+        cut,
     }
     .boxed()
 }
@@ -52,6 +54,7 @@ struct IdleLimited {
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// The timer runs for the current wait (armed at its start, not at every poll).
     waiting: bool,
+    cut: prometheus::IntCounter,
 }
 
 impl http_body::Body for IdleLimited {
@@ -79,7 +82,11 @@ impl http_body::Body for IdleLimited {
             }
         }
         match this.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle))))),
+            Some(Poll::Ready(())) => {
+                this.cut.inc();
+                tracing::warn!(idle = ?this.idle, "the upstream's answer stalled: cut off (upstream.read_timeout)");
+                Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle)))))
+            }
             _ => Poll::Pending,
         }
     }

@@ -78,6 +78,8 @@ pub struct Upstream {
     host: HeaderValue,
     transport: Transport,
     metrics: Arc<Metrics>,
+    /// `authward_upstream_errors_total{kind="read_timeout"}`: answers cut off by `read_timeout`.
+    stalled: prometheus::IntCounter,
 }
 
 /// How requests reach the upstream.
@@ -105,6 +107,7 @@ impl Upstream {
                 target,
                 host,
                 transport: Transport::Plain(pool),
+                stalled: metrics.upstream_errors.with_label_values(&["read_timeout"]),
                 metrics,
             });
         }
@@ -142,6 +145,7 @@ impl Upstream {
             target,
             host,
             transport: Transport::Tls(Box::new(client)),
+            stalled: metrics.upstream_errors.with_label_values(&["read_timeout"]),
             metrics,
         })
     }
@@ -175,8 +179,8 @@ impl Upstream {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     response
                 } else {
-                    let idle = self.target.read_timeout;
-                    response.map(|b| body::idle_limited(b, idle))
+                    let (idle, stalled) = (self.target.read_timeout, self.stalled.clone());
+                    response.map(|b| body::idle_limited(b, idle, stalled))
                 }
             }
             Err(e) => {

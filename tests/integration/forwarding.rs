@@ -453,6 +453,15 @@ async fn an_answer_that_stalls_mid_body_is_cut_off_after_the_read_timeout_and_fr
         .await
         .unwrap();
     assert!(raw_head(&mut next, request).await.starts_with("http/1.1 200"));
+    let cut: u64 = aw
+        .metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("authward_upstream_errors_total{kind=\"read_timeout\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the cut-off answers are counted");
+    assert!(cut >= 2, "{cut} cut off");
+    assert!(aw.logs().contains("stalled: cut off"), "{}", aw.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,7 +651,7 @@ async fn upstream_closing_idle_connections_loses_no_request() {
         "a closed connection is never used again"
     );
     let metrics = aw.metrics().await;
-    assert!(!metrics.contains("authward_upstream_errors_total{"), "{metrics}");
+    assert_eq!(upstream_errors(&metrics), 0, "{metrics}");
 }
 
 /// A raw upstream that switches to an echo protocol (101) when asked for `Upgrade: websocket` and answers
@@ -699,6 +708,15 @@ async fn switching_upstream() -> (
         }
     });
     (addr, heads)
+}
+
+/// The upstream errors counted, of every kind.
+fn upstream_errors(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("authward_upstream_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Sends a raw request head and reads the answer's head (lowercased).
@@ -999,7 +1017,7 @@ async fn answers_in_every_framing_reach_the_client_on_one_kept_alive_connection(
     assert!(head.starts_with("http/1.1 405"), "{head}");
     assert_eq!(conns.load(Ordering::SeqCst), 2);
     let metrics = aw.metrics().await;
-    assert!(!metrics.contains("authward_upstream_errors_total{"), "{metrics}");
+    assert_eq!(upstream_errors(&metrics), 0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
