@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Authward, Upstream, client, echoed_headers};
+use crate::harness::{Authward, Upstream, client, echoed_headers, metric_total, metric_value};
 
 fn config(upstream: &str, extra: &str) -> String {
     format!(
@@ -453,13 +453,11 @@ async fn an_answer_that_stalls_mid_body_is_cut_off_after_the_read_timeout_and_fr
         .await
         .unwrap();
     assert!(raw_head(&mut next, request).await.starts_with("http/1.1 200"));
-    let cut: u64 = aw
-        .metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("authward_upstream_errors_total{kind=\"read_timeout\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("the cut-off answers are counted");
+    let cut = metric_value(
+        &aw.metrics().await,
+        r#"authward_upstream_errors_total{kind="read_timeout"}"#,
+    )
+    .expect("the cut-off answers are counted");
     assert!(cut >= 2, "{cut} cut off");
     assert!(aw.logs().contains("stalled: cut off"), "{}", aw.logs());
 }
@@ -651,7 +649,11 @@ async fn upstream_closing_idle_connections_loses_no_request() {
         "a closed connection is never used again"
     );
     let metrics = aw.metrics().await;
-    assert_eq!(upstream_errors(&metrics), 0, "{metrics}");
+    assert_eq!(
+        metric_total(&metrics, "authward_upstream_errors_total"),
+        0,
+        "{metrics}"
+    );
 }
 
 /// A raw upstream that switches to an echo protocol (101) when asked for `Upgrade: websocket` and answers
@@ -708,15 +710,6 @@ async fn switching_upstream() -> (
         }
     });
     (addr, heads)
-}
-
-/// The upstream errors counted, of every kind.
-fn upstream_errors(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("authward_upstream_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// Sends a raw request head and reads the answer's head (lowercased).
@@ -1017,7 +1010,11 @@ async fn answers_in_every_framing_reach_the_client_on_one_kept_alive_connection(
     assert!(head.starts_with("http/1.1 405"), "{head}");
     assert_eq!(conns.load(Ordering::SeqCst), 2);
     let metrics = aw.metrics().await;
-    assert_eq!(upstream_errors(&metrics), 0, "{metrics}");
+    assert_eq!(
+        metric_total(&metrics, "authward_upstream_errors_total"),
+        0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -287,6 +287,22 @@ async fn echo(
     Ok(r)
 }
 
+/// The sum of every series of a metric `family` in Prometheus text (0 when none is there).
+pub fn metric_total(metrics: &str, family: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(family).is_some_and(|rest| rest.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The value of one series, named with its labels as Prometheus writes them (`name{label="v"}`).
+pub fn metric_value(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The values of one header in an echo answer.
 pub fn echoed_headers(echo: &serde_json::Value, name: &str) -> Vec<String> {
     echo["headers"]

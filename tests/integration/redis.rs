@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Authward, client, free_port};
+use crate::harness::{Authward, client, free_port, metric_value};
 
 const TOKEN: &str = "redis-admin-token";
 
@@ -142,10 +142,7 @@ async fn two_replicas_share_limits_and_histories_in_redis_and_fail_closed_withou
     assert!(started.elapsed() < Duration::from_secs(10), "answered, not hung");
     assert!(a.logs().contains("store unavailable"), "{}", a.logs());
     let metrics = a.metrics().await;
-    let failed = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"authward_store_unavailable_total{fallback="none"} "#))
-        .and_then(|n| n.parse::<u64>().ok());
+    let failed = metric_value(&metrics, r#"authward_store_unavailable_total{fallback="none"}"#);
     assert!(failed.is_some_and(|n| n >= 1), "{metrics}");
 
     // With `fallback: local` the replica serves on, limiting from its own memory.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Authward, Upstream, client, echoed_headers};
+use crate::harness::{Authward, Upstream, client, echoed_headers, metric_total};
 
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0";
 /// Boxford, GB and Milton, US in the MaxMind test databases (7 700 km apart).
@@ -673,11 +673,7 @@ risk:
 }
 
 fn decisions(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("authward_risk_decisions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    metric_total(metrics, "authward_risk_decisions_total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
