@@ -45,7 +45,22 @@ impl Authward {
         Self::start_with(yaml, &[])
     }
 
+    /// [`Authward::start`] with extra environment variables. A port picked free can be taken before the
+    /// proxy binds it (by another test's listener or outgoing connection), so a start that fails on an
+    /// address in use is tried again on other ports.
     pub fn start_with(yaml: &str, env: &[(&str, &str)]) -> Authward {
+        let mut tries = 0;
+        loop {
+            let mut aw = Self::spawn(yaml, env);
+            match aw.wait_healthy() {
+                Ok(()) => return aw,
+                Err(log) if log.contains("Address already in use") && tries < 4 => tries += 1,
+                Err(log) => panic!("{log}"),
+            }
+        }
+    }
+
+    fn spawn(yaml: &str, env: &[(&str, &str)]) -> Authward {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port) = (free_port(), free_port());
         let config = dir.path().join("authward.yaml");
@@ -60,32 +75,31 @@ impl Authward {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let mut aw = Authward {
+        Authward {
             child,
             port,
             admin_port,
             dir,
             config,
             log,
-        };
-        aw.wait_healthy();
-        aw
+        }
     }
 
-    fn wait_healthy(&mut self) {
+    /// Waits until both listeners accept; else what went wrong, with the proxy's log.
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("authward exited with {status}: {}", self.logs());
+                return Err(format!("authward exited with {status}: {}", self.logs()));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("authward did not start: {}", self.logs());
+        Err(format!("authward did not start: {}", self.logs()))
     }
 
     pub fn url(&self, path: &str) -> String {
