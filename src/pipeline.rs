@@ -111,8 +111,8 @@ impl Exchange {
     }
 }
 
-/// Which of a stage's hooks the pipeline calls, and for which requests. Each call of a hook boxes its
-/// future, so a stage declares the hooks it has (none when its config leaves it nothing to do), and
+/// Which of a stage's hooks the pipeline calls, and for which requests. Each call of a hook costs a
+/// dispatch and a move of its future's state, so a stage declares the hooks it has (none when its config leaves it nothing to do), and
 /// whether it acts only on requests that matched a profile (the others then pay for none of its hooks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hooks {
@@ -144,8 +144,8 @@ impl Hooks {
     }
 }
 
-/// One step of the request flow.
-#[async_trait::async_trait]
+/// One step of the request flow. The pipeline calls its hooks through [`Staged`], by static dispatch:
+/// their futures live inside the request's own future rather than in a box each.
 pub trait Stage: Send + Sync {
     /// A short name for logs.
     fn name(&self) -> &'static str;
@@ -154,16 +154,78 @@ pub trait Stage: Send + Sync {
         Hooks::BOTH
     }
     /// Runs before the upstream sees the request.
-    async fn on_request(&self, _ex: &mut Exchange) -> Flow {
-        Flow::Continue
+    fn on_request(&self, _ex: &mut Exchange) -> impl Future<Output = Flow> + Send {
+        async { Flow::Continue }
     }
     /// Runs on the answer; may read it or replace it.
-    async fn on_response(&self, _ex: &mut Exchange, _response: &mut Response<Body>) {}
+    fn on_response(
+        &self,
+        _ex: &mut Exchange,
+        _response: &mut Response<Body>,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Declares [`Staged`], one variant per stage type, and its dispatch to each variant's [`Stage`] hooks.
+macro_rules! staged {
+    ($($variant:ident($ty:ty)),+ $(,)?) => {
+        /// Any of the stages, so that the pipeline reaches each stage's hooks without a virtual call and
+        /// without boxing their futures (a boxed future is an allocation and a copy of its whole state,
+        /// several hundred bytes for the larger hooks, on every call).
+        enum Staged {
+            $($variant($ty),)+
+        }
+
+        $(impl From<$ty> for Staged {
+            fn from(stage: $ty) -> Self {
+                Staged::$variant(stage)
+            }
+        })+
+
+        impl Staged {
+            fn name(&self) -> &'static str {
+                match self {
+                    $(Staged::$variant(s) => s.name(),)+
+                }
+            }
+
+            fn hooks(&self) -> Hooks {
+                match self {
+                    $(Staged::$variant(s) => s.hooks(),)+
+                }
+            }
+
+            async fn on_request(&self, ex: &mut Exchange) -> Flow {
+                match self {
+                    $(Staged::$variant(s) => s.on_request(ex).await,)+
+                }
+            }
+
+            async fn on_response(&self, ex: &mut Exchange, response: &mut Response<Body>) {
+                match self {
+                    $(Staged::$variant(s) => s.on_response(ex, response).await,)+
+                }
+            }
+        }
+    };
+}
+
+staged! {
+    Recognize(profile::stage::Recognize),
+    Inspect(waf::stage::Inspect),
+    Classify(profile::stage::Classify),
+    CountFailures(waf::stage::CountFailures),
+    Enforce(crate::policies::stage::Enforce),
+    Guard(sms::stage::Guard),
+    Settle(sms::stage::Settle),
+    Risk(crate::risk::stage::RiskStage),
+    Rewrite(crate::mfa::stage::Rewrite),
 }
 
 /// The stages in order.
 pub struct Pipeline {
-    stages: Vec<Box<dyn Stage>>,
+    stages: Vec<Staged>,
     /// Indices of the stages whose request hook runs, in order, each with whether it is profiled-only.
     on_request: Vec<(usize, bool)>,
     /// The same for response hooks.
@@ -175,25 +237,25 @@ impl Pipeline {
     pub fn new(config: &Arc<Config>, services: &Services) -> Self {
         let Services { metrics, store, .. } = services;
         let sms = || config.sms.clone();
-        let stages: Vec<Box<dyn Stage>> = vec![
-            Box::new(profile::stage::Recognize::new(config.profiles.clone())), // 2
-            Box::new(waf::stage::Inspect::new(
+        let stages: Vec<Staged> = vec![
+            Staged::from(profile::stage::Recognize::new(config.profiles.clone())), // 2
+            Staged::from(waf::stage::Inspect::new(
                 config.web_acl.clone(),
                 store.clone(),
                 metrics.clone(),
             )), // 3
             // Stages with only a response hook (7, 7b) may sit anywhere before those that need the outcome;
             // a stage with both hooks sits after 7 so that its response hook sees the outcome.
-            Box::new(profile::stage::Classify::new(metrics.clone())), // 7
-            Box::new(waf::stage::CountFailures::new(
+            Staged::from(profile::stage::Classify::new(metrics.clone())), // 7
+            Staged::from(waf::stage::CountFailures::new(
                 config.web_acl.clone(),
                 store.clone(),
             )), // 7b
-            Box::new(crate::policies::stage::Enforce::new(config, services)), // 3b, and on the answer
-            Box::new(sms::stage::Guard::new(sms(), services)),        // 4
-            Box::new(sms::stage::Settle::new(sms(), services)),       // 7c
-            Box::new(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
-            Box::new(crate::mfa::stage::Rewrite::new(config.mfa.clone(), services)), // 9
+            Staged::from(crate::policies::stage::Enforce::new(config, services)), // 3b, and on the answer
+            Staged::from(sms::stage::Guard::new(sms(), services)),        // 4
+            Staged::from(sms::stage::Settle::new(sms(), services)),       // 7c
+            Staged::from(crate::risk::stage::RiskStage::new(config.risk.clone(), services)), // 5 and 8
+            Staged::from(crate::mfa::stage::Rewrite::new(config.mfa.clone(), services)), // 9
         ];
         let hooked = |has: fn(Hooks) -> bool| {
             stages

@@ -35,7 +35,6 @@ impl Rewrite {
     }
 }
 
-#[async_trait::async_trait]
 impl Stage for Rewrite {
     fn name(&self) -> &'static str {
         "rewrite"

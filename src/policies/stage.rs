@@ -193,7 +193,6 @@ macro_rules! check {
     };
 }
 
-#[async_trait::async_trait]
 impl Stage for Enforce {
     fn name(&self) -> &'static str {
         "policies"

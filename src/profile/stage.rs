@@ -22,7 +22,6 @@ impl Recognize {
     }
 }
 
-#[async_trait::async_trait]
 impl Stage for Recognize {
     fn name(&self) -> &'static str {
         "profile"
@@ -151,7 +150,6 @@ impl Classify {
     }
 }
 
-#[async_trait::async_trait]
 impl Stage for Classify {
     fn name(&self) -> &'static str {
         "outcome"

@@ -326,7 +326,6 @@ fn velocity_block(risk: &Risk, counts: &[u64; 5]) -> Option<&'static str> {
     }
 }
 
-#[async_trait::async_trait]
 impl Stage for RiskStage {
     fn name(&self) -> &'static str {
         "risk"

@@ -52,7 +52,6 @@ fn set_spend(metrics: &Metrics, spend: &[(Period, f64)], currency: &str) {
     }
 }
 
-#[async_trait::async_trait]
 impl Stage for Guard {
     fn name(&self) -> &'static str {
         "sms_guard"
@@ -189,7 +188,6 @@ impl Settle {
     }
 }
 
-#[async_trait::async_trait]
 impl Stage for Settle {
     fn name(&self) -> &'static str {
         "sms_settle"

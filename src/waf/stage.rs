@@ -37,7 +37,6 @@ fn has_body(headers: &http::HeaderMap) -> bool {
             .is_some_and(|n| n > 0)
 }
 
-#[async_trait::async_trait]
 impl Stage for Inspect {
     fn name(&self) -> &'static str {
         "web_acl"
@@ -200,7 +199,6 @@ impl CountFailures {
     }
 }
 
-#[async_trait::async_trait]
 impl Stage for CountFailures {
     fn name(&self) -> &'static str {
         "web_acl_failures"
