@@ -3,7 +3,8 @@
 //! Every operation hashes its key once, with a randomly keyed SipHash (so attacker-chosen keys cannot
 //! force collisions), and uses that hash both to pick the shard and as the hash in the shard's index.
 //! A shard keeps its entries densely in a vector, so the expiry sweep and eviction sampling read them
-//! without hashing; its index holds only their positions.
+//! without hashing; its index holds their positions, each with 32 bits of its key's hash so that the
+//! index grows or cleans up its tombstones without reading an entry.
 //!
 //! Keys and set members are kept as 128-bit [`Fingerprint`]s, not as strings: nothing reads a name back,
 //! and a counter or rate entry then needs no allocation of its own.
@@ -173,10 +174,10 @@ fn grown_within(n: usize, cap: usize) -> usize {
 }
 
 /// An upper bound of the bytes a position index grows by with one more insert: nothing while it has
-/// room; else its buckets double, and a table of `b` buckets takes `5b + 16` bytes (4 per position, a
-/// control byte per bucket and a group of 16 more), so the new allocation is at most twice the old one
-/// (or, for the first, under 64 bytes).
-fn index_growth(index: &HashTable<u32>) -> usize {
+/// room; else its buckets double, and a table of `b` buckets of `s`-byte slots takes `(s + 1)b + 16`
+/// bytes (a control byte per bucket and a group of 16 more), so the new allocation is at most twice the
+/// old one (or, for the first, under 64 bytes).
+fn index_growth<T>(index: &HashTable<T>) -> usize {
     if index.len() < index.capacity() {
         return 0;
     }
@@ -660,13 +661,42 @@ impl Table {
     }
 }
 
+/// A shard index slot: where the entry is, and the low 32 bits of its key's hash.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    at: u32,
+    low: u32,
+}
+
+impl Position {
+    /// The slot's hash in the index.
+    fn hash(self) -> u64 {
+        index_hash(self.low)
+    }
+}
+
+/// The hash a shard's index files a key under: the low 32 bits of its [`Fingerprint`] hash, doubled, so
+/// that hashbrown's bucket (low bits) and control tag (top 7 bits) both come from bits the slot keeps,
+/// and none from the bits that pick the shard. A slot that keeps its hash lets the index rehash without
+/// reading the entries: in a store at its cap, whose index fills with tombstones as evictions remove
+/// keys, each such rehash otherwise read every entry of the shard, one cache miss apiece.
+fn index_hash(low: u32) -> u64 {
+    (u64::from(low) << 32) | u64::from(low)
+}
+
+impl Fingerprint {
+    fn low(self) -> u32 {
+        self.hash as u32
+    }
+}
+
 #[derive(Debug)]
 struct Shard {
     /// Picks the entries an eviction samples: a fast generator (a shard evicts on every insert once the
     /// store is full), seeded from the thread's secure one, whose output no client sees.
     sampler: SmallRng,
     /// Each entry's position in `entries`, by the entry's hash.
-    index: HashTable<u32>,
+    index: HashTable<Position>,
     /// The entries, densely, so the sweep and eviction sampling reach them without hashing.
     entries: Table,
     tick: u64,
@@ -694,17 +724,18 @@ impl Default for Shard {
 impl Shard {
     fn find(&self, key: Fingerprint) -> Option<usize> {
         let entries = &self.entries;
-        let found = self.index.find(key.hash, |&i| entries[i as usize].key == key);
-        found.map(|&i| i as usize)
+        let same = |p: &Position| p.low == key.low() && entries[p.at as usize].key == key;
+        self.index
+            .find(index_hash(key.low()), same)
+            .map(|p| p.at as usize)
     }
 
     /// The position of the key's entry if it is live (and marks it used); an expired entry is removed.
     fn live(&mut self, key: Fingerprint, now: u64, usage: &Usage) -> Option<usize> {
         let entries = &self.entries;
-        let bucket = self
-            .index
-            .find_bucket_index(key.hash, |&i| entries[i as usize].key == key)?;
-        let i = *self.index.get_bucket(bucket)? as usize;
+        let same = |p: &Position| p.low == key.low() && entries[p.at as usize].key == key;
+        let bucket = self.index.find_bucket_index(index_hash(key.low()), same)?;
+        let i = self.index.get_bucket(bucket)?.at as usize;
         let meta = self.entries.meta_mut(i);
         if meta.expires <= now {
             self.remove_at_bucket(i, Some(bucket), usage);
@@ -756,9 +787,11 @@ impl Shard {
         );
         let shape = self.tables_shape();
         let i = self.entries.len();
-        let entries = &self.entries;
-        self.index
-            .insert_unique(key.hash, i as u32, |&j| entries[j as usize].key.hash);
+        let slot = Position {
+            at: i as u32,
+            low: key.low(),
+        };
+        self.index.insert_unique(slot.hash(), slot, |p| p.hash());
         self.tick += 1;
         let size = val.size();
         let e = Entry { key, val, size };
@@ -788,22 +821,24 @@ impl Shard {
         let e = self.entries.swap_remove(i);
         let slot = match bucket {
             Some(b) => self.index.get_bucket_entry(b).ok(),
-            None => self.index.find_entry(e.key.hash, |&j| j as usize == i).ok(),
+            None => self
+                .index
+                .find_entry(index_hash(e.key.low()), |p| p.at as usize == i)
+                .ok(),
         };
-        debug_assert!(slot.as_ref().is_some_and(|s| *s.get() as usize == i));
+        debug_assert!(slot.as_ref().is_some_and(|s| s.get().at as usize == i));
         if let Some(slot) = slot {
             slot.remove();
         }
         let n = self.entries.len();
         if i < n {
-            let moved = self.entries[i].key.hash;
-            if let Some(pos) = self.index.find_mut(moved, |&j| j as usize == n) {
-                *pos = i as u32;
+            let moved = index_hash(self.entries[i].key.low());
+            if let Some(p) = self.index.find_mut(moved, |p| p.at as usize == n) {
+                p.at = i as u32;
             }
         }
         if n == 0 || (n < self.index.capacity() / 4 && self.index.capacity() > MIN_INDEX) {
-            let entries = &self.entries;
-            self.index.shrink_to(2 * n, |&j| entries[j as usize].key.hash);
+            self.index.shrink_to(2 * n, |p| p.hash());
         }
         self.resized(shape);
         usage.settle((1, e.size + tables), (0, self.tables));
@@ -1652,6 +1687,9 @@ mod tests {
             let shard = shard.lock();
             let table = &shard.entries;
             assert_eq!(shard.index.len(), table.len());
+            for p in shard.index.iter() {
+                assert_eq!(p.low, table[p.at as usize].key.low(), "an index slot's hash bits");
+            }
             let blocks = table.len().div_ceil(BLOCK);
             assert!(
                 (blocks..=blocks + 1).contains(&table.blocks.len())
