@@ -21,9 +21,12 @@
 #
 # Latency: at 64 busy connections every front is saturated, so its latency is mostly queueing (64 / its
 # requests/s) and "p99 added over direct" mostly restates the throughput gap. Each round therefore also
-# measures both workloads paced: 16 connections that each pause 3.2 ms between requests, at most 5 000
-# requests/s for every front (a rate all but ModSecurity serve far from saturation), where the added
-# latency is the cost of the hop itself.
+# measures both workloads paced: 16 connections that each pause a random 0–6 ms (3.2 ms on average)
+# between requests, about 4 500 requests/s for every front (a rate all but ModSecurity serve far from
+# saturation), where the added latency is the cost of the hop itself. The pauses are random because
+# wrk's timers tick in whole milliseconds: equal pauses put the 16 connections' next requests into the
+# same tick, and the hop's latency then measured its queue behind up to 15 others of the same burst
+# (the figures in BENCHMARKS.md's session 11 section).
 #
 # Workloads: `GET /` and `POST /api/login` with a JSON body; the sign-in Lua script gives every request
 # its own username and X-Forwarded-For address (a 2^32 space walked from a random start per wrk run), so
@@ -391,10 +394,10 @@ request = function()
 end
 LUA
 
-# The paced variants: each connection pauses 3.2 ms before its next request (wrk's delay(), not counted
-# in the latency).
+# The paced variants: each connection pauses before its next request (wrk's delay(), not counted in the
+# latency), a random whole number of milliseconds from 0 to 6, 3.2 on average (wrk truncates to ms).
 for w in get signin; do
-  { cat "$work/$w.lua"; echo 'function delay() return 3.2 end'; } > "$work/$w-paced.lua"
+  { cat "$work/$w.lua"; echo 'function delay() return math.floor(math.random() * 6.4 + 0.5) end'; } > "$work/$w-paced.lua"
 done
 
 to_ms() { # wrk latency (e.g. 312.00us, 1.20ms, 2.00s) -> milliseconds
