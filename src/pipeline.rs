@@ -10,7 +10,7 @@
 //! done by the proxy after the last stage, so that every request is recorded, including refused ones.
 //! In between, each [`Stage`] gets a request hook, run in order until one answers, and a response hook,
 //! run in order on whatever answer came back (the upstream's, or the one a stage made). Adding a stage
-//! touches its own module and one line of [`Pipeline::new`].
+//! touches its own module, its variant in the `staged!` list and its line in [`Pipeline::new`].
 
 use std::sync::Arc;
 use std::time::Duration;
