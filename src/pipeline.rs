@@ -112,8 +112,9 @@ impl Exchange {
 }
 
 /// Which of a stage's hooks the pipeline calls, and for which requests. Each call of a hook costs a
-/// dispatch and a move of its future's state, so a stage declares the hooks it has (none when its config leaves it nothing to do), and
-/// whether it acts only on requests that matched a profile (the others then pay for none of its hooks).
+/// dispatch and a move of its future's state, so a stage declares the hooks it has (none when its
+/// config leaves it nothing to do), and whether it acts only on requests that matched a profile (the
+/// others then pay for none of its hooks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hooks {
     pub request: bool,
@@ -144,7 +145,7 @@ impl Hooks {
     }
 }
 
-/// One step of the request flow. The pipeline calls its hooks through [`Staged`], by static dispatch:
+/// One step of the request flow. The pipeline calls its hooks through `Staged`, by static dispatch:
 /// their futures live inside the request's own future rather than in a box each.
 pub trait Stage: Send + Sync {
     /// A short name for logs.

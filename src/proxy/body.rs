@@ -84,7 +84,11 @@ impl http_body::Body for IdleLimited {
         match this.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
             Some(Poll::Ready(())) => {
                 this.cut.inc();
-                tracing::warn!(idle = ?this.idle, "the upstream's answer stalled: cut off (upstream.read_timeout)");
+                let idle = this.idle;
+                tracing::warn!(
+                    ?idle,
+                    "the upstream's answer stalled: cut off (upstream.read_timeout)"
+                );
                 Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle)))))
             }
             _ => Poll::Pending,

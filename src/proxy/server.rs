@@ -237,9 +237,9 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         let mut b = auto::Builder::new(TokioExecutor::new());
         // `half_close`: a client that shuts its sending side after the request still gets the answer, as
         // from HAProxy without `abortonclose`; a request in flight is bounded by `upstream.timeout` and
-        // `upstream.read_timeout`, not by the client staying. Without it hyper reads the client connection for an EOF while each
-        // request is in flight, and that read reserves a new 8 KiB buffer every request (3 % of a
-        // pass-through request's instructions, BENCHMARKS.md).
+        // `upstream.read_timeout`, not by the client staying. Without it hyper reads the client
+        // connection for an EOF while each request is in flight, and that read reserves a new 8 KiB
+        // buffer every request (3 % of a pass-through request's instructions, BENCHMARKS.md).
         b.http1()
             .writev(false)
             .half_close(true)

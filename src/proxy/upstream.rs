@@ -96,6 +96,7 @@ impl Upstream {
     pub fn new(target: config::Upstream, metrics: Arc<Metrics>) -> Result<Self, ForwardError> {
         let host = HeaderValue::from_str(target.authority.as_str())
             .map_err(|e| ForwardError::Request(e.to_string()))?;
+        let stalled = metrics.upstream_errors.with_label_values(&["read_timeout"]);
         if target.scheme == http::uri::Scheme::HTTP {
             let pool = H1Pool::new(
                 &target.authority,
@@ -107,7 +108,7 @@ impl Upstream {
                 target,
                 host,
                 transport: Transport::Plain(pool),
-                stalled: metrics.upstream_errors.with_label_values(&["read_timeout"]),
+                stalled,
                 metrics,
             });
         }
@@ -145,7 +146,7 @@ impl Upstream {
             target,
             host,
             transport: Transport::Tls(Box::new(client)),
-            stalled: metrics.upstream_errors.with_label_values(&["read_timeout"]),
+            stalled,
             metrics,
         })
     }

@@ -675,11 +675,12 @@ impl Position {
     }
 }
 
-/// The hash a shard's index files a key under: the low 32 bits of its [`Fingerprint`] hash, doubled, so
-/// that hashbrown's bucket (low bits) and control tag (top 7 bits) both come from bits the slot keeps,
-/// and none from the bits that pick the shard. A slot that keeps its hash lets the index rehash without
-/// reading the entries: in a store at its cap, whose index fills with tombstones as evictions remove
-/// keys, each such rehash otherwise read every entry of the shard, one cache miss apiece.
+/// The hash a shard's index files a key under: the low 32 bits of its [`Fingerprint`] hash, in both
+/// halves, so that hashbrown's bucket (low bits) and control tag (top 7 bits) both come from bits the
+/// slot keeps, and none from the bits that pick the shard. A slot that keeps its hash lets the index
+/// rehash without reading the entries: in a store at its cap, whose index fills with tombstones as
+/// evictions remove keys, each such rehash otherwise read every entry of the shard, one cache miss
+/// apiece.
 fn index_hash(low: u32) -> u64 {
     (u64::from(low) << 32) | u64::from(low)
 }
@@ -722,19 +723,21 @@ impl Default for Shard {
 }
 
 impl Shard {
-    fn find(&self, key: Fingerprint) -> Option<usize> {
+    /// The index bucket of the key's slot: its hash bits compared first, the entry's key only on a match.
+    fn bucket(&self, key: Fingerprint) -> Option<usize> {
         let entries = &self.entries;
         let same = |p: &Position| p.low == key.low() && entries[p.at as usize].key == key;
-        self.index
-            .find(index_hash(key.low()), same)
-            .map(|p| p.at as usize)
+        self.index.find_bucket_index(index_hash(key.low()), same)
+    }
+
+    fn find(&self, key: Fingerprint) -> Option<usize> {
+        let bucket = self.bucket(key)?;
+        Some(self.index.get_bucket(bucket)?.at as usize)
     }
 
     /// The position of the key's entry if it is live (and marks it used); an expired entry is removed.
     fn live(&mut self, key: Fingerprint, now: u64, usage: &Usage) -> Option<usize> {
-        let entries = &self.entries;
-        let same = |p: &Position| p.low == key.low() && entries[p.at as usize].key == key;
-        let bucket = self.index.find_bucket_index(index_hash(key.low()), same)?;
+        let bucket = self.bucket(key)?;
         let i = self.index.get_bucket(bucket)?.at as usize;
         let meta = self.entries.meta_mut(i);
         if meta.expires <= now {
