@@ -1,6 +1,6 @@
 //! The YAML config: loading with `include:`, validation with `FILE:LINE:COL` errors, and the compiled form.
 //!
-//! Two layers (STYLE.md, pattern 4): [`file`] holds plain serde types that mirror the YAML and generate
+//! Two layers (STYLE.md, pattern 4): [`file`](mod@file) holds plain serde types that mirror the YAML and generate
 //! the JSON Schema; [`Config`] is the compiled form that the proxy and the stages run on. A reload builds a
 //! new [`Config`] off the hot path and swaps it in one step; a file that does not compile changes nothing.
 

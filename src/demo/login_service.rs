@@ -182,7 +182,7 @@ impl LoginService {
     }
 
     /// Serves HTTP/1.1 and h2c on `listener` until `shutdown` completes, then stops accepting and lets
-    /// in-flight requests finish (waiting at most [`SHUTDOWN_GRACE`]).
+    /// in-flight requests finish (waiting at most `SHUTDOWN_GRACE`).
     pub async fn serve(
         self,
         listener: TcpListener,

@@ -2,7 +2,7 @@
 //! answer's body has been read to its end. A reused connection that turns out closed before any answer
 //! is reported as [`PoolError::Stale`]: only the caller knows whether the request may be sent again.
 //!
-//! The exchange itself runs on the task that serves the client ([`super::h1`]). hyper-util's pooled
+//! The exchange itself runs on the task that serves the client (`super::h1`). hyper-util's pooled
 //! client serves https upstreams; for the common case of a sidecar or a proxy on a private network
 //! (plain HTTP/1.1) this costs less per request (no connection task, no channels, no pool key hashing,
 //! no expiry bookkeeping on the hot path): see BENCHMARKS.md. Upgrades go through hyper, on a connection

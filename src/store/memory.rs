@@ -6,12 +6,12 @@
 //! without hashing; its index holds their positions, each with 32 bits of its key's hash so that the
 //! index grows or cleans up its tombstones without reading an entry.
 //!
-//! Keys and set members are kept as 128-bit [`Fingerprint`]s, not as strings: nothing reads a name back,
+//! Keys and set members are kept as 128-bit `Fingerprint`s, not as strings: nothing reads a name back,
 //! and a counter or rate entry then needs no allocation of its own.
 //!
 //! The memory cap bounds what the store holds from the allocator: each allocation (values, sets' and
 //! lists' tables, and every shard's tables at their capacities) is counted at the size the allocator
-//! takes for it ([`heap`]). Growth is reserved before it happens, evicting if need be, so the count never
+//! takes for it (`heap`). Growth is reserved before it happens, evicting if need be, so the count never
 //! exceeds the cap, and tables shrink again when they empty.
 
 use std::collections::VecDeque;
