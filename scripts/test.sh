@@ -49,8 +49,9 @@ cargo test --test integration corpus:: -- --nocapture 2>&1 | tee -a "$log"
 # Each criterion benchmark once, as a smoke test (figures come from `cargo bench`, see BENCHMARKS.md).
 cargo test --bench hot_paths --bench waf --bench injection --bench transform --bench risk --bench breach --bench sms --bench store 2>&1 | tee -a "$log"
 # The load harness end to end on the debug build, one second per measurement: every front starts, authward
-# and ModSecurity (when installed) block an SQL injection, every front serves both workloads.
-bash benches/load/run.sh --smoke --debug --out target/load-smoke 2>&1 | tail -n 25 | tee -a "$log"
+# and ModSecurity (when installed) block an SQL injection, every front serves both workloads, and every
+# ablation front (full protection less one part) differs from full protection and serves sign-ins.
+bash benches/load/run.sh --smoke --debug --ablation --out target/load-smoke 2>&1 | tail -n 25 | tee -a "$log"
 
 # One closing line for the whole suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }

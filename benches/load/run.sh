@@ -6,13 +6,17 @@
 #   bash benches/load/run.sh --duration 5 --rounds 5
 #   bash benches/load/run.sh --smoke              # 1 s, one round, no scaling, skips missing fronts
 #   bash benches/load/run.sh --smoke --debug      # the same on the debug build (the test suite runs this)
+#   bash benches/load/run.sh --ablation --fronts "authward-full nginx" --no-scaling   # what each part costs
 #
 # Options: --duration S (default 10), --warmup S (2), --rounds N (3), --out DIR (target/load),
 # --no-scaling (skip the rule-count, connection-count and store-size curves), --no-install (never call
 # apt-get: fronts whose packages are missing are skipped), --smoke (= --duration 1 --warmup 1 --rounds 1
 # --no-scaling --no-install), --fronts "F ..." (measure only these of the main fronts: direct
 # authward-pass authward-full authward-redis nginx haproxy nginx-modsec; for quick A/B runs while working), --debug
-# (measure the debug build: checks that the harness works, its figures mean nothing).
+# (measure the debug build: checks that the harness works, its figures mean nothing), --ablation (also
+# measure sign-ins on full protection with one part taken away at a time: the web ACL, the risk engine,
+# the SMS guard, all three (the route profile and the event history remain), and the store's cap (lifted,
+# so nothing is evicted); the summary's ablation table gives what each part costs a sign-in).
 #
 # Layout: wrk (one thread) is pinned to core 0; the front under test and the upstream nginx to core 1,
 # for every front alike. Every front runs for the whole harness; a round measures each (front, workload)
@@ -39,7 +43,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
 
-duration=10 warmup=2 rounds=3 out="$root/target/load" scaling=1 install=1 smoke=0 only= profile=release
+duration=10 warmup=2 rounds=3 out="$root/target/load" scaling=1 install=1 smoke=0 only= profile=release ablation=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -50,8 +54,9 @@ while [ $# -gt 0 ]; do
     --no-install) install=0; shift ;;
     --fronts) only="$2"; shift 2 ;;
     --debug) profile=debug; shift ;;
+    --ablation) ablation=1; shift ;;
     --smoke) smoke=1 duration=1 warmup=1 rounds=1 scaling=0 install=0; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -211,6 +216,28 @@ start_authward authward-pass "$p" "$a"
 alloc p; alloc a
 authward_conf authward-full "$p" "$a" "$full_include" "${full_yaml[@]}"
 start_authward authward-full "$p" "$a"
+
+# Ablation: full protection with one part taken away (--ablation). The full front's lines, edited; each
+# edit must apply, so a change to full_yaml cannot silently make two fronts alike.
+ablated=()
+ablate() { # name sed-expression [store-yaml]: full protection's config through the edit
+  local name="$1" edit="$2" conf
+  conf=$(printf '%s\n' "$full_include" "${full_yaml[@]}" | sed -e "$edit")
+  if [ "$conf" = "$(printf '%s\n' "$full_include" "${full_yaml[@]}")" ] && [ -z "${3:-}" ]; then
+    echo "run.sh: ablation $name changes nothing" >&2; exit 1
+  fi
+  alloc p; alloc a
+  store_yaml="${3:-}" authward_conf "$name" "$p" "$a" "$conf"
+  start_authward "$name" "$p" "$a"
+  ablated+=("$name")
+}
+if [ "$ablation" = 1 ]; then
+  ablate authward-full-no-waf '/^web_acl:/,$d'
+  ablate authward-full-no-risk 's/^risk: {mode: enforce/risk: {mode: off/'
+  ablate authward-full-no-sms 's/^sms: {mode: enforce/sms: {mode: off/'
+  ablate authward-full-profile-only '/^web_acl:/,$d; s/^risk: {mode: enforce/risk: {mode: off/; s/^sms: {mode: enforce/sms: {mode: off/'
+  ablate authward-full-uncapped '' "store: {kind: memory, max_keys: 100000000, max_memory: 4GiB}"
+fi
 
 # Full protection with the Redis store (what replicas share), Redis on the proxy's core like the upstream
 # (its CPU time is not in the front's "cpu" column).
@@ -448,6 +475,7 @@ for r in $(seq 1 "$rounds"); do
     for f in "${main_fronts[@]}"; do measure "$r" "$f" "$w" 64; done
     for f in "${main_fronts[@]}"; do measure "$r" "$f" "$w-paced" 16; done
   done
+  for f in "${ablated[@]}"; do measure "$r" "$f" signin 64; done
   if [ "$scaling" = 1 ]; then
     for c in "${scale_conns[@]}"; do measure "$r" authward-conns signin "$c"; done
     for n in "${scale_rules[@]}"; do measure "$r" "authward-rules-$n" signin 64; done

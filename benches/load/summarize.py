@@ -132,6 +132,32 @@ if rule_fronts:
                   f"{fmt(stat(f, 'signin', 'p99_ms'), '.2f')} | {fmt(ratio(f, 'signin', 'authward-full'), '.2f')} | "
                   f"{fmt(ratio(f, 'signin', 'nginx'), '.2f')} |")
 
+ablations = {
+    "authward-full-no-waf": "the web ACL (both rule groups)",
+    "authward-full-no-risk": "the risk engine",
+    "authward-full-no-sms": "the SMS guard",
+    "authward-full-profile-only": "all three (route profile and event history remain)",
+    "authward-full-uncapped": "the store's cap (lifted: nothing evicted)",
+}
+ablated = [f for f in ablations if (f, "signin", 64) in by]
+if ablated and ("authward-full", "signin", 64) in by:
+    full_runs = by[("authward-full", "signin", 64)]
+    total = lambda r: float(r["user_us"]) + float(r["sys_us"])
+    md.append("\nWhat each part of full protection costs a sign-in (--ablation): full protection with one part"
+              " taken away, sign-ins at 64 connections. \"Saved\" is the front's CPU a request, full protection's"
+              " minus this front's, per round (median):\n")
+    md.append("| full protection without | req/s | front µs (user + system) | saved µs | × full protection | × nginx |")
+    md.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    md.append(f"| (nothing: full protection) | {fmt(stat('authward-full', 'signin', 'rps'), ',.0f')} | "
+              f"{fmt(med([total(r) for r in full_runs.values()]), '.1f')} | | 1.00 | "
+              f"{fmt(ratio('authward-full', 'signin', 'nginx'), '.2f')} |")
+    for f in ablated:
+        runs = by[(f, "signin", 64)]
+        saved = med([total(full_runs[rnd]) - total(r) for rnd, r in runs.items() if rnd in full_runs])
+        md.append(f"| {ablations[f]} | {fmt(stat(f, 'signin', 'rps'), ',.0f')} | "
+                  f"{fmt(med([total(r) for r in runs.values()]), '.1f')} | {fmt(saved, '+.1f')} | "
+                  f"{fmt(ratio(f, 'signin', 'authward-full'), '.2f')} | {fmt(ratio(f, 'signin', 'nginx'), '.2f')} |")
+
 store = []
 paced = [wl for wl in ("get-paced", "signin-paced") if any(k[1] == wl for k in by)]
 if paced:
