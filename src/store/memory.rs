@@ -1772,20 +1772,7 @@ mod tests {
         )*};
     }
 
-    conformance_tests!(
-        gcra_burst_then_interval,
-        gcra_peek_does_not_take,
-        gcra_cost,
-        gcra_edge_limits,
-        incr_fixed_window,
-        sets,
-        values_with_ttl,
-        put_if_absent_take_delete,
-        lists,
-        list_replace_is_a_compare_and_swap,
-        wrong_types_are_errors,
-        batch_in_order,
-    );
+    crate::store::conformance::each_test!(conformance_tests);
 
     macro_rules! concurrent_tests {
         ($($name:ident),* $(,)?) => {$(
@@ -1799,7 +1786,7 @@ mod tests {
         )*};
     }
 
-    concurrent_tests!(concurrent_incr, concurrent_rate_take, concurrent_put_if_absent);
+    crate::store::conformance::each_concurrent_test!(concurrent_tests);
 
     #[tokio::test]
     async fn kind_is_memory() {

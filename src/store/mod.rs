@@ -329,6 +329,40 @@ pub(crate) mod conformance {
     const SEC: Duration = Duration::from_secs(1);
     const MS: Duration = Duration::from_millis(1);
 
+    /// Calls the macro `$m` with the name of every test below that takes a store and its clock: each
+    /// backend's `$m` makes them `#[tokio::test]`s on its own store, so a test added here runs on all.
+    macro_rules! each_test {
+        ($m:ident) => {
+            $m!(
+                gcra_burst_then_interval,
+                gcra_peek_does_not_take,
+                gcra_cost,
+                gcra_edge_limits,
+                incr_fixed_window,
+                sets,
+                values_with_ttl,
+                put_if_absent_take_delete,
+                lists,
+                list_replace_is_a_compare_and_swap,
+                wrong_types_are_errors,
+                batch_in_order,
+            );
+        };
+    }
+    pub(crate) use each_test;
+
+    /// The same for the tests that take a shared store and race many tasks on it.
+    macro_rules! each_concurrent_test {
+        ($m:ident) => {
+            $m!(
+                concurrent_incr,
+                concurrent_rate_take,
+                concurrent_put_if_absent
+            );
+        };
+    }
+    pub(crate) use each_concurrent_test;
+
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
     }
