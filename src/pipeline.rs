@@ -103,6 +103,31 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// A request's state before any stage has run: no profile, labels, verdicts, outcome or events.
+    pub fn new(
+        config: Arc<Config>,
+        ctx: Context,
+        request: http::request::Parts,
+        body: RequestBody,
+    ) -> Exchange {
+        Exchange {
+            config,
+            ctx,
+            request,
+            body,
+            profile: None,
+            labels: Vec::new(),
+            waf: None,
+            sms: None,
+            outcome: None,
+            rejected: None,
+            upstream: UpstreamReport::default(),
+            risk: None,
+            events: Vec::new(),
+            policies: None,
+        }
+    }
+
     /// The operation name for logs and metric labels: the profile's, or `none`.
     pub fn operation(&self) -> &'static str {
         self.profile

@@ -431,7 +431,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::config::{EmbeddedSources, Mode, load_from};
     use crate::context::{Connection, Context};
-    use crate::pipeline::{RequestBody, UpstreamReport};
+    use crate::pipeline::RequestBody;
     use crate::store::memory::{MemoryLimits, MemoryStore};
 
     const T0: u64 = 1_700_000_000_000;
@@ -463,20 +463,13 @@ mod tests {
             .candidates(&parts.method, &ctx.path, &parts.headers)
             .and_then(|c| c.resolve(None, &parts.headers, body.as_bytes()));
         Exchange {
-            config: config.clone(),
-            ctx,
-            request: parts,
-            body: RequestBody::Buffered(bytes::Bytes::new()),
             profile,
-            labels: Vec::new(),
-            waf: None,
-            outcome: None,
-            rejected: None,
-            upstream: UpstreamReport::default(),
-            sms: None,
-            risk: None,
-            policies: None,
-            events: Vec::new(),
+            ..Exchange::new(
+                config.clone(),
+                ctx,
+                parts,
+                RequestBody::Buffered(bytes::Bytes::new()),
+            )
         }
     }
 

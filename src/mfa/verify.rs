@@ -311,7 +311,7 @@ mod tests {
     use crate::context::{Connection, Context};
     use crate::metrics::Metrics;
     use crate::mfa::hold::{Answer, Binding, Place};
-    use crate::pipeline::{RequestBody, UpstreamReport};
+    use crate::pipeline::RequestBody;
     use crate::store::memory::{MemoryLimits, MemoryStore};
 
     const T0: u64 = 1_700_000_000_000;
@@ -360,22 +360,12 @@ mod tests {
                 slot: None,
                 ja4: None,
             };
-            Exchange {
-                config: self.config.clone(),
-                ctx: Context::new(&self.config, &conn, &parts),
-                request: parts,
-                body: RequestBody::Buffered(bytes::Bytes::new()),
-                profile: None,
-                labels: Vec::new(),
-                waf: None,
-                outcome: None,
-                rejected: None,
-                upstream: UpstreamReport::default(),
-                risk: None,
-                policies: None,
-                sms: None,
-                events: Vec::new(),
-            }
+            Exchange::new(
+                self.config.clone(),
+                Context::new(&self.config, &conn, &parts),
+                parts,
+                RequestBody::Buffered(bytes::Bytes::new()),
+            )
         }
 
         /// Enrolls alice; her secret.

@@ -545,7 +545,6 @@ mod tests {
     use super::*;
     use crate::config::{EmbeddedSources, Mode as Load, load_from};
     use crate::context::{Connection, Context};
-    use crate::pipeline::UpstreamReport;
     use crate::profile::stage::Recognize;
     use crate::store::memory::MemoryStore;
 
@@ -576,22 +575,12 @@ policies:
             slot: None,
             ja4: None,
         };
-        Exchange {
-            config: config.clone(),
-            ctx: Context::new(config, &conn, &parts),
-            request: parts,
-            body: RequestBody::Buffered(Bytes::from(body.to_string())),
-            profile: None,
-            labels: Vec::new(),
-            waf: None,
-            outcome: None,
-            rejected: None,
-            upstream: UpstreamReport::default(),
-            risk: None,
-            policies: None,
-            sms: None,
-            events: Vec::new(),
-        }
+        Exchange::new(
+            config.clone(),
+            Context::new(config, &conn, &parts),
+            parts,
+            RequestBody::Buffered(Bytes::from(body.to_string())),
+        )
     }
 
     #[tokio::test]

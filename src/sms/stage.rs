@@ -280,7 +280,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::config::{Config, EmbeddedSources, Mode, load_from};
     use crate::context::{Connection, Context};
-    use crate::pipeline::{RequestBody, UpstreamReport};
+    use crate::pipeline::RequestBody;
     use crate::profile::stage::Recognize;
     use crate::store::memory::{MemoryLimits, MemoryStore};
 
@@ -317,22 +317,12 @@ mod tests {
             slot: None,
             ja4: None,
         };
-        let mut ex = Exchange {
-            config: config.clone(),
-            ctx: Context::new(config, &conn, &parts),
-            request: parts,
-            body: RequestBody::Buffered(bytes::Bytes::from(format!(r#"{{"phone": "{phone}"}}"#))),
-            profile: None,
-            labels: Vec::new(),
-            waf: None,
-            sms: None,
-            outcome: None,
-            rejected: None,
-            upstream: UpstreamReport::default(),
-            risk: None,
-            policies: None,
-            events: Vec::new(),
-        };
+        let mut ex = Exchange::new(
+            config.clone(),
+            Context::new(config, &conn, &parts),
+            parts,
+            RequestBody::Buffered(bytes::Bytes::from(format!(r#"{{"phone": "{phone}"}}"#))),
+        );
         assert!(matches!(
             Recognize::new(config.profiles.clone()).on_request(&mut ex).await,
             Flow::Continue
