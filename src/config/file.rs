@@ -91,7 +91,7 @@ pub struct FileListen {
     /// A WebSocket tunnel across which no byte has passed either way for this long is closed (clients and
     /// servers that ping more often keep theirs open).
     pub tunnel_idle_timeout: Duration,
-    /// On SIGTERM/SIGINT, time given to requests in flight before connections are closed.
+    /// On SIGTERM/SIGINT, time given to requests in flight and open tunnels before connections are closed.
     pub shutdown_grace: Duration,
     /// Cap on a request body that authward must read (profiled routes); larger ones get 413.
     pub body_limit: ByteSize,

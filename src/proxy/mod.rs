@@ -19,10 +19,11 @@ use crate::config::Config;
 use crate::context::{Connection, Context};
 use crate::events;
 use crate::metrics::Metrics;
-use crate::pipeline::{Exchange, Pipeline, RequestBody, Services, UpstreamReport};
+use crate::pipeline::{Exchange, Pipeline, RequestBody, Services};
 use crate::store::Store;
 use body::Body;
 use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
 use upstream::{ForwardError, Upstream};
 
 /// Everything built from one compiled config; swapped whole on reload.
@@ -56,6 +57,9 @@ pub struct Shared {
     pub clock: SharedClock,
     /// Process-wide, kept across reloads.
     pub recorder: Arc<events::Recorder>,
+    /// Client connections being served and the tunnels upgraded ones became: on SIGTERM the proxy waits
+    /// for them all, up to `listen.shutdown_grace`.
+    pub connections: TaskTracker,
 }
 
 impl Shared {
@@ -82,22 +86,12 @@ pub async fn handle(
     let (mut parts, incoming) = request.into_parts();
     strip_internal(&mut parts.headers);
     let ctx = Context::new(&runtime.config, conn, &parts);
-    let mut ex = Exchange {
-        config: runtime.config.clone(),
+    let mut ex = Exchange::new(
+        runtime.config.clone(),
         ctx,
-        request: parts,
-        body: RequestBody::Streaming(body::boxed(incoming)),
-        profile: None,
-        labels: Vec::new(),
-        waf: None,
-        sms: None,
-        outcome: None,
-        rejected: None,
-        upstream: UpstreamReport::default(),
-        risk: None,
-        events: Vec::new(),
-        policies: None,
-    };
+        parts,
+        RequestBody::Streaming(body::boxed(incoming)),
+    );
     let mut response = if ex.request.uri.path().starts_with(events::links::PATH_PREFIX) {
         let recorder = &shared.recorder;
         events::links::serve(
@@ -133,7 +127,7 @@ pub async fn handle(
             .insert(HeaderName::from_static("x-authward-request-id"), v);
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        tunnel(&mut ex, &mut response, conn);
+        tunnel(shared, &mut ex, &mut response, conn);
     }
     record(shared, &mut ex, &response);
     response
@@ -142,13 +136,13 @@ pub async fn handle(
 /// Joins a client connection and the upstream's once both have switched protocols (the upstream said 101
 /// and the client has read it), and copies bytes both ways until either side closes or the tunnel has been
 /// quiet for `listen.tunnel_idle_timeout`. The tunnel holds the client connection's slot under
-/// `listen.max_connections`.
-fn tunnel(ex: &mut Exchange, response: &mut Response<Body>, conn: &Connection) {
+/// `listen.max_connections`, and a shutdown waits for it like for a request in flight.
+fn tunnel(shared: &Shared, ex: &mut Exchange, response: &mut Response<Body>, conn: &Connection) {
     let client = ex.request.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let upstream = hyper::upgrade::on(&mut *response);
     let (slot, request_id) = (conn.slot.clone(), ex.ctx.request_id.clone());
     let idle = ex.config.listen.tunnel_idle_timeout;
-    tokio::spawn(async move {
+    shared.connections.spawn(async move {
         let _slot = slot;
         let Some(client) = client else { return };
         match tokio::try_join!(client, upstream) {

@@ -162,6 +162,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
         metrics,
         store,
         recorder: Arc::new(recorder),
+        connections: TaskTracker::new(),
     });
     let current = Arc::downgrade(&shared);
     shared
@@ -220,7 +221,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     tracing::info!(http = ?bound.http, https = ?bound.https, admin = %bound.admin, "authward listening");
 
     let permits = Arc::new(Semaphore::new(listen.max_connections));
-    let connections = TaskTracker::new();
+    let connections = shared.connections.clone();
 
     let tls_acceptor = if https_listeners.is_empty() {
         None
@@ -283,7 +284,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
 
     shutdown.await;
     let deadline = tokio::time::Instant::now() + listen.shutdown_grace;
-    tracing::info!(grace = ?listen.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
+    tracing::info!(grace = ?listen.shutdown_grace, "shutting down: no new connections, finishing requests in flight and open tunnels");
     let _ = stop_tx.send(true);
     // Let the accept loops drop their listeners before draining.
     while tasks.join_next().await.is_some() {}
@@ -476,8 +477,8 @@ struct Acceptor {
     shared: Arc<Shared>,
     builder: auto::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
-    /// The connections being served, for the drain on exit (tunnels of upgraded connections are not
-    /// waited for).
+    /// The connections being served (and their tunnels, see [`Shared::connections`]), for the drain on
+    /// exit.
     connections: TaskTracker,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake_timeout: std::time::Duration,

@@ -877,6 +877,85 @@ async fn a_quiet_tunnel_is_closed_after_the_idle_timeout_and_frees_its_slot() {
     assert_eq!(r.status(), 200);
 }
 
+/// Opens a WebSocket-style tunnel through authward to [`switching_upstream`] and checks that it echoes.
+async fn open_tunnel(port: u16) -> tokio::net::TcpStream {
+    let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = raw_head(
+        &mut ws,
+        "GET /socket HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    ping(&mut ws).await;
+    ws
+}
+
+async fn ping(ws: &mut tokio::net::TcpStream) {
+    ws.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut got))
+        .await
+        .expect("the echo")
+        .expect("the tunnel is open");
+    assert_eq!(&got, b"echo:ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_an_open_tunnel_up_to_the_grace_period() {
+    let (addr, _) = switching_upstream().await;
+    let grace = |g: &str| {
+        config(&format!("http://{addr}"), "")
+            .replace("  http: [", &format!("  shutdown_grace: {g}\n  http: ["))
+    };
+
+    // A tunnel open at SIGTERM keeps carrying bytes while the listener is closed, and the proxy exits as
+    // soon as the client closes it.
+    let mut aw = Authward::start(&grace("30s"));
+    let mut ws = open_tunnel(aw.port).await;
+    aw.signal("TERM");
+    let refused = crate::harness::eventually(Duration::from_secs(5), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(refused, "the listener closes on SIGTERM");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ping(&mut ws).await;
+    }
+    assert!(
+        aw.wait_exit(Duration::from_millis(300)).is_none(),
+        "exited with a tunnel open"
+    );
+    ws.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), ws.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel's other side closes too")
+        .unwrap();
+    let status = aw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits once the tunnel closed");
+    assert!(status.success(), "{status:?}");
+
+    // A tunnel still open when the grace period ends is closed, and the proxy exits.
+    let mut aw = Authward::start(&grace("1s"));
+    let mut ws = open_tunnel(aw.port).await;
+    aw.signal("TERM");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel outlived the grace period");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?} {rest:?}");
+    let status = aw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the grace period");
+    assert!(status.success(), "{status:?}");
+    assert!(aw.logs().contains("grace period over"), "{}", aw.logs());
+}
+
 /// A raw upstream whose answers take every framing of HTTP/1.1, chosen by the request's path: chunked with
 /// extensions and trailers, interim 1xx answers before the final one, no body (HEAD, 204, 304), and
 /// `/close`, a body that runs to the close. Counts the connections it accepts.
