@@ -310,7 +310,10 @@ impl RequestHead {
             None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             Some(0) if !self.announced && !carries_body(&self.method) => {}
             Some(n) => {
-                let _ = write!(out, "content-length: {n}\r\n");
+                // Without the formatting machinery, which took ~330 instructions a request here (callgrind).
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
         }
         out.extend_from_slice(b"\r\n");

@@ -192,8 +192,8 @@ impl Assessment {
     /// The `x-authward-risk` header value: `level=high; score=85; signals=new_device,impossible_travel`,
     /// in a string of exactly its length (so that `Bytes` can take it over without another allocation).
     pub fn header(&self) -> String {
-        let mut digits = [0; 20];
-        let score = decimal(u64::from(self.score), &mut digits);
+        let mut digits = itoa::Buffer::new();
+        let score = digits.format(self.score);
         let level = self.level.as_str();
         let names: usize = self.signals.iter().map(|s| s.name.len()).sum();
         let commas = self.signals.len().saturating_sub(1);
@@ -520,21 +520,6 @@ impl Risk {
             compromised: facts.compromised_password,
         }
     }
-}
-
-/// `n` in decimal, written into `buf`.
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 fn check_thresholds(t: &FileThresholds, path: &str) -> Result<(), RiskError> {

@@ -783,8 +783,8 @@ pub async fn remember(
 /// A new device id and the `Set-Cookie` value that gives it out:
 /// `<name>=<id>.<tag>; Path=/; Max-Age=<secs>; HttpOnly; SameSite=Lax`, and `; Secure` when asked.
 fn device_set_cookie(k: &DeviceKey, name: &str, max_age_secs: u64, secure: bool) -> (String, String) {
-    let mut digits = [0; 20];
-    let secs = super::decimal(max_age_secs, &mut digits);
+    let mut digits = itoa::Buffer::new();
+    let secs = digits.format(max_age_secs);
     let secure = if secure { "; Secure" } else { "" };
     k.issue_cookie(
         name,
