@@ -76,8 +76,8 @@ pub fn normalize_path(raw: &str) -> String {
 }
 
 /// Whether a path is already normal, as most are: absolute, nothing escaped, no empty or dot segment (no
-/// `/` followed by `/` or `.`). One pass over the bytes: `str::contains` with a two-byte needle cost
-/// more than the whole forwarding of a pass-through request's path.
+/// `/` followed by `/` or `.`). One pass over the bytes: two `str::contains` with two-byte needles took
+/// ~630 instructions for `/api/login`, 2 % of a pass-through sign-in's.
 fn is_normal(bytes: &[u8]) -> bool {
     bytes.first() == Some(&b'/')
         && !bytes.contains(&b'%')

@@ -836,47 +836,6 @@ async fn upgrades_are_tunnelled_after_the_web_acl_and_hold_their_connection_slot
     assert!(!last.contains("upgrade"), "{last}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_tunnel_is_closed_after_the_idle_timeout_and_frees_its_slot() {
-    let (addr, _) = switching_upstream().await;
-    let aw = Authward::start(&config(&format!("http://{addr}"), "").replace(
-        "  http: [",
-        "  max_connections: 1\n  tunnel_idle_timeout: 1500ms\n  http: [",
-    ));
-    let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
-        .await
-        .unwrap();
-    let head = raw_head(
-        &mut ws,
-        "GET /socket HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await;
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    // Traffic more often than the timeout keeps it open.
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        ws.write_all(b"ping").await.unwrap();
-        let mut got = [0u8; 9];
-        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut got))
-            .await
-            .expect("the echo")
-            .unwrap();
-        assert_eq!(&got, b"echo:ping");
-    }
-    // Then silence: authward closes the tunnel (the client reads its end) and the slot is free again.
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest))
-        .await
-        .expect("the quiet tunnel was never closed");
-    assert_eq!(read.unwrap(), 0);
-    let r = tokio::time::timeout(Duration::from_secs(5), client().get(aw.url("/after")).send())
-        .await
-        .expect("the slot was not freed")
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
-
 /// Opens a WebSocket-style tunnel through authward to [`switching_upstream`] and checks that it echoes.
 async fn open_tunnel(port: u16) -> tokio::net::TcpStream {
     let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -899,6 +858,32 @@ async fn ping(ws: &mut tokio::net::TcpStream) {
         .expect("the echo")
         .expect("the tunnel is open");
     assert_eq!(&got, b"echo:ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tunnel_is_closed_after_the_idle_timeout_and_frees_its_slot() {
+    let (addr, _) = switching_upstream().await;
+    let aw = Authward::start(&config(&format!("http://{addr}"), "").replace(
+        "  http: [",
+        "  max_connections: 1\n  tunnel_idle_timeout: 1500ms\n  http: [",
+    ));
+    let mut ws = open_tunnel(aw.port).await;
+    // Traffic more often than the timeout keeps it open.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        ping(&mut ws).await;
+    }
+    // Then silence: authward closes the tunnel (the client reads its end) and the slot is free again.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest))
+        .await
+        .expect("the quiet tunnel was never closed");
+    assert_eq!(read.unwrap(), 0);
+    let r = tokio::time::timeout(Duration::from_secs(5), client().get(aw.url("/after")).send())
+        .await
+        .expect("the slot was not freed")
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
