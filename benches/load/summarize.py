@@ -46,6 +46,11 @@ def added_p99(front, wl, conns=64):
     return med(out)
 
 
+def total(r):
+    """A measurement's front CPU a request, user + system (µs)."""
+    return float(r["user_us"]) + float(r["sys_us"])
+
+
 def fmt(x, spec):
     return "" if x is None else format(x, spec).replace(",", " ")
 
@@ -91,7 +96,6 @@ if any(r.get("user_us") for r in rows):
             runs = by.get((f, wl, 64), {})
             if not runs or not all(r.get("user_us") for r in runs.values()):
                 continue
-            total = lambda r: float(r["user_us"]) + float(r["sys_us"])
             cheaper = med([total(by[("nginx", wl, 64)][rnd]) / total(r) for rnd, r in runs.items()
                            if f != "direct" and rnd in by.get(("nginx", wl, 64), {}) and total(r) > 0])
             label = "GET /" if wl == "get" else "POST /api/login"
@@ -142,7 +146,6 @@ ablations = {
 ablated = [f for f in ablations if (f, "signin", 64) in by]
 if ablated and ("authward-full", "signin", 64) in by:
     full_runs = by[("authward-full", "signin", 64)]
-    total = lambda r: float(r["user_us"]) + float(r["sys_us"])
     md.append("\nWhat each part of full protection costs a sign-in (--ablation): full protection with one part"
               " taken away, sign-ins at 64 connections. \"Saved\" is the front's CPU a request, full protection's"
               " minus this front's, per round (median):\n")

@@ -221,7 +221,6 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     tracing::info!(http = ?bound.http, https = ?bound.https, admin = %bound.admin, "authward listening");
 
     let permits = Arc::new(Semaphore::new(listen.max_connections));
-    let connections = shared.connections.clone();
 
     let tls_acceptor = if https_listeners.is_empty() {
         None
@@ -254,7 +253,6 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
             shared: shared.clone(),
             builder: builder.clone(),
             permits: permits.clone(),
-            connections: connections.clone(),
             tls: None,
             handshake_timeout: listen.header_read_timeout,
         };
@@ -265,7 +263,6 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
             shared: shared.clone(),
             builder: builder.clone(),
             permits: permits.clone(),
-            connections: connections.clone(),
             tls: tls_acceptor.clone(),
             handshake_timeout: listen.header_read_timeout,
         };
@@ -288,8 +285,9 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) 
     let _ = stop_tx.send(true);
     // Let the accept loops drop their listeners before draining.
     while tasks.join_next().await.is_some() {}
-    connections.close();
-    match tokio::time::timeout(listen.shutdown_grace, connections.wait()).await {
+    // Connections and the tunnels they became (`Shared::connections`).
+    shared.connections.close();
+    match tokio::time::timeout(listen.shutdown_grace, shared.connections.wait()).await {
         Ok(()) => tracing::info!("all connections finished"),
         Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
     }
@@ -477,9 +475,6 @@ struct Acceptor {
     shared: Arc<Shared>,
     builder: auto::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
-    /// The connections being served (and their tunnels, see [`Shared::connections`]), for the drain on
-    /// exit.
-    connections: TaskTracker,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake_timeout: std::time::Duration,
 }
@@ -509,7 +504,7 @@ impl Acceptor {
             let tls = self.tls.clone();
             let handshake_timeout = self.handshake_timeout;
             let stop = stop.clone();
-            self.connections.spawn(async move {
+            self.shared.connections.spawn(async move {
                 let slot = Some(Arc::new(permit));
                 shared.metrics.connections.inc();
                 let result = match tls {
