@@ -13,7 +13,8 @@ const TEMPLATE_WINDOW: usize = 256;
 /// Tags that run script or change where the page's script and links come from.
 const EXEC_TAGS: &[&str] = &[
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math", "base", "meta",
-    "link", "style", "xml", "import", "isindex", "portal", "vmlframe", "xss", "animate", "handler",
+    "link", "style", "xml", "import", "isindex", "portal", "vmlframe", "xss", "animate", "handler", "set",
+    "layer", "ilayer",
 ];
 
 /// Other HTML (and SVG) element names: flagged at High only.
@@ -513,6 +514,13 @@ fn attribute(name: &[u8], value: Option<&[u8]>, high: bool) -> Option<String> {
     if name.eq_ignore_ascii_case(b"srcdoc") {
         return Some("srcdoc attribute".to_owned());
     }
+    // Legacy script carriers: `&{alert(1)};` entities and data binding to an island of HTML.
+    if value.trim_ascii_start().starts_with(b"&{") {
+        return Some("script entity in attribute".to_owned());
+    }
+    if name.eq_ignore_ascii_case(b"dataformatas") || name.eq_ignore_ascii_case(b"datasrc") {
+        return Some("data binding attribute".to_owned());
+    }
     None
 }
 
@@ -757,19 +765,22 @@ fn text(s: &[u8], high: bool) -> Option<String> {
         let c = lower(s[p]);
         let word_start = p == 0 || !s[p - 1].is_ascii_alphanumeric();
         let why = match c {
-            b'j' | b'v' | b'l' | b'm' | b'd' | b'&' if word_start => scheme_in_text(s, p, high),
+            b'd' if word_start => scheme_in_text(s, p, high).or_else(|| script_probe(s, p)),
+            b'j' | b'v' | b'l' | b'm' | b'&' if word_start => scheme_in_text(s, p, high),
             b'o' if word_start => handler_in_text(s, p, high),
-            b'e' | b'\\' if word_start => css_expression_at(s, p).and_then(|_| {
-                let before = {
-                    let mut k = p;
-                    while k > 0 && is_blank(s[k - 1]) && p - k < 16 {
-                        k -= 1;
-                    }
-                    k.checked_sub(1).map(|k| s[k])
-                };
-                (high || matches!(before, Some(b':' | b'=' | b'"' | b'\'')))
-                    .then(|| "css expression".to_owned())
-            }),
+            b'e' | b'\\' if word_start => css_expression_at(s, p)
+                .and_then(|_| {
+                    let before = {
+                        let mut k = p;
+                        while k > 0 && is_blank(s[k - 1]) && p - k < 16 {
+                            k -= 1;
+                        }
+                        k.checked_sub(1).map(|k| s[k])
+                    };
+                    (high || matches!(before, Some(b':' | b'=' | b'"' | b'\'')))
+                        .then(|| "css expression".to_owned())
+                })
+                .or_else(|| if high { high_js(s, p) } else { None }),
             b'-' if starts_ci(s, p, b"-->") || starts_ci(s, p, b"--!>") => {
                 let k = skip_blanks(s, p + if s[p + 2] == b'!' { 4 } else { 3 }, 64);
                 (opens_markup(s, k) || high).then(|| "comment breakout".to_owned())
@@ -784,7 +795,10 @@ fn text(s: &[u8], high: bool) -> Option<String> {
             b'"' | b'\'' | b'`' => js_breakout(s, p).then(|| "script string breakout".to_owned()),
             b'{' if high && s.get(p + 1) == Some(&b'{') => template(s, p + 2, b"}}"),
             b'$' if high && s.get(p + 1) == Some(&b'{') => template(s, p + 2, b"}"),
-            b'a' | b'p' | b'c' | b'e' | b'd' | b's' if high && word_start => high_js(s, p),
+            b'a' | b'p' | b'c' | b's' if word_start => {
+                script_probe(s, p).or_else(|| if high { high_js(s, p) } else { None })
+            }
+            b'+' if starts_ci(s, p, b"+adw-") => Some("utf-7 encoded markup".to_owned()),
             _ => None,
         };
         if why.is_some() {
@@ -894,6 +908,38 @@ fn template(s: &[u8], from: usize, close: &[u8]) -> Option<String> {
     let inner = &window[..end];
     let code = inner.contains(&b'(') || inner.windows(11).any(|w| w.eq_ignore_ascii_case(b"constructor"));
     code.then(|| "template expression".to_owned())
+}
+
+/// The calls that XSS probes make, with the literal argument they make them with (`alert(1)`,
+/// `prompt('xss')`, `` confirm`1` ``, `alert(document.cookie)`), and the DOM properties that only
+/// script names: `document.cookie`, `document.write(`, `String.fromCharCode(`.
+fn script_probe(s: &[u8], p: usize) -> Option<String> {
+    for dom in [
+        &b"document.cookie"[..],
+        b"document.write(",
+        b"document.domain",
+        b"string.fromcharcode(",
+    ] {
+        if starts_ci(s, p, dom) {
+            return Some("script dom access".to_owned());
+        }
+    }
+    let call = [&b"alert"[..], b"prompt", b"confirm"]
+        .into_iter()
+        .find(|c| starts_ci(s, p, c))?;
+    let k = p + call.len();
+    let arg = match s.get(k) {
+        Some(b'`') => return Some("script call".to_owned()),
+        Some(b'(') => k + 1,
+        _ => return None,
+    };
+    let end = s[arg..].iter().take(64).position(|&c| c == b')')? + arg;
+    let inner = &s[arg..end];
+    let literal = !inner.is_empty() && inner.iter().all(u8::is_ascii_digit)
+        || inner.len() >= 2 && matches!(inner[0], b'\'' | b'"' | b'/') && inner[inner.len() - 1] == inner[0]
+        || starts_ci(inner, 0, b"document.")
+        || starts_ci(inner, 0, b"window.");
+    literal.then(|| "script call".to_owned())
 }
 
 /// High only: well-known script calls in plain text.
@@ -1009,14 +1055,47 @@ mod tests {
     #[test]
     fn high_adds_weak_signals() {
         for input in [
-            "{{constructor.constructor('alert(1)')()}}",
+            "{{constructor.constructor('x')()}}",
             "<b>bold</b>",
             "< script>",
-            "alert(1)",
-            "${alert(1)}",
+            "alert(x)",
+            "${fetch(u)}",
+            "eval(data)",
         ] {
             assert_eq!(detect(input.as_bytes(), false), None, "{input} at low");
             assert!(detect(input.as_bytes(), true).is_some(), "{input} at high");
+        }
+    }
+
+    /// Probes and legacy carriers that XSS scanners send, flagged at low; and prose that merely names
+    /// the words, which passes.
+    #[test]
+    fn probes_and_legacy_carriers_flagged_at_low() {
+        for input in [
+            "alert(1)",
+            "\"prompt('x')\">",
+            "confirm`7`",
+            "alert(document.domain)",
+            "x\";document.write(1)//",
+            "&{document.cookie=1};",
+            "<br size=\"&{alert(7)}\">",
+            "<span datasrc=\"#d\" datafld=\"b\" dataformatas=\"html\"></span>",
+            "<layer src=\"//evil.example/s.html\"></layer>",
+            "<set attributeName=\"href\" to=\"x\"/>",
+            "+ADw-script+AD4-alert(1)+ADw-/script+AD4-",
+            "String.fromCharCode(88,83,83)",
+        ] {
+            assert!(detect(input.as_bytes(), false).is_some(), "{input}");
+        }
+        for input in [
+            "red alert (level 2)",
+            "Confirm your email",
+            "prompt me later",
+            "the document is cookie-free",
+            "C++ADwin",
+            "alert(x)",
+        ] {
+            assert_eq!(detect(input.as_bytes(), false), None, "{input}");
         }
     }
 }
