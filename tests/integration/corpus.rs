@@ -1,5 +1,6 @@
 //! The shipped rule sets against attack and benign corpora placed in login fields: SQL injection and XSS
-//! must be blocked (≥ 99 %), names, emails and passphrases must pass (≤ 0.1 % blocked).
+//! must be blocked (≥ 99 %), command injection (≥ 95 %), names, emails and passphrases must pass (≤ 0.1 %
+//! blocked).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -110,13 +111,15 @@ async fn blocked(values: &[String], attack: bool) -> (usize, Vec<String>) {
 async fn attacks_are_blocked_and_people_pass() {
     let sqli = corpus("sqli.txt");
     let xss = corpus("xss.txt");
+    let cmdi = corpus("cmdi.txt");
     let benign = corpus("benign.txt");
     assert!(
-        sqli.len() >= 300 && xss.len() >= 200 && benign.len() >= 1000,
+        sqli.len() >= 300 && xss.len() >= 200 && cmdi.len() >= 40 && benign.len() >= 1000,
         "corpus sizes"
     );
     let (s, s_miss) = blocked(&sqli, true).await;
     let (x, x_miss) = blocked(&xss, true).await;
+    let (c, c_miss) = blocked(&cmdi, true).await;
     let (b, b_hit) = blocked(&benign, false).await;
     let pct = |n: usize, d: usize| 100.0 * n as f64 / d as f64;
     println!(
@@ -130,11 +133,20 @@ async fn attacks_are_blocked_and_people_pass() {
         pct(x, xss.len())
     );
     println!(
+        "corpus: command injection blocked in every login field: {c}/{} = {:.2} %",
+        cmdi.len(),
+        pct(c, cmdi.len())
+    );
+    println!(
         "corpus: benign values blocked in any login field: {b}/{} = {:.2} %",
         benign.len(),
         pct(b, benign.len())
     );
     assert!(pct(s, sqli.len()) >= 99.0, "SQLi missed: {s_miss:#?}");
     assert!(pct(x, xss.len()) >= 99.0, "XSS missed: {x_miss:#?}");
+    assert!(
+        pct(c, cmdi.len()) >= 95.0,
+        "command injection missed: {c_miss:#?}"
+    );
     assert!(pct(b, benign.len()) <= 0.1, "benign blocked: {b_hit:#?}");
 }
