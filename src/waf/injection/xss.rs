@@ -287,6 +287,38 @@ const EVENTS: &[&str] = &[
     "zoom",
 ];
 
+/// Attributes through which an HTML element loads or links a URL.
+const URL_ATTRIBUTES: &[&str] = &[
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "background",
+    "poster",
+    "data",
+    "xlink:href",
+    "lowsrc",
+    "dynsrc",
+    "codebase",
+    "cite",
+    "longdesc",
+    "usemap",
+    "ping",
+    "manifest",
+];
+
+/// Whether an attribute value is an absolute URL to some host: `http://`, `https://`, `ftp://`, or
+/// scheme-relative `//host` (and `\\\\host`, which browsers read the same way).
+fn external_url(v: &[u8]) -> bool {
+    let v = &v[skip_fillers(v, 0)..];
+    let v = v.trim_ascii_start();
+    v.starts_with(b"//")
+        || v.starts_with(b"\\\\")
+        || [&b"http://"[..], b"https://", b"ftp://"]
+            .iter()
+            .any(|p| starts_ci(v, 0, p))
+}
+
 /// Script sinks that follow a breakout from a JavaScript string (`";alert(1)//`).
 const JS_SINKS: &[&str] = &[
     "alert",
@@ -389,8 +421,12 @@ fn tag_at(s: &[u8], p: usize, high: bool, parse_attrs: bool) -> (Option<String>,
             if let Some(t) = lookup(EXEC_TAGS, name) {
                 return (Some(format!("{t} tag")), end);
             }
+            if name.len() > 4 && name[..4].eq_ignore_ascii_case(b"svg:") {
+                return (Some("namespaced svg tag".to_owned()), end);
+            }
             if parse_attrs {
-                let (why, end) = attributes(s, end, high);
+                let element = lookup(HTML_TAGS, name).is_some();
+                let (why, end) = attributes(s, end, element, high);
                 if why.is_some() {
                     return (why, end);
                 }
@@ -452,8 +488,9 @@ fn opens_markup(s: &[u8], k: usize) -> bool {
             .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'/' || c == b'!')
 }
 
-/// Parses attributes from `k` to the tag's `>` and checks each one.
-fn attributes(s: &[u8], mut k: usize, high: bool) -> (Option<String>, usize) {
+/// Parses attributes from `k` to the tag's `>` and checks each one; `element` when the tag is a known
+/// HTML element.
+fn attributes(s: &[u8], mut k: usize, element: bool, high: bool) -> (Option<String>, usize) {
     let n = s.len();
     loop {
         while k < n && (is_blank(s[k]) || s[k] == b'/') {
@@ -490,6 +527,17 @@ fn attributes(s: &[u8], mut k: usize, high: bool) -> (Option<String>, usize) {
         }
         if let Some(why) = attribute(name, value, high) {
             return (Some(why), k);
+        }
+        // Markup that loads or links another site (`<a href="http://...">`, `<img src=//...>`): HTML
+        // injection, which a login field is never the place for. Relative links pass (content that
+        // carries its own site's markup).
+        if element
+            && value.is_some_and(external_url)
+            && URL_ATTRIBUTES
+                .iter()
+                .any(|a| name.eq_ignore_ascii_case(a.as_bytes()))
+        {
+            return (Some("external url in markup".to_owned()), k);
         }
     }
 }
@@ -1084,6 +1132,9 @@ mod tests {
             "<set attributeName=\"href\" to=\"x\"/>",
             "+ADw-script+AD4-alert(1)+ADw-/script+AD4-",
             "String.fromCharCode(88,83,83)",
+            "<a href=\"http://evil.example/login\">Verify your account</a>",
+            "<img src=//evil.example/pixel.gif>",
+            "<svg:rect width=\"9\"/>",
         ] {
             assert!(detect(input.as_bytes(), false).is_some(), "{input}");
         }
@@ -1094,6 +1145,8 @@ mod tests {
             "the document is cookie-free",
             "C++ADwin",
             "alert(x)",
+            "see <a href=\"/help/sign-in\">help</a>",
+            "Press <Enter> to continue",
         ] {
             assert_eq!(detect(input.as_bytes(), false), None, "{input}");
         }
