@@ -587,6 +587,8 @@ impl View<'_> {
             Kind::Select | Kind::Stmt if self.strong_statement(j, false) => Some("statement after quote"),
             Kind::Clause => self.clause(j, high),
             Kind::Comma => self.list_item(j + 1),
+            // A probe that stops at the keywords: `' union select`, `' union all select`.
+            Kind::Union if self.union_keywords(j).is_some() => Some("union select after quote"),
             _ => None,
         }
     }
@@ -644,7 +646,8 @@ impl View<'_> {
                     || e.strong
                         && !self.bare_only(k, e.stop)
                         && matches!(self.kind(e.stop), Some(Kind::Comment | Kind::Semi | Kind::Union))
-                    || self.kind(k) == Some(Kind::Value) && k + 1 == self.t.len())
+                    || self.kind(k) == Some(Kind::Value) && k + 1 == self.t.len()
+                    || self.same_word_tautology(self.skip(k, Kind::LParen)))
         };
         let j = self.breakout(0);
         let ok = match self.kind(j)? {
@@ -653,10 +656,33 @@ impl View<'_> {
             Kind::Clause if self.is_any(j, &[b"order", b"group"]) && self.is(j + 1, b"by") => {
                 self.kind(j + 2) == Some(Kind::Num)
                     && matches!(self.kind(j + 3), None | Some(Kind::Comment | Kind::Comma))
+                    || {
+                        let e = self.expr(j + 2);
+                        e.clean && e.nonempty && self.is(e.stop, b"having") && code(e.stop + 1)
+                    }
             }
+            Kind::Union => self.union_keywords(j).is_some_and(|k| {
+                self.is(j + 1, b"all")
+                    || matches!(
+                        self.kind(k + 1),
+                        None | Some(Kind::Num | Kind::Value | Kind::Comment)
+                    )
+            }),
             _ => false,
         };
         ok.then_some("code continuing a query")
+    }
+
+    /// `x=x`: the same bare word on both sides of `=`, as only a tautology has it.
+    fn same_word_tautology(&self, k: usize) -> bool {
+        let (mut a, mut b) = ([0u8; 24], [0u8; 24]);
+        let (left, right) = (self.word(k, &mut a), self.word(k + 2, &mut b));
+        self.kind(k) == Some(Kind::Bare)
+            && self.is(k + 1, b"=")
+            && self.kind(k + 2) == Some(Kind::Bare)
+            && !left.is_empty()
+            && left == right
+            && matches!(self.kind(k + 3), None | Some(Kind::Comment | Kind::RParen))
     }
 
     /// A clause keyword at `j` right after a breakout: `order by 3--`, `having 1=1`, `limit 1`, ...
@@ -798,8 +824,13 @@ impl View<'_> {
         (e, bare, op)
     }
 
-    /// `union [all|distinct] [(] select`.
+    /// `union [all|distinct] [(] select` followed by something.
     fn union_select(&self, i: usize) -> bool {
+        self.union_keywords(i).is_some_and(|k| self.kind(k + 1).is_some())
+    }
+
+    /// `union [all|distinct] [(] select` at `i`: the index of `select`.
+    fn union_keywords(&self, i: usize) -> Option<usize> {
         let mut k = i + 1;
         // `+` stands for a space when a form-encoded value was not decoded: `union+all+select`.
         while self.kind(k) == Some(Kind::Clause) && self.is_any(k, &[b"all", b"distinct"])
@@ -808,7 +839,7 @@ impl View<'_> {
         {
             k += 1;
         }
-        self.kind(k) == Some(Kind::Select) && self.kind(k + 1).is_some()
+        (self.kind(k) == Some(Kind::Select)).then_some(k)
     }
 
     /// `select` followed by a select list that is SQL, not prose.
@@ -987,8 +1018,21 @@ impl View<'_> {
             b"grant" | b"revoke" => self.is_any(
                 i + 1,
                 &[
-                    b"all", b"select", b"insert", b"update", b"delete", b"execute", b"dba", b"create",
-                    b"alter", b"drop", b"usage", b"file", b"super",
+                    b"all",
+                    b"select",
+                    b"insert",
+                    b"update",
+                    b"delete",
+                    b"execute",
+                    b"dba",
+                    b"create",
+                    b"alter",
+                    b"drop",
+                    b"usage",
+                    b"file",
+                    b"super",
+                    b"connect",
+                    b"resource",
                 ],
             ),
             b"load" => self.is_any(i + 1, &[b"data", b"xml"]),
@@ -1266,6 +1310,12 @@ mod tests {
             ("5,(case when 44=21 then 5 else null end)", "list"),
             ("5',iif(8=8,5,1/0)", "list|conditional"),
             ("(77=77)*3", "parentheses"),
+            ("' union select ", "union select after quote"),
+            (" UNION ALL SELECT", "continuing"),
+            (" or qq=qq--", "continuing"),
+            (") or (b=b", "continuing"),
+            (" group by uid having 1=1--", "continuing"),
+            ("'; grant connect to x; --", "stacked"),
             (" AND 6021=6021", "continuing"),
             (" or 3=4#", "continuing"),
             (" ORDER BY 12-- ", "continuing"),
@@ -1320,6 +1370,8 @@ mod tests {
             "limit 2 per customer",
             "Pick one, (or two)",
             "as we said where it was",
+            "or x=y",
+            "group by age having fun",
         ] {
             assert_eq!(flagged(input, false), None, "{input}");
         }
