@@ -518,7 +518,7 @@ impl View<'_> {
             Kind::Semi
                 if self.kind(i + 1) == Some(Kind::Func) && {
                     let e = self.expr(i + 1);
-                    e.clean && e.strong && e.literal_op
+                    e.clean && e.literal_op && self.has_cmp(i + 1, e.stop)
                 } =>
             {
                 Some("stacked function call")
@@ -601,8 +601,8 @@ impl View<'_> {
         }
         let e = self.expr(j);
         (e.clean
-            && e.strong
             && e.literal_op
+            && self.has_cmp(j, e.stop)
             && (e.stop == self.t.len() || self.kind(e.stop) == Some(Kind::Comment)))
         .then_some("conditional expression in a list")
     }
@@ -615,10 +615,14 @@ impl View<'_> {
         }
         let start = self.kind(i)?;
         if start == Kind::LParen {
-            // A parenthesized comparison of literals, then arithmetic: `(1=1)*1`.
+            // A parenthesized comparison of literals, then arithmetic: `(1=1)*1` (not `(>=18)`).
             let e = self.expr(i);
-            return (e.clean && e.strong && e.literal_op && e.stop == self.t.len())
-                .then_some("boolean expression in parentheses");
+            return (matches!(self.kind(i + 1), Some(Kind::Num | Kind::Str))
+                && e.clean
+                && e.literal_op
+                && self.has_cmp(i, e.stop)
+                && e.stop == self.t.len())
+            .then_some("boolean expression in parentheses");
         }
         if start != Kind::Num && !(high && start == Kind::Bare) {
             return None;
@@ -636,30 +640,28 @@ impl View<'_> {
     /// Input that continues a query the application wrote, as appended to a number: `and 1=1`,
     /// `or x=x--`, `order by 3#`, `having 1=0`, `as t where 1=1`.
     fn continuation(&self) -> Option<&'static str> {
-        // Prose starts with these words too ("and is it", "where is George", "group by age"), so only
-        // literal comparisons, a lone `true`, or code that a comment or a UNION ends, count.
+        // Prose starts with these words too ("and is it", "where is George", "group by 2, then",
+        // "and 24/7", "or 2 -- maybe"), so only a comparison counts: of literals, or with a literal
+        // and ended by a comment or a UNION, or the same word on both sides.
         let code = |k: usize| {
             let e = self.expr(k);
             e.clean
                 && e.nonempty
+                && self.has_cmp(k, e.stop)
                 && (e.literal_op
-                    || e.strong
-                        && !self.bare_only(k, e.stop)
-                        && matches!(self.kind(e.stop), Some(Kind::Comment | Kind::Semi | Kind::Union))
-                    || self.kind(k) == Some(Kind::Value) && k + 1 == self.t.len()
-                    || self.same_word_tautology(self.skip(k, Kind::LParen)))
+                    || !self.bare_only(k, e.stop)
+                        && matches!(self.kind(e.stop), Some(Kind::Comment | Kind::Semi | Kind::Union)))
+                || self.same_word_tautology(self.skip(k, Kind::LParen))
         };
         let j = self.breakout(0);
         let ok = match self.kind(j)? {
             Kind::Logic => code(j + 1),
             Kind::Clause if self.is_any(j, &[b"having", b"where"]) => code(j + 1),
             Kind::Clause if self.is_any(j, &[b"order", b"group"]) && self.is(j + 1, b"by") => {
-                self.kind(j + 2) == Some(Kind::Num)
-                    && matches!(self.kind(j + 3), None | Some(Kind::Comment | Kind::Comma))
-                    || {
-                        let e = self.expr(j + 2);
-                        e.clean && e.nonempty && self.is(e.stop, b"having") && code(e.stop + 1)
-                    }
+                self.kind(j + 2) == Some(Kind::Num) && self.kind(j + 3) == Some(Kind::Comment) || {
+                    let e = self.expr(j + 2);
+                    e.clean && e.nonempty && self.is(e.stop, b"having") && code(e.stop + 1)
+                }
             }
             Kind::Union => self.union_keywords(j).is_some_and(|k| {
                 self.is(j + 1, b"all")
@@ -671,6 +673,13 @@ impl View<'_> {
             _ => false,
         };
         ok.then_some("code continuing a query")
+    }
+
+    /// Whether a comparison operator stands between tokens `from` and `to`.
+    fn has_cmp(&self, from: usize, to: usize) -> bool {
+        self.t[from.min(self.t.len())..to.min(self.t.len())]
+            .iter()
+            .any(|t| t.kind == Kind::Cmp)
     }
 
     /// `x=x`: the same bare word on both sides of `=`, as only a tautology has it.
@@ -863,7 +872,7 @@ impl View<'_> {
         let e = self.expr(k);
         let shaped = match first {
             Kind::Num | Kind::Var | Kind::Value | Kind::Func | Kind::LParen => true,
-            Kind::Clause => self.is(k, b"case") && self.is(k + 1, b"when"),
+            Kind::Clause => self.is(k, b"case") && self.is(k + 1, b"when") && self.has_cmp(k, e.stop),
             // A quoted word after "select" is prose (`the "Select" button`) unless a list or FROM follows.
             Kind::Str => {
                 self.t[k].closed
@@ -997,7 +1006,9 @@ impl View<'_> {
                     || self.word_prefixed(i + 1, &[b"xp_", b"sp_"])
                     || matches!(self.kind(i + 1), Some(Kind::LParen | Kind::Var))
             }
-            b"exec" | b"execute" | b"call" => {
+            // `call` takes a procedure call, `call p(1)`: "; call me" is prose.
+            b"call" => self.kind(i + 1) == Some(Kind::Func),
+            b"exec" | b"execute" => {
                 matches!(
                     self.kind(i + 1),
                     Some(Kind::Bare | Kind::Func | Kind::LParen | Kind::Var | Kind::Str)
@@ -1370,6 +1381,18 @@ mod tests {
             "as we said where it was",
             "or x=y",
             "group by age having fun",
+            "Group by 2, then by age",
+            "Order by 1",
+            "and 24/7",
+            "or 50%",
+            "and 3; call me",
+            "or 2 -- maybe",
+            "Or True",
+            "(<3)",
+            "(>=18)",
+            "Smith; ext(555-1234)",
+            "3, max(1-2)",
+            "select case when ready",
         ] {
             assert_eq!(flagged(input, false), None, "{input}");
         }

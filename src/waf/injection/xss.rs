@@ -13,8 +13,8 @@ const TEMPLATE_WINDOW: usize = 256;
 /// Tags that run script or change where the page's script and links come from.
 const EXEC_TAGS: &[&str] = &[
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math", "base", "meta",
-    "link", "style", "xml", "import", "isindex", "portal", "vmlframe", "xss", "animate", "handler", "set",
-    "layer", "ilayer",
+    "link", "style", "xml", "import", "isindex", "portal", "vmlframe", "xss", "animate", "handler", "layer",
+    "ilayer",
 ];
 
 /// Other HTML (and SVG) element names: flagged at High only.
@@ -569,6 +569,15 @@ fn attribute(name: &[u8], value: Option<&[u8]>, high: bool) -> Option<String> {
     if name.eq_ignore_ascii_case(b"dataformatas") || name.eq_ignore_ascii_case(b"datasrc") {
         return Some("data binding attribute".to_owned());
     }
+    // SVG animation that sets an event handler: `<set attributeName="onmouseover" to="alert(1)">`.
+    if name.eq_ignore_ascii_case(b"attributename")
+        && value
+            .trim_ascii_start()
+            .get(..2)
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"on"))
+    {
+        return Some("animation of an event handler".to_owned());
+    }
     None
 }
 
@@ -1121,7 +1130,8 @@ mod tests {
             "<br size=\"&{alert(7)}\">",
             "<span datasrc=\"#d\" datafld=\"b\" dataformatas=\"html\"></span>",
             "<layer src=\"//evil.example/s.html\"></layer>",
-            "<set attributeName=\"href\" to=\"x\"/>",
+            "<set attributeName=\"onmouseover\" to=\"alert(1)\"/>",
+            "<set attributeName=\"href\" to=\"javascript:alert(1)\"/>",
             "+ADw-script+AD4-alert(1)+ADw-/script+AD4-",
             "String.fromCharCode(88,83,83)",
             "<a href=\"http://evil.example/login\">Verify your account</a>",
@@ -1139,6 +1149,7 @@ mod tests {
             "alert(x)",
             "see <a href=\"/help/sign-in\">help</a>",
             "Press <Enter> to continue",
+            "Ready <Set> Go",
         ] {
             assert_eq!(detect(input.as_bytes(), false), None, "{input}");
         }
