@@ -677,9 +677,9 @@ impl View<'_> {
 
     /// Whether a comparison operator stands between tokens `from` and `to`.
     fn has_cmp(&self, from: usize, to: usize) -> bool {
-        self.t[from.min(self.t.len())..to.min(self.t.len())]
-            .iter()
-            .any(|t| t.kind == Kind::Cmp)
+        self.t
+            .get(from..to.min(self.t.len()))
+            .is_some_and(|ts| ts.iter().any(|t| t.kind == Kind::Cmp))
     }
 
     /// `x=x`: the same bare word on both sides of `=`, as only a tautology has it.
