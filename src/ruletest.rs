@@ -170,7 +170,21 @@ impl FileRequest {
     }
 }
 
-/// Runs one request through the profile and the web ACL, as the proxy would before forwarding.
+/// Why the proxy's profile stage would refuse this request with 400 before any rule sees it: a body the
+/// profile cannot read (`unreadable_body`) or a field sent twice with different values (`ambiguous_fields`).
+pub fn refusal(config: &Config, req: &Prepared) -> Option<&'static str> {
+    let path = crate::context::normalize_path(req.uri.path());
+    let body = req.body.as_deref().unwrap_or_default();
+    let candidates = config.profiles.candidates(&req.method, &path, &req.headers)?;
+    match candidates.resolve(req.uri.query(), &req.headers, body) {
+        Err(_) => Some("unreadable_body"),
+        Ok(Some(m)) if m.ambiguous => Some("ambiguous_fields"),
+        Ok(_) => None,
+    }
+}
+
+/// Runs one request through the profile and the web ACL, as the proxy would before forwarding (a request
+/// the profile stage refuses, see [`refusal`], is read as one no profile takes).
 pub async fn evaluate(
     config: &Config,
     store: &dyn Store,
@@ -182,7 +196,7 @@ pub async fn evaluate(
     let matched = config
         .profiles
         .candidates(&req.method, &path, &req.headers)
-        .and_then(|c| c.resolve(req.uri.query(), &req.headers, body));
+        .and_then(|c| c.resolve(req.uri.query(), &req.headers, body).ok().flatten());
     let view = RequestView {
         method: &req.method,
         uri: &req.uri,
@@ -250,6 +264,9 @@ async fn run_case(config: &Config, case: &FileCase) -> Result<(), String> {
     let store = MemoryStore::new(MemoryLimits::default(), clock);
     for h in &case.history {
         let req = h.request.prepare()?;
+        if refusal(config, &req).is_some() {
+            continue;
+        }
         for _ in 0..h.times {
             let (_, _, verdict) = evaluate(config, &store, &req, false).await;
             if h.outcome == Some(Outcome::Failure) {
@@ -261,6 +278,13 @@ async fn run_case(config: &Config, case: &FileCase) -> Result<(), String> {
         }
     }
     let req = case.request.prepare()?;
+    if let Some(why) = refusal(config, &req) {
+        // Refused with 400 before any rule: a block by the profile stage.
+        return match (&*case.expect.action, case.expect.rule.as_deref()) {
+            ("block", None | Some("profile")) => Ok(()),
+            _ => Err(format!("the profile stage refuses this request with 400 ({why})")),
+        };
+    }
     let (_, labels, verdict) = evaluate(config, &store, &req, false).await;
     let mut problems = Vec::new();
     let action = verdict.action_name();
@@ -305,9 +329,16 @@ pub async fn explain(config_path: &Path, request_path: &Path) -> Result<String, 
         MemoryLimits::default(),
         Arc::new(ManualClock::new(1_700_000_000_000)),
     );
-    let (matched, labels, verdict) = evaluate(&config, &store, &req, true).await;
     let mut out = String::new();
     let _ = writeln!(out, "request   {} {}", req.method, req.uri);
+    if let Some(why) = refusal(&config, &req) {
+        let _ = writeln!(
+            out,
+            "profile   refused with 400 ({why}): no rule sees it, the upstream never gets it"
+        );
+        return Ok(out);
+    }
+    let (matched, labels, verdict) = evaluate(&config, &store, &req, true).await;
     let geo = config.geo.lookup(req.client_ip);
     let _ = writeln!(
         out,

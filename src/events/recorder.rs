@@ -461,7 +461,7 @@ mod tests {
         let profile = config
             .profiles
             .candidates(&parts.method, &ctx.path, &parts.headers)
-            .and_then(|c| c.resolve(None, &parts.headers, body.as_bytes()));
+            .and_then(|c| c.resolve(None, &parts.headers, body.as_bytes()).unwrap());
         Exchange {
             profile,
             ..Exchange::new(

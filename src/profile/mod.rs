@@ -18,6 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::form::Multipart;
 use file::{
     FileCookieName, FileOutcomeRule, FilePath, FileProfile, FileScalar, FileSource, FlowStep, MfaEnrollment,
     MfaStyle, OneOrMany,
@@ -275,7 +276,7 @@ impl Profiles {
     /// The profiles whose method, path (without the query; normalized by the caller) and headers
     /// match, in config order; allocates nothing on a miss.
     pub fn candidates(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Candidates> {
-        if self.methods.as_ref().is_some_and(|ms| !ms.contains(method)) {
+        if self.methods.as_ref().is_some_and(|ms| !method_in(ms, method)) {
             return None;
         }
         let folded = fold(path);
@@ -315,15 +316,26 @@ impl Profiles {
     }
 }
 
+/// Whether `method` is one of `ms`, ignoring case: Werkzeug upper-cases the method a client sends, so that
+/// `post /login` signs in there as a POST would.
+fn method_in(ms: &[Method], method: &Method) -> bool {
+    ms.contains(method)
+        || ms
+            .iter()
+            .any(|m| m.as_str().eq_ignore_ascii_case(method.as_str()))
+}
+
 fn trim_slash(path: &str) -> &str {
     path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path)
 }
 
-/// A path as profiles match it: ASCII lower case, each segment without its `;parameters`, and the last
-/// without a `.json` or `.xml` format suffix. Backends route such spellings to the same handler
-/// (`/API/Login` in Express or ASP.NET, `/api/login;jsessionid=1` in Tomcat or Jetty, `/api/login.json`
-/// in Rails), and a login must not go unrecognised because of one; where a backend does not, the request
-/// is only inspected as a login it is not. Most paths need no change and are not copied.
+/// A path as profiles match it: ASCII lower case, each segment without its `;parameters` (and the dot
+/// segments and empty segments that leaves resolved, as Tomcat does: `/api/x/..;/login` is `/api/login`
+/// there), and the last without a `.json` or `.xml` format suffix. Backends route such spellings to the
+/// same handler (`/API/Login` in Express or ASP.NET, `/api/login;jsessionid=1` in Tomcat or Jetty,
+/// `/api/login.json` in Rails), and a login must not go unrecognised because of one; where a backend
+/// does not, the request is only inspected as a login it is not. Most paths need no change and are not
+/// copied.
 fn fold(path: &str) -> Cow<'_, str> {
     let folded = if path.bytes().any(|b| b.is_ascii_uppercase() || b == b';') {
         let mut out = String::with_capacity(path.len());
@@ -333,6 +345,13 @@ fn fold(path: &str) -> Cow<'_, str> {
             }
             let segment = segment.split(';').next().unwrap_or_default();
             out.extend(segment.chars().map(|c| c.to_ascii_lowercase()));
+        }
+        if out
+            .split('/')
+            .skip(1)
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            out = resolve_dots(&out);
         }
         Cow::Owned(out)
     } else {
@@ -348,6 +367,29 @@ fn fold(path: &str) -> Cow<'_, str> {
             }
         },
     }
+}
+
+/// The path with its `.` and `..` segments resolved and its empty ones dropped (a trailing slash kept).
+fn resolve_dots(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            s => kept.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in kept {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || path.ends_with('/') {
+        out.push('/');
+    }
+    out
 }
 
 /// The length of the format suffix (`.json`, `.xml`) that ends the path's last segment, 0 for none (or
@@ -449,8 +491,15 @@ impl Candidates {
         self.profiles.iter().any(|p| p.needs_body)
     }
 
-    /// The first candidate whose body conditions hold, with its fields extracted.
-    pub fn resolve(&self, query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Option<Matched> {
+    /// The first candidate whose body conditions hold, with its fields extracted; an error when the body
+    /// is one that a candidate reads (JSON, a multipart form) but authward cannot read as every backend
+    /// would (see [`Unreadable`]).
+    pub fn resolve(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<Matched>, Unreadable> {
         let req = Request {
             query,
             headers,
@@ -459,14 +508,22 @@ impl Candidates {
             multipart: OnceCell::new(),
             conflict: Cell::new(false),
         };
-        let p = self
+        if self.profiles.iter().any(|p| p.reads_json) && json_expected(headers, body) && req.json().is_none()
+        {
+            return Err(Unreadable::Json);
+        }
+        if self.profiles.iter().any(|p| p.reads_form) && req.multipart() == Some(&Multipart::Malformed) {
+            return Err(Unreadable::Multipart);
+        }
+        let Some(p) = self
             .profiles
             .iter()
-            .find(|p| p.body.iter().all(|(src, t)| t.matches(req.get(src).as_deref())))?;
-        let [username, password, phone, client_id, session, challenge_name] = p
-            .fields
-            .each_ref()
-            .map(|srcs| srcs.iter().find_map(|s| req.get(s).map(|v| (v, s))));
+            .find(|p| p.body.iter().all(|(src, t)| t.matches(req.get(src).as_deref())))
+        else {
+            return Ok(None);
+        };
+        let [username, password, phone, client_id, session, challenge_name] =
+            p.fields.each_ref().map(|srcs| req.agreed(srcs));
         let password_at = password.as_ref().and_then(|(_, s)| match s {
             Source::Json(pointer) => Some(BodyLocation::Json(pointer.clone())),
             Source::Form(name) => Some(BodyLocation::Form(name.clone())),
@@ -481,13 +538,59 @@ impl Candidates {
             session: session.map(|(v, _)| Secret(v)),
             challenge_name: challenge_name.map(|(v, _)| v),
         };
-        Some(Matched {
+        Ok(Some(Matched {
             profile: p.clone(),
             fields,
             ambiguous: req.conflict.get(),
             json: req.json.into_inner().flatten().map(JsonBody),
-        })
+        }))
     }
+}
+
+/// Why a profiled request's body cannot be read as its profile reads it. Such a request gets 400 and is
+/// not forwarded: the backend may well read fields from it (Python's `json` takes `NaN` and `1e400`,
+/// Werkzeug takes bare LF multipart lines) that authward, reading none, could neither check nor count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error(
+        "the request body is not JSON that authward reads: one standard JSON document in UTF-8, nested at \
+         most 128 deep, with nothing after it"
+    )]
+    Json,
+    #[error(
+        "the multipart/form-data body is not one that every form parser reads alike: one boundary, CRLF \
+         line ends, each part named once and to the end"
+    )]
+    Multipart,
+}
+
+/// Whether a body is meant as JSON: its content type says so (`application/json`, a `+json` type,
+/// Cognito's `application/x-amz-json-1.1`), it starts with `{` or `[` (after a byte order mark and
+/// blanks: frameworks such as Flask's `get_json(force=True)` parse whatever the type), or it is UTF-16 or
+/// UTF-32 (a NUL among its first four bytes, or a UTF-16 byte order mark), which Python and Jackson
+/// detect and read.
+fn json_expected(headers: &HeaderMap, body: &[u8]) -> bool {
+    let text = body
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(body)
+        .trim_ascii_start();
+    let Some(&first) = text.first() else {
+        return false;
+    };
+    let declared = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| {
+            t.ends_with("/json") || t.ends_with("+json") || t.starts_with("application/x-amz-json")
+        });
+    declared
+        || first == b'{'
+        || first == b'['
+        || body.iter().take(4).any(|&b| b == 0)
+        || body.starts_with(b"\xFE\xFF")
+        || body.starts_with(b"\xFF\xFE")
 }
 
 // === impl Profile ===
@@ -564,6 +667,9 @@ pub struct Profile {
     challenge_response: Option<Arc<FixedResponse>>,
     enumeration: Option<Arc<Enumeration>>,
     needs_body: bool,
+    /// Some source (a field or a body condition) reads the body as JSON, or as a form.
+    reads_json: bool,
+    reads_form: bool,
     /// `authward:operation:<op>` and `authward:profile:<name>`, made once (see [`Matched::labels`]).
     labels: [String; 2],
 }
@@ -814,7 +920,7 @@ impl Profile {
 
     /// Whether the method, the path (`folded` as [`fold`] makes it) and the headers match.
     fn head_matches(&self, method: &Method, path: &str, folded: &str, headers: &HeaderMap) -> bool {
-        self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        self.methods.as_ref().is_none_or(|ms| method_in(ms, method))
             && self.paths.iter().any(|p| p.matches(path, folded))
             && self
                 .headers
@@ -903,11 +1009,10 @@ impl Profile {
             .as_ref()
             .map(|o| Verdicts::compile(o, &format!("{base}.outcome")))
             .transpose()?;
-        let needs_body = body
-            .iter()
-            .map(|(s, _)| s)
-            .chain(fields.iter().flatten())
-            .any(Source::reads_body);
+        let sources = || body.iter().map(|(s, _)| s).chain(fields.iter().flatten());
+        let needs_body = sources().any(Source::reads_body);
+        let reads_json = sources().any(|s| matches!(s, Source::Json(_) | Source::JsonAttr { .. }));
+        let reads_form = sources().any(|s| matches!(s, Source::Form(_)));
         let flow = f.flow.as_ref().map(|fl| Flow {
             step: fl.step,
             custom: fl.custom,
@@ -990,6 +1095,8 @@ impl Profile {
             fields,
             outcome,
             needs_body,
+            reads_json,
+            reads_form,
         })
     }
 }
@@ -1155,8 +1262,8 @@ struct Request<'a> {
     headers: &'a HeaderMap,
     body: &'a [u8],
     json: OnceCell<Option<Value>>,
-    multipart: OnceCell<Option<Vec<(String, String)>>>,
-    /// Set when a form or query field read had differing values (see [`Matched::ambiguous`]).
+    multipart: OnceCell<Option<Multipart>>,
+    /// Set when a field read had differing values (see [`Matched::ambiguous`]).
     conflict: Cell<bool>,
 }
 
@@ -1165,16 +1272,40 @@ impl Request<'_> {
         self.json.get_or_init(|| parse_json(self.body)).as_ref()
     }
 
+    /// The body's multipart form, when its content type says it is one (parsed once).
+    fn multipart(&self) -> Option<&Multipart> {
+        self.multipart
+            .get_or_init(|| crate::form::read_strict(self.headers, self.body))
+            .as_ref()
+    }
+
     /// A form field: from a `multipart/form-data` body's text parts (as a browser's `FormData` sends a
     /// form, and form backends read it alike), else from an urlencoded body.
     fn form(&self, name: &str) -> Option<String> {
-        let multipart = self
-            .multipart
-            .get_or_init(|| crate::form::boundary(self.headers).map(|b| crate::form::fields(self.body, &b)));
-        match multipart {
-            Some(fields) => self.single(fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone())),
+        match self.multipart() {
+            Some(Multipart::Fields(fields)) => {
+                self.single(fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            }
+            Some(Multipart::Malformed) => None,
             None => self.single(urlencoded_values(self.body, name)),
         }
+    }
+
+    /// The value of the first of `srcs` that has one, noting a conflict when a later one has another:
+    /// backends read one place or another (passport-local the body before the query, Spring the query
+    /// first; a JSON API and a form parser the same body differently), so a field in two places with two
+    /// values may be read as either.
+    fn agreed<'s>(&self, srcs: &'s [Source]) -> Option<(String, &'s Source)> {
+        let mut found: Option<(String, &Source)> = None;
+        for s in srcs {
+            let Some(v) = self.get(s) else { continue };
+            match &found {
+                None => found = Some((v, s)),
+                Some((first, _)) if *first != v => self.conflict.set(true),
+                Some(_) => {}
+            }
+        }
+        found
     }
 
     /// The first of a field's values, noting a conflict when a later one differs.
@@ -1189,7 +1320,14 @@ impl Request<'_> {
     /// The source's value, non-empty and capped; absent on anything malformed.
     fn get(&self, src: &Source) -> Option<String> {
         let v = match src {
-            Source::Json(p) => pointer::get(self.json()?, p).and_then(scalar_text),
+            Source::Json(p) => {
+                let mut conflict = false;
+                let v = pointer::get_folded(self.json()?, p, &mut conflict).and_then(scalar_text);
+                if conflict {
+                    self.conflict.set(true);
+                }
+                v
+            }
             Source::Form(name) => self.form(name),
             Source::Query(name) => self.single(urlencoded_values(self.query?.as_bytes(), name)),
             Source::Header(name) => self
@@ -1259,24 +1397,34 @@ fn urlencoded_values<'a>(raw: &'a [u8], name: &'a str) -> impl Iterator<Item = S
         let key_matches = if plain {
             k == name.as_bytes()
         } else {
-            percent_decode(k).is_some_and(|k| k == name)
+            percent_decode(k) == name
         };
-        key_matches.then(|| percent_decode(v)).flatten()
+        key_matches.then(|| percent_decode(v))
     })
 }
 
-fn percent_decode(s: &[u8]) -> Option<String> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+/// Decodes `+` and `%XX` as form parsers do: a `%` not followed by two hex digits stays as it is, and
+/// bytes that are not UTF-8 become U+FFFD (PHP hands them to the application as they are: the value is
+/// there, and must be checked and counted, not dropped).
+fn percent_decode(s: &[u8]) -> String {
+    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16)).map(|d| d as u8);
     let mut out = Vec::with_capacity(s.len());
-    let mut it = s.iter();
-    while let Some(&b) = it.next() {
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        i += 1;
         out.push(match b {
             b'+' => b' ',
-            b'%' => hex(*it.next()?)? << 4 | hex(*it.next()?)?,
+            b'%' => match (hex(s.get(i)), hex(s.get(i + 1))) {
+                (Some(hi), Some(lo)) => {
+                    i += 2;
+                    hi << 4 | lo
+                }
+                _ => b'%',
+            },
             b => b,
         });
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn cookie_get(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -1537,6 +1685,21 @@ mod tests {
         let h = headers(hs);
         ps.candidates(&method.parse().unwrap(), path, &h)?
             .resolve(query, &h, body)
+            .unwrap_or_else(|e| panic!("{method} {uri}: {e}"))
+    }
+
+    /// What `resolve` makes of a request to a profiled route.
+    fn resolved(
+        ps: &Profiles,
+        uri: &str,
+        hs: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Option<Matched>, Unreadable> {
+        let (path, query) = uri.split_once('?').map_or((uri, None), |(p, q)| (p, Some(q)));
+        let h = headers(hs);
+        ps.candidates(&Method::POST, path, &h)
+            .unwrap()
+            .resolve(query, &h, body)
     }
 
     fn name(m: Option<Matched>) -> Option<String> {
@@ -1677,7 +1840,7 @@ profiles:
         let (path, query) = uri.split_once('?').map_or((uri, None), |(p, q)| (p, Some(q)));
         let m = ps
             .candidates(&method, path, &h)
-            .and_then(|c| c.resolve(query, &h, body.as_bytes()));
+            .and_then(|c| c.resolve(query, &h, body.as_bytes()).unwrap());
         assert_eq!(
             m.as_ref().map(|m| m.profile.name()),
             sample.expect.profile.as_deref(),
@@ -1852,29 +2015,58 @@ profiles:
     }
 
     #[test]
-    fn malformed_bodies_never_panic_and_yield_nothing() {
+    fn malformed_bodies_never_panic_and_are_refused_or_read_as_form_parsers_read_them() {
+        // What looks like JSON (or is UTF-16 or UTF-32) and does not parse is refused: a backend may read it
+        // (Python's json takes NaN, 1e400, lone surrogates and UTF-16; Go takes what follows the document).
         let deep = "[".repeat(100_000);
-        let bodies: [&[u8]; 8] = [
+        let nested = format!("{}{}", "{\"a\":".repeat(129), "1".to_string() + &"}".repeat(129));
+        let bodies: [&[u8]; 12] = [
             b"{\"user\": {\"name\": \"ann\"",
-            b"\xff\xfe{\"pass\": 1}",
+            b"\xff\xfe{\0\"\0p\0\"\0:\0\x31\0}\0",
             b"{\"pass\": \"\xff\"}",
             deep.as_bytes(),
-            b"user=%&pass=%4&x=%zz%",
-            b"user=%C3%28&pass=%FF",
+            nested.as_bytes(),
             b"\0\0\0\x01binary",
-            b"",
+            b"{\"pass\": \"p\", \"n\": NaN}",
+            b"{\"pass\": \"p\", \"n\": 1e400}",
+            b"{\"pass\": \"\\ud800\"}",
+            b"{\"pass\": \"p\"} trailing",
+            b"{\"pass\": \"p\",}",
+            b"  [1, 2,]",
         ];
         for body in bodies {
-            let m = run(
-                &profiles(SOURCES),
-                "POST",
-                "/s?user=%E0%A4",
-                &[("cookie", "user")],
-                body,
-            )
-            .unwrap();
-            assert_eq!(m.fields, Fields::default(), "{:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                resolved(&profiles(SOURCES), "/s", &[], body).map(|m| m.is_some()),
+                Err(Unreadable::Json),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
+        // The same with a form content type: a form parser would not read it, Flask's force=True would.
+        let h = [("content-type", "application/x-www-form-urlencoded")];
+        assert!(resolved(&profiles(SOURCES), "/s", &h, b"{\"n\": NaN}").is_err());
+        // JSON nested 128 deep is read; an empty body or blanks are nothing to read.
+        let ok = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        for body in [ok.as_bytes(), b"", b"  \r\n"] {
+            assert!(resolved(&profiles(SOURCES), "/s", &h, body).is_ok());
+        }
+        // Form values decode as PHP and Werkzeug decode them: a bad escape stays, bad UTF-8 is U+FFFD.
+        for (body, user, pass) in [
+            ("user=%&pass=%4&x=%zz%", "%", "%4"),
+            ("user=%C3%28&pass=%FF", "\u{fffd}(", "\u{fffd}"),
+            ("user=al%zzice&pass=%2", "al%zzice", "%2"),
+        ] {
+            let f = fields(&[], "/s", body);
+            assert_eq!(
+                (f.username.as_deref(), f.password.as_ref().map(Secret::expose)),
+                (Some(user), Some(pass)),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            fields(&[], "/s?user=%E0%A4", "").username.as_deref(),
+            Some("\u{fffd}")
+        );
         let bom = "\u{feff}{\"pass\": \"p\"}";
         assert_eq!(
             fields(&[], "/s", bom)
@@ -1982,6 +2174,121 @@ profiles:
     }
 
     #[test]
+    fn sources_that_disagree_are_ambiguous_and_bad_multipart_is_unreadable() {
+        let ps = profiles(
+            "profiles:\n  - {name: j, operation: sign_in, match: {path: {exact: /login}}, fields: {username: [{json: \
+             /username}, {form: username}, {query: username}], password: [{json: /password}, {form: password}]}}\n",
+        );
+        let json = [("content-type", "application/json")];
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        // (URI, headers, body, the username read, ambiguous)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, Option<&'a str>, bool);
+        let cases: [Case; 9] = [
+            (
+                "/login",
+                &json,
+                r#"{"username": "alice", "password": "x"}"#,
+                Some("alice"),
+                false,
+            ),
+            // JSON inside a form: a form parser reads `carol`, a JSON one `newguy`.
+            (
+                "/login",
+                &form,
+                r#"{"username":"newguy","password":"x","z":"&username=carol&password=pw&"}"#,
+                Some("newguy"),
+                true,
+            ),
+            // The query and the body: passport-local reads the body first, Spring the query.
+            (
+                "/login?username=victim",
+                &json,
+                r#"{"username": "decoy", "password": "x"}"#,
+                Some("decoy"),
+                true,
+            ),
+            (
+                "/login?username=alice",
+                &json,
+                r#"{"username": "alice", "password": "x"}"#,
+                Some("alice"),
+                false,
+            ),
+            (
+                "/login?username=alice&password=pw",
+                &json,
+                "{}",
+                Some("alice"),
+                false,
+            ),
+            (
+                "/login?username=alice",
+                &form,
+                "password=pw",
+                Some("alice"),
+                false,
+            ),
+            // Names that Go and ASP.NET bind ignoring case.
+            (
+                "/login",
+                &json,
+                r#"{"USERNAME": "victim", "password": "x"}"#,
+                Some("victim"),
+                false,
+            ),
+            (
+                "/login",
+                &json,
+                r#"{"username": "decoy", "USERNAME": "victim", "password": "x"}"#,
+                Some("decoy"),
+                true,
+            ),
+            (
+                "/login",
+                &json,
+                r#"{"username": "a", "password": "x", "Password": "y"}"#,
+                Some("a"),
+                true,
+            ),
+        ];
+        for (uri, hs, body, user, ambiguous) in cases {
+            let m = resolved(&ps, uri, hs, body.as_bytes()).unwrap().unwrap();
+            assert_eq!(
+                (m.fields.username.as_deref(), m.ambiguous),
+                (user, ambiguous),
+                "{uri} {body}"
+            );
+        }
+        let part = "--b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nalice\r\n--b--\r\n";
+        for ct in [
+            "multipart/form-data; boundary=a; boundary=b",
+            "multipart/form-data",
+        ] {
+            let r = resolved(&ps, "/login", &[("content-type", ct)], part.as_bytes());
+            assert_eq!(r.map(|m| m.is_some()), Err(Unreadable::Multipart), "{ct}");
+        }
+        let r = resolved(
+            &ps,
+            "/login",
+            &[("content-type", "multipart/form-data ; boundary=b")],
+            part.as_bytes(),
+        );
+        assert_eq!(r.unwrap().unwrap().fields.username.as_deref(), Some("alice"));
+        // A profile that reads no form is not refused for a form it does not read.
+        let json_only = profiles(
+            "profiles:\n  - {name: j, operation: sign_in, match: {path: {exact: /login}}, fields: {username: {json: \
+             /username}}}\n",
+        );
+        let r = resolved(
+            &json_only,
+            "/login",
+            &[("content-type", "multipart/form-data")],
+            part.as_bytes(),
+        );
+        assert!(matches!(r, Ok(Some(_))));
+    }
+
+    #[test]
     fn path_matchers() {
         let ps = profiles(MATCHERS);
         let cases = [
@@ -1993,6 +2300,14 @@ profiles:
             ("POST", "/Login", Some("exact")),
             ("POST", "/LOGIN;jsessionid=abc/", Some("exact")),
             ("POST", "/login;x/y", None),
+            // Tomcat drops `;parameters` before it resolves dot segments: `..;` is `..` there.
+            ("POST", "/login/..;/login", Some("exact")),
+            ("POST", "/x/..;a=b/Login;c", Some("exact")),
+            ("POST", "/x/;y/../login", Some("exact")),
+            ("POST", "/login/..;/x", None),
+            // Werkzeug upper-cases the method.
+            ("post", "/login", Some("exact")),
+            ("Post", "/V2/Login", Some("regex")),
             // A format suffix (Rails: `/login.json` is `/login` answering JSON).
             ("POST", "/login.json", Some("exact")),
             ("POST", "/Login.XML;a=b", Some("exact")),
@@ -2036,6 +2351,7 @@ profiles:
             .candidates(&Method::POST, "/login", &HeaderMap::new())
             .unwrap()
             .resolve(None, &HeaderMap::new(), b"")
+            .unwrap()
             .unwrap();
         assert_eq!(
             m.labels(),

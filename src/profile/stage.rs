@@ -111,7 +111,18 @@ impl Stage for Recognize {
                 ));
             }
         };
-        ex.profile = candidates.resolve(ex.request.uri.query(), &ex.request.headers, &bytes);
+        ex.profile = match candidates.resolve(ex.request.uri.query(), &ex.request.headers, &bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                ex.rejected = Some("unreadable_body");
+                return Flow::Respond(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    &e.to_string(),
+                    &ex.ctx.request_id,
+                ));
+            }
+        };
         if ex.profile.as_ref().is_some_and(|m| m.ambiguous) {
             ex.rejected = Some("ambiguous_fields");
             return Flow::Respond(json_error(

@@ -278,3 +278,143 @@ async fn a_sign_in_that_repeats_its_username_with_another_value_is_refused() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_that_backends_read_differently_are_refused_or_read_as_backends_read_them() {
+    let up = crate::harness::Upstream::start("a").await;
+    let aw = before_echo(
+        &up.url(),
+        &[
+            "profiles/json-login.yaml",
+            "profiles/form-login.yaml",
+            "common.yaml",
+        ],
+        &format!(
+            "{COMMON}    - name: no-mallory\n      priority: 20\n      action: block\n      statement:\n        \
+             byte_match: {{field: username, position: exactly, values: [mallory]}}\n"
+        ),
+    );
+    let send = |method: &str, path: &str, content_type: &str, body: &str| {
+        client()
+            .request(method.parse().unwrap(), aw.url(path))
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+    };
+    let json = "application/json";
+    let form = "application/x-www-form-urlencoded";
+    // (method, path, content type, body, status): 400 is refused before any rule and never forwarded,
+    // 403 is the rule on the username that authward read as the backend would, 200 forwarded.
+    let cases = [
+        // JSON that Python's json, JSON.parse or Go read and serde_json does not.
+        (
+            "POST",
+            "/api/login",
+            json,
+            r#"{"username": "mallory", "password": "x", "n": NaN}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/api/login",
+            json,
+            r#"{"username": "mallory", "password": "x", "n": 1e400}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/api/login",
+            "text/plain",
+            r#"{"username": "mallory", "password": "x"} {}"#,
+            400,
+        ),
+        // JSON inside a form: a form parser reads `mallory`, a JSON one `newguy`.
+        (
+            "POST",
+            "/api/login",
+            form,
+            r#"{"username":"newguy","password":"x","z":"&username=mallory&"}"#,
+            400,
+        ),
+        // The query and the body disagree (Spring reads the query first, passport-local the body).
+        (
+            "POST",
+            "/api/login?username=mallory",
+            json,
+            r#"{"username": "alice", "password": "x"}"#,
+            400,
+        ),
+        // Go and ASP.NET bind names ignoring case.
+        (
+            "POST",
+            "/api/login",
+            json,
+            r#"{"username": "alice", "USERNAME": "mallory", "password": "x"}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/api/login",
+            json,
+            r#"{"USERNAME": "mallory", "password": "x"}"#,
+            403,
+        ),
+        // Credentials in the query string, Werkzeug's upper-cased method, Tomcat's `..;`.
+        ("POST", "/login?username=mallory&password=x", form, "", 403),
+        (
+            "post",
+            "/api/login",
+            json,
+            r#"{"username": "mallory", "password": "x"}"#,
+            403,
+        ),
+        (
+            "POST",
+            "/api/login/..;/login",
+            json,
+            r#"{"username": "alice", "password": "x"}"#,
+            403,
+        ),
+        // Multipart that Werkzeug reads and multer does not: bare LF line ends, two boundaries.
+        (
+            "POST",
+            "/login",
+            "multipart/form-data; boundary=b",
+            "--b\nContent-Disposition: form-data; name=\"username\"\n\nmallory\n--b--\n",
+            400,
+        ),
+        (
+            "POST",
+            "/login",
+            "multipart/form-data; boundary=a; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nmallory\r\n--b--\r\n",
+            400,
+        ),
+        // What backends agree on passes.
+        (
+            "POST",
+            "/api/login?username=alice",
+            json,
+            r#"{"username": "alice", "password": "x"}"#,
+            200,
+        ),
+        ("POST", "/login", form, "username=al%zzice&password=%FF", 200),
+    ];
+    for (method, path, content_type, body, status) in cases {
+        let r = send(method, path, content_type, body).await.unwrap();
+        assert_eq!(r.status(), status, "{method} {path} {body}");
+        if status == 200 {
+            let echo: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(echo["body"], body, "forwarded as sent");
+        }
+    }
+    let metrics = aw.metrics().await;
+    for (reason, n) in [("unreadable_body", 5), ("ambiguous_fields", 3)] {
+        assert!(
+            metrics.contains(&format!(
+                "authward_rejected_requests_total{{reason=\"{reason}\"}} {n}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
