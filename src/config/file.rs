@@ -83,7 +83,8 @@ pub struct FileListen {
     pub https: Vec<SocketAddr>,
     /// At most this many client connections at once; more wait in the accept queue.
     pub max_connections: usize,
-    /// Time allowed for a client to send a request head (HTTP/1.1).
+    /// Time allowed for a client to send a request head (HTTP/1.1), and for a new connection (after its TLS
+    /// handshake) to send its first bytes.
     pub header_read_timeout: Duration,
     /// Time allowed for a client to send a request body that authward reads whole (profiled routes, the
     /// MFA endpoints); a slower one gets 408 and its connection is closed.

@@ -2,9 +2,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -13,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
@@ -470,6 +475,83 @@ where
     conn.await
 }
 
+/// A client connection that must send its first bytes within a deadline (`listen.header_read_timeout`).
+/// hyper's own header timeout starts with a request's first byte, and the HTTP/1-or-2 detection before it
+/// waits without one, so a client that connects (or finishes its TLS handshake) and then stays silent
+/// would hold a connection slot for ever: `max_connections` such sockets would shut the proxy. Once
+/// bytes have come, reads pass straight through.
+struct FirstBytes<I> {
+    io: I,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstBytes<I> {
+    fn new(io: I, within: Duration) -> Self {
+        FirstBytes {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+                {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent nothing within listen.header_read_timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytes<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// One accept loop.
 struct Acceptor {
     shared: Arc<Shared>,
@@ -515,7 +597,8 @@ impl Acceptor {
                             slot,
                             ja4: None,
                         };
-                        serve(&builder, TokioIo::new(stream), shared.clone(), conn, stop).await
+                        let io = FirstBytes::new(stream, handshake_timeout);
+                        serve(&builder, TokioIo::new(io), shared.clone(), conn, stop).await
                     }
                     Some(acceptor) => {
                         // Fingerprint the ClientHello before rustls consumes it.
@@ -530,7 +613,8 @@ impl Acceptor {
                                     slot,
                                     ja4,
                                 };
-                                serve(&builder, TokioIo::new(tls_stream), shared.clone(), conn, stop).await
+                                let io = FirstBytes::new(tls_stream, handshake_timeout);
+                                serve(&builder, TokioIo::new(io), shared.clone(), conn, stop).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

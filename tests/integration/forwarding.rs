@@ -403,6 +403,52 @@ async fn slow_request_heads_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_free_their_slots() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), "").replace(
+        "  http: [",
+        "  header_read_timeout: 300ms\n  max_connections: 2\n  http: [",
+    ));
+    // Two clients connect and say nothing: every slot is taken.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Each is closed well before 10 s (without it, never: hyper's header timeout starts at the first byte)...
+    for s in &mut silent {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a silent connection was kept open");
+        assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    }
+    // ...and a client that speaks is served.
+    let r = tokio::time::timeout(Duration::from_secs(10), client().get(aw.url("/echo")).send())
+        .await
+        .expect("served once the silent connections were closed")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A client that speaks at once is not cut off by the first-bytes deadline later on (requests 200 ms
+    // apart, the last past 300 ms after the connection opened).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    for last in [false, false, true] {
+        let close = if last { "Connection: close\r\n" } else { "" };
+        s.write_all(format!("GET /echo HTTP/1.1\r\nHost: x\r\n{close}\r\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf).matches("HTTP/1.1 200").count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_stalls_mid_body_is_cut_off_after_the_read_timeout_and_frees_its_slot() {
     // An upstream that sends a head and one chunk, then nothing, and holds its connections open.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
