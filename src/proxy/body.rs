@@ -104,6 +104,41 @@ impl http_body::Body for IdleLimited {
     }
 }
 
+/// A body put back together after part of it was read ([`read_capped`]) that still tells the length the
+/// client announced: the upstream then gets the client's `Content-Length`, not chunked framing, which some
+/// application servers (WSGI's `wsgiref` among them) read as an empty body.
+struct Announced {
+    inner: Body,
+    /// Bytes still to come.
+    left: u64,
+}
+
+impl http_body::Body for Announced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.left = self.left.saturating_sub(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
 /// Why a compressed request body could not be read for inspection.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -213,6 +248,7 @@ pub fn too_slow(request_id: &str) -> http::Response<Body> {
 /// Reads `body` whole if it fits in `limit` bytes; otherwise hands back an equivalent body.
 /// A body that arrives in one chunk (the common case) is handed back as that chunk, without a copy.
 pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError> {
+    let announced = http_body::Body::size_hint(&body).exact();
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -231,9 +267,17 @@ pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError>
                 if buf.len() as u64 > limit {
                     let prefix = buf.freeze();
                     let rest = BodyStream::new(full(prefix.clone())).chain(BodyStream::new(body));
+                    let rest = BodyExt::boxed(StreamBody::new(rest));
                     return Ok(Capped::TooLarge {
                         prefix,
-                        body: BodyExt::boxed(StreamBody::new(rest)),
+                        body: match announced {
+                            Some(length) => Announced {
+                                inner: rest,
+                                left: length,
+                            }
+                            .boxed(),
+                            None => rest,
+                        },
                     });
                 }
             }
