@@ -87,7 +87,8 @@ pub struct FileListen {
     /// handshake) to send its first bytes.
     pub header_read_timeout: Duration,
     /// Time allowed for a client to send a request body that authward reads whole (profiled routes, the
-    /// MFA endpoints); a slower one gets 408 and its connection is closed.
+    /// MFA endpoints), and the longest pause in a body streamed to the upstream; a slower client gets 408
+    /// and its connection is closed.
     pub body_read_timeout: Duration,
     /// A WebSocket tunnel across which no byte has passed either way for this long is closed (clients and
     /// servers that ping more often keep theirs open).
@@ -157,7 +158,8 @@ pub struct FileUpstream {
     /// Time allowed to open a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
-    /// Time allowed for the upstream's response head, from sending the request.
+    /// Time allowed for the upstream's response head, from the end of the request's body (a large upload
+    /// that keeps coming is not a slow upstream), or while the upstream takes none of the body.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
     /// The longest the upstream's answer body may go without a byte once its head has come; then the

@@ -6,6 +6,7 @@ pub mod ja4;
 pub mod pool;
 pub mod server;
 pub mod tunnel;
+mod upload;
 pub mod upstream;
 
 use std::sync::Arc;

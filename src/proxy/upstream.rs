@@ -1,13 +1,11 @@
 //! The pooled upstream client (HTTP/1.1 and HTTP/2, http and https) and request forwarding.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -15,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::{self, Body};
 use super::h1::RequestHead;
 use super::pool::{H1Pool, PoolError};
+use super::upload::{Expired, Upload};
 use crate::config;
 use crate::context::IpText;
 use crate::metrics::Metrics;
@@ -35,6 +34,8 @@ pub enum ForwardError {
     Request(String),
     #[error("the client's request body broke off or was malformed")]
     ClientBody,
+    #[error("the client sent none of its request body for {0:?}")]
+    ClientSlow(std::time::Duration),
 }
 
 impl ForwardError {
@@ -46,11 +47,16 @@ impl ForwardError {
             ForwardError::Protocol(_) => "protocol",
             ForwardError::Request(_) => "request",
             ForwardError::ClientBody => "client_body",
+            ForwardError::ClientSlow(_) => "client_timeout",
         }
     }
 
-    /// The answer the client gets: 504 for a timeout, 502 otherwise, with a JSON body.
+    /// The answer the client gets: 504 for a timeout, 502 otherwise, with a JSON body; 400 and 408 when
+    /// the client's body, not the upstream, failed.
     pub fn response(&self, request_id: &str) -> Response<Body> {
+        if let ForwardError::ClientSlow(_) = self {
+            return body::too_slow(request_id);
+        }
         if let ForwardError::ClientBody = self {
             return super::json_error(
                 StatusCode::BAD_REQUEST,
@@ -194,16 +200,17 @@ impl Upstream {
     }
 
     async fn send(&self, ex: &mut Exchange) -> Result<Response<Body>, ForwardError> {
-        let client_body_failed = Arc::new(AtomicBool::new(false));
+        let upload = Upload::new();
+        let client_idle = ex.config.listen.body_read_timeout;
         let pool = match &self.transport {
             Transport::Plain(pool) => pool,
             Transport::Tls(client) => {
-                let request = self.build_request(ex, &client_body_failed)?;
-                return self.send_tls(client, request, &client_body_failed).await;
+                let request = self.build_request(ex, &upload)?;
+                return self.send_tls(client, request, &upload, client_idle).await;
             }
         };
         if upgrade_of(&ex.request).is_some() {
-            let request = origin_form(self.build_request(ex, &client_body_failed)?);
+            let request = origin_form(self.build_request(ex, &upload)?);
             return match tokio::time::timeout(self.target.timeout, pool.send_upgrade(request)).await {
                 Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
                 Ok(Err(PoolError::ConnectTimeout(_))) => {
@@ -218,7 +225,7 @@ impl Upstream {
         // idempotent and has no body is sent again on a new connection (as nginx does), once.
         let resendable = ex.request.method.is_idempotent() && ex.body.is_empty();
         let head = self.request_head(ex)?;
-        let body = take_body(ex, &client_body_failed);
+        let body = take_body(ex, &upload);
         let exchange = async {
             match pool.send(&head, body).await {
                 Err(PoolError::Stale) if resendable => {
@@ -228,16 +235,17 @@ impl Upstream {
                 other => Ok(other),
             }
         };
-        let result = match tokio::time::timeout(self.target.timeout, exchange).await {
+        let result = match upload.timed(exchange, self.target.timeout, client_idle).await {
             Ok(Err(e)) => return Err(e),
             Ok(Ok(r)) => Ok(r),
-            Err(elapsed) => Err(elapsed),
+            Err(expired) => Err(expired),
         };
-        if result.as_ref().is_ok_and(Result::is_err) && client_body_failed.load(Ordering::Relaxed) {
+        if result.as_ref().is_ok_and(Result::is_err) && upload.failed() {
             return Err(ForwardError::ClientBody);
         }
         match result {
-            Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
+            Err(Expired::Client) => Err(ForwardError::ClientSlow(client_idle)),
+            Err(Expired::Upstream) => Err(ForwardError::Timeout(self.target.timeout)),
             Ok(Err(PoolError::ConnectTimeout(_))) => Err(ForwardError::Timeout(self.target.connect_timeout)),
             Ok(Err(PoolError::Connect(e))) => Err(ForwardError::Connect(e.to_string())),
             Ok(Err(e)) => Err(ForwardError::Protocol(error_chain(&e))),
@@ -249,15 +257,19 @@ impl Upstream {
         &self,
         client: &Client<Connector, Body>,
         request: Request<Body>,
-        client_body_failed: &AtomicBool,
+        upload: &Upload,
+        client_idle: std::time::Duration,
     ) -> Result<Response<Body>, ForwardError> {
-        let result = tokio::time::timeout(self.target.timeout, client.request(request)).await;
-        if result.as_ref().is_ok_and(Result::is_err) && client_body_failed.load(Ordering::Relaxed) {
+        let result = upload
+            .timed(client.request(request), self.target.timeout, client_idle)
+            .await;
+        if result.as_ref().is_ok_and(Result::is_err) && upload.failed() {
             // The client, not the upstream, broke the exchange: a 4xx, not a 502.
             return Err(ForwardError::ClientBody);
         }
         match result {
-            Err(_) => Err(ForwardError::Timeout(self.target.timeout)),
+            Err(Expired::Client) => Err(ForwardError::ClientSlow(client_idle)),
+            Err(Expired::Upstream) => Err(ForwardError::Timeout(self.target.timeout)),
             Ok(Err(e)) if e.is_connect() => {
                 if is_timeout(&e) {
                     Err(ForwardError::Timeout(self.target.connect_timeout))
@@ -272,11 +284,7 @@ impl Upstream {
 
     /// The request for hyper's clients (https upstreams, upgrades): the headers of [`Self::upstream_headers`]
     /// in a new map, with the length of a buffered body.
-    fn build_request(
-        &self,
-        ex: &mut Exchange,
-        body_failed: &Arc<AtomicBool>,
-    ) -> Result<Request<Body>, ForwardError> {
+    fn build_request(&self, ex: &mut Exchange, upload: &Arc<Upload>) -> Result<Request<Body>, ForwardError> {
         let uri = Uri::builder()
             .scheme(self.target.scheme.clone())
             .authority(self.target.authority.clone())
@@ -290,7 +298,7 @@ impl Upstream {
         if let RequestBody::Buffered(bytes) = &ex.body {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         }
-        let mut request = Request::new(take_body(ex, body_failed));
+        let mut request = Request::new(take_body(ex, upload));
         *request.method_mut() = ex.request.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
@@ -394,18 +402,12 @@ impl Upstream {
     }
 }
 
-/// The request's body for the upstream, taken from the exchange: a streamed one flags `body_failed` when
-/// the client's side breaks it off.
-fn take_body(ex: &mut Exchange, body_failed: &Arc<AtomicBool>) -> Body {
+/// The request's body for the upstream, taken from the exchange, reporting to `upload` how its sending
+/// goes (and whether the client's side breaks it off).
+fn take_body(ex: &mut Exchange, upload: &Arc<Upload>) -> Body {
     match std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new())) {
-        RequestBody::Streaming(b) => {
-            let flag = body_failed.clone();
-            BodyExt::boxed(b.map_err(move |e| {
-                flag.store(true, Ordering::Relaxed);
-                e
-            }))
-        }
-        RequestBody::Buffered(bytes) => body::full(bytes),
+        RequestBody::Streaming(b) => upload.track(b, true),
+        RequestBody::Buffered(bytes) => upload.track(body::full(bytes), false),
     }
 }
 

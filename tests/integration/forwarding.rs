@@ -431,6 +431,44 @@ async fn a_body_the_web_acl_read_in_part_keeps_its_content_length() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_no_upstream_timeout_and_a_stalled_one_is_the_clients() {
+    let up = Upstream::start("a").await;
+    // `upstream.timeout: 500ms`; the client's body may pause for up to 700 ms.
+    let aw =
+        Authward::start(&config(&up.url(), "").replace("  http: [", "  body_read_timeout: 700ms\n  http: ["));
+    let upload = |chunks: usize, pause: Duration| {
+        let stream = futures_util::stream::iter(0..chunks).then(move |i| async move {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; 1000]))
+        });
+        client()
+            .post(aw.url("/echo"))
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+    };
+    // Eight chunks 200 ms apart: 1.4 s of upload, far past the upstream's 500 ms, which counts from the end.
+    let r = upload(8, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["body_len"], 8000);
+    // A client that stops sending its body for longer than `listen.body_read_timeout`: 408, not the
+    // upstream's 504.
+    let r = upload(2, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(r.status(), 408);
+    let metrics = aw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "authward_upstream_errors_total{kind=\"client_timeout\"}"
+        ),
+        Some(1),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_and_free_their_slots() {
     let up = Upstream::start("a").await;
     let aw = Authward::start(&config(&up.url(), "").replace(
