@@ -104,6 +104,9 @@ pub async fn handle(
         .await
     } else if ex.request.uri.path().starts_with(crate::mfa::PATH_PREFIX) {
         crate::mfa::serve(&shared.services(), &mut ex).await
+    } else if let Some(why) = bad_host(&ex.request) {
+        ex.rejected = Some("bad_host");
+        json_error(StatusCode::BAD_REQUEST, "bad_request", why, &ex.ctx.request_id)
     } else if ex.request.method == http::Method::CONNECT {
         // A reverse proxy opens no tunnels to where a client names: CONNECT never reaches the upstream.
         json_error(
@@ -132,6 +135,24 @@ pub async fn handle(
     }
     record(shared, &mut ex, &response);
     response
+}
+
+/// Why a request's `Host` is refused with 400 before any stage, as RFC 9112 §3.2 asks and nginx does: an
+/// HTTP/1.1 request without one, any request with two (backends and caches may each read another), or a
+/// value that is no host and port (`a b`, `x/../y`). Empty is allowed (a target without an authority).
+fn bad_host(parts: &http::request::Parts) -> Option<&'static str> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let host_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b);
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("the request has more than one Host header"),
+        (None, _) if parts.version == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request needs a Host header")
+        }
+        (Some(h), None) if !h.as_bytes().iter().all(host_byte) => {
+            Some("the Host header is not a host and port")
+        }
+        _ => None,
+    }
 }
 
 /// Joins a client connection and the upstream's once both have switched protocols (the upstream said 101

@@ -171,6 +171,9 @@ impl Upstream {
             Ok(mut response) => {
                 ex.upstream.status = Some(response.status());
                 ex.upstream.duration = Some(elapsed);
+                // The client gets our protocol version, not the upstream's (RFC 9110 §6.2): an HTTP/1.0
+                // upstream's answer goes to an HTTP/1.1 client as HTTP/1.1 (hyper answers 1.0 clients in 1.0).
+                *response.version_mut() = Version::HTTP_11;
                 self.metrics.upstream_duration.observe(elapsed.as_secs_f64());
                 // The protocol the upstream switched to (101) goes on to the client, which asked for it.
                 let switched = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
@@ -357,12 +360,13 @@ impl Upstream {
             emit(&header::CONNECTION, &HeaderValue::from_static("upgrade"));
             emit(&header::UPGRADE, &protocol);
         }
-        let original_host = headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The target's authority when it has one (an absolute-form target, HTTP/2's `:authority`), which
+        // wins over `Host` (RFC 9112 §3.2.2); else `Host`.
+        let original_host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| headers.get(header::HOST).cloned());
         match &original_host {
             Some(h) if self.target.preserve_host => emit(&header::HOST, h),
             _ => emit(&header::HOST, &self.host),

@@ -1221,3 +1221,87 @@ async fn a_client_that_expects_100_continue_gets_it_and_its_body_goes_on() {
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["body_len"], 11);
 }
+
+/// Sends one raw request on a new connection and reads the whole answer (the request asks for the close).
+async fn raw_exchange(port: u16, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("an answer and the close")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_headers_are_checked_and_the_targets_authority_wins() {
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, with two, or with one that is no host.
+    for request in [
+        "GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: x/../y\r\nConnection: close\r\n\r\n",
+        "GET /echo HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+    ] {
+        let answer = raw_exchange(aw.port, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"),
+            "{request:?}: {answer}"
+        );
+    }
+    // HTTP/1.0 needs no Host; a port and an IPv6 literal are hosts.
+    for request in [
+        "GET /echo HTTP/1.0\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: login.example:8443\r\nConnection: close\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw_exchange(aw.port, request).await;
+        assert!(answer.contains(" 200 OK"), "{request:?}: {answer}");
+    }
+    // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+    let answer = raw_exchange(
+        aw.port,
+        "GET http://target.example/echo HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echoed_headers(&echo, "x-forwarded-host"), ["target.example"]);
+    let metrics = aw.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "authward_rejected_requests_total{reason=\"bad_host\"}"),
+        Some(5)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_upstreams_answer_goes_to_http_1_1_clients_as_http_1_1() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let aw = Authward::start(&config(&format!("http://{addr}"), ""));
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    // Two requests on one connection: our own protocol version, and the connection kept.
+    for _ in 0..2 {
+        let head = raw_head(&mut s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let mut body = [0u8; 2];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"ok");
+    }
+}
