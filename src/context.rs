@@ -67,7 +67,8 @@ pub struct Connection {
 /// Normalizes a path the way backends read it, so that `/api/%6Cogin`, `//api/login` or
 /// `/x/../api/./login` cannot slip past a profile written for `/api/login`: percent-escapes of unreserved
 /// characters are decoded (RFC 3986 §6.2.2.2), repeated slashes collapse, and dot segments are removed
-/// (§5.2.4). Other escapes stay as they are (`%2F` is not a separator).
+/// (§5.2.4), each segment read without its `;parameters` to tell (`/x/;y/../login` is `/login` to Tomcat).
+/// Other escapes stay as they are (`%2F` is not a separator).
 pub fn normalize_path(raw: &str) -> String {
     if is_normal(raw.as_bytes()) {
         return raw.to_owned();
@@ -108,14 +109,15 @@ fn normalize(raw: &str) -> String {
         i += ch_len;
     }
     let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
-    for seg in &segments {
-        match *seg {
-            "." => {}
+    // A segment is read without its `;parameters`, as Tomcat and Jetty read it before they resolve dot
+    // segments: `..;x` is `..` and `;x` is empty there.
+    for seg in decoded.split('/') {
+        match seg.split(';').next().unwrap_or_default() {
+            "" | "." => {}
             ".." => {
                 out.pop();
             }
-            s => out.push(s),
+            _ => out.push(seg),
         }
     }
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
@@ -347,6 +349,10 @@ mod tests {
             ("/a%4", "/a%4"),
             ("/é/%7E", "/é/~"),
             ("", "/"),
+            // Tomcat drops `;parameters` before it resolves dot segments.
+            ("/x/;y/../login", "/login"),
+            ("/api/x/..;a=b/login", "/api/login"),
+            ("/api/.;x/login;jsessionid=1", "/api/login;jsessionid=1"),
         ] {
             assert_eq!(normalize_path(raw), want, "{raw}");
         }

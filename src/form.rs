@@ -43,7 +43,7 @@ pub enum Multipart {
     /// A body that form parsers read differently, so that authward cannot know which fields the backend
     /// gets: not one boundary in its content type, a part that breaks off or does not parse (bare LF line
     /// ends, which Werkzeug accepts), a part whose `Content-Disposition` names it twice or in RFC 2231 form
-    /// (`name*=`), or more than [`MAX_FIELDS`] fields.
+    /// (`name*=`), or more than 512 fields.
     Malformed,
 }
 

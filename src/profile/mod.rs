@@ -577,15 +577,7 @@ fn json_expected(headers: &HeaderMap, body: &[u8]) -> bool {
     let Some(&first) = text.first() else {
         return false;
     };
-    let declared = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|t| t.trim().to_ascii_lowercase())
-        .is_some_and(|t| {
-            t.ends_with("/json") || t.ends_with("+json") || t.starts_with("application/x-amz-json")
-        });
-    declared
+    declares_json(headers)
         || first == b'{'
         || first == b'['
         || body.iter().take(4).any(|&b| b == 0)
@@ -1280,8 +1272,12 @@ impl Request<'_> {
     }
 
     /// A form field: from a `multipart/form-data` body's text parts (as a browser's `FormData` sends a
-    /// form, and form backends read it alike), else from an urlencoded body.
+    /// form, and form backends read it alike), else from an urlencoded body; none from a body whose content
+    /// type declares JSON, which no backend reads as a form.
     fn form(&self, name: &str) -> Option<String> {
+        if declares_json(self.headers) {
+            return None;
+        }
         match self.multipart() {
             Some(Multipart::Fields(fields)) => {
                 self.single(fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()))
@@ -1301,7 +1297,7 @@ impl Request<'_> {
             let Some(v) = self.get(s) else { continue };
             match &found {
                 None => found = Some((v, s)),
-                Some((first, _)) if *first != v => self.conflict.set(true),
+                Some((first, first_src)) if !same_value(first, first_src, &v, s) => self.conflict.set(true),
                 Some(_) => {}
             }
         }
@@ -1383,6 +1379,38 @@ impl Source {
     fn reads_body(&self) -> bool {
         matches!(self, Source::Json(_) | Source::Form(_) | Source::JsonAttr { .. })
     }
+}
+
+/// Whether two sources' values are the same: equal, or equal once a Basic credential is form-decoded (OAuth
+/// clients encode the client id they put in Basic auth, RFC 6749 §2.3.1, and send it plain in the body).
+fn same_value(a: &str, a_src: &Source, b: &str, b_src: &Source) -> bool {
+    let basic = |s: &Source| matches!(s, Source::Basic { .. });
+    a == b
+        || (basic(a_src) && percent_decode(a.as_bytes()) == b)
+        || (basic(b_src) && percent_decode(b.as_bytes()) == a)
+}
+
+/// Whether the content type declares JSON: `application/json`, a `+json` type, Cognito's
+/// `application/x-amz-json-1.1`.
+fn declares_json(headers: &HeaderMap) -> bool {
+    let Some(media) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+    else {
+        return false;
+    };
+    let ends = |suffix: &str| {
+        media.len() >= suffix.len()
+            && media.as_bytes()[media.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    ends("/json")
+        || ends("+json")
+        || media
+            .as_bytes()
+            .get(.."application/x-amz-json".len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/x-amz-json"))
 }
 
 /// The values of `name` in an urlencoded string, in order; those that are not valid percent-encoded UTF-8
@@ -2183,7 +2211,15 @@ profiles:
         let form = [("content-type", "application/x-www-form-urlencoded")];
         // (URI, headers, body, the username read, ambiguous)
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, Option<&'a str>, bool);
-        let cases: [Case; 9] = [
+        let cases: [Case; 10] = [
+            // A JSON body is never read as a form, whatever its strings hold.
+            (
+                "/login",
+                &json,
+                r#"{"username": "bob", "password": "x", "next": "/welcome?step=2&username=eve"}"#,
+                Some("bob"),
+                false,
+            ),
             (
                 "/login",
                 &json,
@@ -2266,6 +2302,30 @@ profiles:
         ] {
             let r = resolved(&ps, "/login", &[("content-type", ct)], part.as_bytes());
             assert_eq!(r.map(|m| m.is_some()), Err(Unreadable::Multipart), "{ct}");
+        }
+        // RFC 6749 §2.3.1: the client id in Basic auth is form-encoded, in the body it is plain.
+        let oauth = profiles(
+            "profiles:\n  - {name: t, operation: other, match: {path: {exact: /token}}, fields: {client_id: [{form: \
+             client_id}, {basic_auth: user}]}}\n",
+        );
+        let basic = |user: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:s"))
+            )
+        };
+        for (user, body, ambiguous) in [
+            ("urn%3Aacme%3Aapp", "client_id=urn%3Aacme%3Aapp", false),
+            ("app1", "client_id=app1", false),
+            ("other", "client_id=app1", true),
+        ] {
+            let auth = basic(user);
+            let h = [
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", auth.as_str()),
+            ];
+            let m = resolved(&oauth, "/token", &h, body.as_bytes()).unwrap().unwrap();
+            assert_eq!(m.ambiguous, ambiguous, "{user}");
         }
         let r = resolved(
             &ps,

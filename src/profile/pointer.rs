@@ -41,13 +41,12 @@ fn same_ignoring_case(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
         return a.eq_ignore_ascii_case(b);
     }
-    let folded = |s: &str| {
+    fn folded(s: &str) -> impl Iterator<Item = char> + '_ {
         s.chars()
             .flat_map(char::to_uppercase)
             .flat_map(char::to_lowercase)
-            .collect::<Vec<char>>()
-    };
-    folded(a) == folded(b)
+    }
+    folded(a).eq(folded(b))
 }
 
 /// The unescaped reference tokens of a pointer, or `None` when it is neither empty nor starts with `/`

@@ -141,6 +141,10 @@ pub async fn handle(
 /// HTTP/1.1 request without one, any request with two (backends and caches may each read another), or a
 /// value that is no host and port (`a b`, `x/../y`). Empty is allowed (a target without an authority).
 fn bad_host(parts: &http::request::Parts) -> Option<&'static str> {
+    // An absolute-form target's authority stands in for Host upstream: no user in it either.
+    if parts.uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Some("the request target's authority holds a user name");
+    }
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
     let host_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b);
     match (hosts.next(), hosts.next()) {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -440,6 +441,7 @@ fn spawn_reload_triggers(
 fn service(
     shared: Arc<Shared>,
     conn: Connection,
+    served: Arc<AtomicBool>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<super::body::Body>,
@@ -448,6 +450,7 @@ fn service(
 > + Clone {
     let conn = Arc::new(conn);
     service_fn(move |req| {
+        served.store(true, Ordering::Relaxed);
         let (shared, conn) = (shared.clone(), conn.clone());
         async move { Ok::<_, Infallible>(super::handle(&shared, req, &conn).await) }
     })
@@ -460,12 +463,13 @@ async fn serve<I>(
     io: I,
     shared: Arc<Shared>,
     conn: Connection,
+    served: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection_with_upgrades(io, service(shared, conn));
+    let conn = builder.serve_connection_with_upgrades(io, service(shared, conn, served));
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,
@@ -475,21 +479,25 @@ where
     conn.await
 }
 
-/// A client connection that must send its first bytes within a deadline (`listen.header_read_timeout`).
-/// hyper's own header timeout starts with a request's first byte, and the HTTP/1-or-2 detection before it
-/// waits without one, so a client that connects (or finishes its TLS handshake) and then stays silent
-/// would hold a connection slot for ever: `max_connections` such sockets would shut the proxy. Once
-/// bytes have come, reads pass straight through.
+/// A client connection that must send a whole first request head within a deadline
+/// (`listen.header_read_timeout`, from the connection's start or the end of its TLS handshake). hyper's
+/// own header timeout starts with a request's first byte, and the HTTP/1-or-2 detection before it waits
+/// without one (as long as the bytes so far could begin HTTP/2's preface, `P` alone), so a client that
+/// connects and then stays silent, or sends a byte or a bare HTTP/2 preface, would hold a connection slot
+/// for ever: `max_connections` such sockets would shut the proxy. Once a request has come (`served`),
+/// reads pass straight through.
 struct FirstBytes<I> {
     io: I,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    served: Arc<AtomicBool>,
 }
 
 impl<I> FirstBytes<I> {
-    fn new(io: I, within: Duration) -> Self {
+    fn new(io: I, within: Duration, served: Arc<AtomicBool>) -> Self {
         FirstBytes {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
+            served,
         }
     }
 }
@@ -501,14 +509,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let before = buf.filled().len();
+        if this.deadline.is_some() && this.served.load(Ordering::Relaxed) {
+            this.deadline = None;
+        }
         match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    this.deadline = None;
-                }
-                Poll::Ready(r)
-            }
+            Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => {
                 if this
                     .deadline
@@ -517,7 +522,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
                 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        "the client sent nothing within listen.header_read_timeout",
+                        "no request head within listen.header_read_timeout",
                     )));
                 }
                 Poll::Pending
@@ -597,8 +602,9 @@ impl Acceptor {
                             slot,
                             ja4: None,
                         };
-                        let io = FirstBytes::new(stream, handshake_timeout);
-                        serve(&builder, TokioIo::new(io), shared.clone(), conn, stop).await
+                        let served = Arc::new(AtomicBool::new(false));
+                        let io = FirstBytes::new(stream, handshake_timeout, served.clone());
+                        serve(&builder, TokioIo::new(io), shared.clone(), conn, served, stop).await
                     }
                     Some(acceptor) => {
                         // Fingerprint the ClientHello before rustls consumes it.
@@ -613,8 +619,9 @@ impl Acceptor {
                                     slot,
                                     ja4,
                                 };
-                                let io = FirstBytes::new(tls_stream, handshake_timeout);
-                                serve(&builder, TokioIo::new(io), shared.clone(), conn, stop).await
+                                let served = Arc::new(AtomicBool::new(false));
+                                let io = FirstBytes::new(tls_stream, handshake_timeout, served.clone());
+                                serve(&builder, TokioIo::new(io), shared.clone(), conn, served, stop).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -68,9 +68,19 @@ impl Upload {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Notes the body's progress now; `last` is written before the flags the timer reads it with.
     fn mark(&self) {
         let at = self.start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.last.store(at, Ordering::Relaxed);
+        self.last.store(at, Ordering::Release);
+    }
+
+    /// Notes that the body now waits for the client. The wait counts from now: the body may have waited
+    /// on the upstream (to take what it had) since its last frame.
+    fn mark_waiting(&self) {
+        if !self.waiting_on_client.load(Ordering::Acquire) {
+            self.mark();
+            self.waiting_on_client.store(true, Ordering::Release);
+        }
     }
 
     /// Runs `exchange` (sending the request and reading the answer's head) with `timeout` counted from the
@@ -84,27 +94,49 @@ impl Upload {
         client_idle: Duration,
     ) -> Result<T, Expired> {
         let mut exchange = std::pin::pin!(exchange);
-        let mut deadline = self.start + timeout;
+        // While the body is on its way, look again as often as the shorter limit needs.
+        let mut deadline = after(self.start, timeout.min(client_idle));
         loop {
             tokio::select! {
                 biased;
                 r = &mut exchange => return Ok(r),
                 () = tokio::time::sleep_until(deadline) => {}
             }
-            let last = self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed));
-            let (limit, expired) = if !self.sending.load(Ordering::Relaxed) {
-                (timeout, Expired::Upstream)
-            } else if self.waiting_on_client.load(Ordering::Relaxed) {
-                (client_idle, Expired::Client)
-            } else {
-                (timeout, Expired::Upstream)
+            let sending = self.sending.load(Ordering::Acquire);
+            let waiting_on_client = self.waiting_on_client.load(Ordering::Acquire);
+            let last = after(
+                self.start,
+                Duration::from_nanos(self.last.load(Ordering::Acquire)),
+            );
+            let (limit, expired) = match (sending, waiting_on_client) {
+                (false, _) => (timeout, Expired::Upstream),
+                (true, true) => (client_idle, Expired::Client),
+                (true, false) => (timeout, Expired::Upstream),
             };
-            deadline = last + limit;
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= after(last, limit) {
                 return Err(expired);
             }
+            // Not yet. While the body is on its way, what it waits on may change: look again when either
+            // limit could run out next (the one that has not is ahead of now).
+            deadline = if sending {
+                [after(last, timeout), after(last, client_idle)]
+                    .into_iter()
+                    .filter(|t| *t > now)
+                    .min()
+                    .unwrap_or_else(|| after(last, limit))
+            } else {
+                after(last, limit)
+            };
         }
     }
+}
+
+/// `base` plus `d`, or as far ahead as can be for a `d` too large to add (a timeout set to centuries).
+fn after(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d)
+        .or_else(|| base.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(base)
 }
 
 /// A streamed request body that reports its progress to an [`Upload`].
@@ -124,15 +156,15 @@ impl http_body::Body for Tracked {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let upload = &self.upload;
         match &polled {
-            Poll::Pending => upload.waiting_on_client.store(true, Ordering::Relaxed),
+            Poll::Pending => upload.mark_waiting(),
             Poll::Ready(ready) => {
-                upload.waiting_on_client.store(false, Ordering::Relaxed);
                 upload.mark();
+                upload.waiting_on_client.store(false, Ordering::Release);
                 match ready {
-                    None => upload.sending.store(false, Ordering::Relaxed),
+                    None => upload.sending.store(false, Ordering::Release),
                     Some(Err(_)) => upload.failed.store(true, Ordering::Relaxed),
                     Some(Ok(_)) if self.inner.is_end_stream() => {
-                        upload.sending.store(false, Ordering::Relaxed)
+                        upload.sending.store(false, Ordering::Release)
                     }
                     Some(Ok(_)) => {}
                 }
@@ -213,6 +245,32 @@ mod tests {
         assert_eq!(r, Err(Expired::Client));
         assert_eq!(started.elapsed(), 30 * s);
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_pause_is_caught_on_time_when_its_limit_is_the_shorter_and_huge_limits_do_not_panic() {
+        let s = Duration::from_secs(1);
+        let upload = Upload::new();
+        let (tx, body) = streamed();
+        let body = upload.track(body, true);
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(s / 10).await;
+            tx.send(Bytes::from_static(b"first")).await.unwrap();
+            std::future::pending::<()>().await
+        });
+        let started = Instant::now();
+        // The client stops 0.1 s in: 408 ten seconds later, not at the 60 s upstream timeout.
+        assert_eq!(
+            upload.timed(exchange(body, s), 60 * s, 10 * s).await,
+            Err(Expired::Client)
+        );
+        assert_eq!(started.elapsed(), s / 10 + 10 * s);
+        sender.abort();
+        // A timeout too large to add to an instant waits, and does not panic.
+        let upload = Upload::new();
+        let _ = upload.track(super::super::body::full("x"), false);
+        let quick = tokio::time::sleep(s);
+        assert_eq!(upload.timed(quick, Duration::MAX, Duration::MAX).await, Ok(()));
     }
 
     #[tokio::test(start_paused = true)]

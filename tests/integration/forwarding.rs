@@ -473,23 +473,23 @@ async fn silent_connections_are_closed_and_free_their_slots() {
     let up = Upstream::start("a").await;
     let aw = Authward::start(&config(&up.url(), "").replace(
         "  http: [",
-        "  header_read_timeout: 300ms\n  max_connections: 2\n  http: [",
+        "  header_read_timeout: 300ms\n  max_connections: 3\n  http: [",
     ));
-    // Two clients connect and say nothing: every slot is taken.
+    // Three clients connect and say nothing, one byte that could start HTTP/2's preface, or the bare
+    // preface: every slot is taken.
     let mut silent = Vec::new();
-    for _ in 0..2 {
-        silent.push(
-            tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
-                .await
-                .unwrap(),
-        );
+    for opening in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+            .await
+            .unwrap();
+        s.write_all(opening).await.unwrap();
+        silent.push(s);
     }
     // Each is closed well before 10 s (without it, never: hyper's header timeout starts at the first byte)...
     for s in &mut silent {
         let mut buf = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "a silent connection was kept open");
-        assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
     }
     // ...and a client that speaks is served.
     let r = tokio::time::timeout(Duration::from_secs(10), client().get(aw.url("/echo")).send())
@@ -1245,6 +1245,7 @@ async fn host_headers_are_checked_and_the_targets_authority_wins() {
         "GET /echo HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
         "GET /echo HTTP/1.1\r\nHost: x/../y\r\nConnection: close\r\n\r\n",
         "GET /echo HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        "GET http://x@evil.example/echo HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n",
     ] {
         let answer = raw_exchange(aw.port, request).await;
         assert!(
@@ -1273,7 +1274,7 @@ async fn host_headers_are_checked_and_the_targets_authority_wins() {
     let metrics = aw.metrics().await;
     assert_eq!(
         metric_value(&metrics, "authward_rejected_requests_total{reason=\"bad_host\"}"),
-        Some(5)
+        Some(6)
     );
 }
 

@@ -1,6 +1,7 @@
 //! The shipped profiles end to end: the real binary in front of the demo's real login service.
 
 use authward::demo::login_service::LoginService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{Authward, client, gzip};
 
@@ -416,5 +417,40 @@ async fn sign_ins_that_backends_read_differently_are_refused_or_read_as_backends
             )),
             "{reason}: {metrics}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_path_with_tomcat_parameters_and_dot_segments_is_still_a_login() {
+    let up = crate::harness::Upstream::start("a").await;
+    // No path-traversal rule here: only the profile can tell these are the login.
+    let aw = before_echo(
+        &up.url(),
+        &["profiles/json-login.yaml"],
+        "    - name: no-mallory\n      priority: 20\n      action: block\n      statement:\n        \
+         byte_match: {field: username, position: exactly, values: [mallory]}\n",
+    );
+    let body = r#"{"username": "mallory", "password": "x"}"#;
+    // Tomcat drops `;parameters` from each segment, then resolves dot segments: all of these are /api/login.
+    // Sent raw: an HTTP client library would resolve the dot segments itself.
+    for path in [
+        "/x/;y/../api/login",
+        "/api/x/..;/login",
+        "/api/login/..;/login",
+        "/api/.;a/login",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+            .await
+            .unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
     }
 }
