@@ -128,6 +128,18 @@ fn normalize(raw: &str) -> String {
     path
 }
 
+/// The address a client is counted by in per-address limits and counters: an IPv4 address as it is, an
+/// IPv6 one by its /64 network. One host or home gets a whole /64 (RFC 6177), so counting its addresses
+/// one by one would give it 2^64 fresh starts; the SMS guard's `ip_prefix` groups alike.
+pub fn counting_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX)))
+        }
+        other => other,
+    }
+}
+
 /// An IP address as text, written into an inline buffer without the formatting machinery (keys built
 /// per request read the client address several times). The text is exactly the address's `Display`:
 /// dotted decimal for IPv4; for IPv6 lowercase hex groups without leading zeros, the first longest run
@@ -332,6 +344,16 @@ mod tests {
             client_ip(&c, "::ffff:10.0.0.1".parse().unwrap(), &h).to_string(),
             "2001:db8::7"
         );
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let c = |s: &str| counting_ip(s.parse().unwrap()).to_string();
+        assert_eq!(c("2001:db8:bb:1::1"), "2001:db8:bb:1::");
+        assert_eq!(c("2001:db8:bb:1:ffff:ffff:ffff:ffff"), "2001:db8:bb:1::");
+        assert_ne!(c("2001:db8:bb:2::1"), c("2001:db8:bb:1::1"));
+        assert_eq!(c("198.51.100.7"), "198.51.100.7");
+        assert_eq!(c("::ffff:198.51.100.7"), "::ffff:198.51.100.7");
     }
 
     #[test]

@@ -346,7 +346,8 @@ impl Stage for RiskStage {
         let op = matched.profile.operation();
         let now = self.clock.now_ms();
         let ip = ex.ctx.client_ip;
-        let ip_text = IpText::new(ip);
+        // Counters and sets count an IPv6 client by its /64.
+        let ip_text = IpText::new(crate::context::counting_ip(ip));
 
         // A later step of a multi-step sign-in: carry the flow's assessment to the step that completes it.
         if step == Some(FlowStep::Continue) {
@@ -646,7 +647,7 @@ impl RiskStage {
             }
             Outcome::Failure => {
                 if a.kind == EventType::SignIn {
-                    let ip = IpText::new(ex.ctx.client_ip);
+                    let ip = IpText::new(crate::context::counting_ip(ex.ctx.client_ip));
                     if let Err(e) = self.count_failure(risk, a, ip.as_str()).await {
                         tracing::warn!(error = %e, "risk: failure count lost");
                     }

@@ -365,7 +365,9 @@ impl RateMemo {
     }
 
     fn digest(&self, keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>) -> Option<[u8; 16]> {
-        let client = self.client_text.get_or_init(|| IpText::new(self.client_ip));
+        let client = self
+            .client_text
+            .get_or_init(|| IpText::new(crate::context::counting_ip(self.client_ip)));
         key_digest(keys, view, env, client.as_str())
     }
 }
@@ -428,7 +430,7 @@ fn key_digest(keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>, client: &
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.split(',').next())
                     .and_then(|v| v.trim().parse::<IpAddr>().ok())?;
-                Cow::Owned(IpText::new(ip).as_str().to_owned())
+                Cow::Owned(IpText::new(crate::context::counting_ip(ip)).as_str().to_owned())
             }
             RateKey::Header(name) => Cow::Borrowed(view.headers.get(name)?.to_str().ok()?),
             RateKey::Cookie(name) => Cow::Borrowed(

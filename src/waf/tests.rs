@@ -3682,10 +3682,11 @@ fn rate_keys_keep_their_format() {
             "4a7c7a1f8e611b55dbaa19e5c8c08942",
             "44ea7b9f03ef7b904a4d906084edd78e",
         ),
+        // An IPv6 client counts by its /64 (the digest of `2001:db8::`).
         (
             "2001:db8::1",
-            "059ce8974be80890a036b0e5424b923c",
-            "4dab94a0bdb0b0deff9231b09c6d7e5a",
+            "9c70085d35fa7f2c7cfb63cca5adc0c6",
+            "e0cd791842586301fb0df98e182e0e02",
         ),
         (
             "::ffff:1.2.3.4",
