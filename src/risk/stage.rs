@@ -124,9 +124,17 @@ impl RiskStage {
     }
 }
 
-/// The user key of a username: trimmed and lowercased, so that case cannot dodge the counters.
+/// The user key of a username: trimmed, NFKC-normalized and lowercased, so that neither case, spaces nor
+/// compatibility spellings (fullwidth `ａlice`, which Django's `UsernameField` reads as `alice`) dodge
+/// the counters or start a fresh history. Plain ASCII names (most) skip the normalizer.
 pub fn user_key(username: &str) -> String {
-    username.trim().to_lowercase()
+    let name = username.trim();
+    if name.is_ascii() {
+        return name.to_ascii_lowercase();
+    }
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfkc()
+        .normalize(name)
+        .to_lowercase()
 }
 
 /// A short hash for counter keys (usernames and addresses are attacker input of any length).
@@ -916,6 +924,22 @@ mod tests {
             Familiarity::Other
         );
         assert_eq!(Familiarity::of(Some(&h), None, "fp:b"), Familiarity::Other);
+    }
+
+    #[test]
+    fn user_keys_fold_case_spaces_and_compatibility_spellings() {
+        for (name, key) in [
+            ("alice", "alice"),
+            ("  Alice ", "alice"),
+            ("\u{ff41}lice", "alice"),
+            ("ＡＬＩＣＥ@Example.com", "alice@example.com"),
+            ("Ｊosé", "josé"),
+            ("Jose\u{301}", "josé"),
+            ("Straße", "straße"),
+        ] {
+            assert_eq!(user_key(name), key, "{name:?}");
+        }
+        assert_ne!(user_key("alice1"), user_key("alice"));
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Limits {
         store: &dyn Store,
         k: &Keys<'_>,
     ) -> Result<Option<(Reason, Duration)>, StoreError> {
-        let username = k.username.map(str::to_lowercase);
+        let username = k.username.map(crate::risk::stage::user_key);
         let candidates = [
             (Reason::LimitNumber, self.per_number, k.number.map(str::to_owned)),
             (Reason::LimitUsername, self.per_username, username),

@@ -465,18 +465,18 @@ fn key_digest(keys: &[RateKey], view: &RequestView<'_>, env: &Env<'_>, client: &
             }
             RateKey::Ja4 => Cow::Borrowed(view.ja4.filter(|j| !j.is_empty())?),
             RateKey::Username => {
-                // Trimmed and lowercased as the risk engine keys users, so that neither case nor spaces
-                // around the name make a new key.
+                // Keyed as the risk engine keys users (trimmed, NFKC, lower case), so that neither case,
+                // spaces around the name nor compatibility spellings make a new key.
                 let name = view
                     .profile
                     .and_then(|f| f.username.as_deref())
                     .map(str::trim)
                     .filter(|u| !u.is_empty())?;
-                // Most names are already lower case ASCII; `to_lowercase` would only copy them.
+                // Most names are already lower case ASCII; the user key would only copy them.
                 if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
                     Cow::Borrowed(name)
                 } else {
-                    Cow::Owned(name.to_lowercase())
+                    Cow::Owned(crate::risk::stage::user_key(name))
                 }
             }
             RateKey::Constant => Cow::Borrowed(""),
