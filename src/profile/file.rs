@@ -209,8 +209,9 @@ pub struct FileHeaderTest {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct FileFieldTest {
-    /// Where the value comes from.
-    pub field: FileSource,
+    /// Where the value comes from, or a list of places read as a field's are: the first that holds a
+    /// value, and a request whose places hold different values is ambiguous (400).
+    pub field: OneOrMany<FileSource>,
     /// The value equals this text (numbers and booleans compare as text).
     pub equals: Option<FileScalar>,
     /// The value starts with this text.

@@ -515,12 +515,17 @@ impl Candidates {
         if self.profiles.iter().any(|p| p.reads_form) && req.multipart() == Some(&Multipart::Malformed) {
             return Err(Unreadable::Multipart);
         }
-        let Some(p) = self
-            .profiles
-            .iter()
-            .find(|p| p.body.iter().all(|(src, t)| t.matches(req.get(src).as_deref())))
-        else {
-            return Ok(None);
+        let Some(p) = self.profiles.iter().find(|p| {
+            (p.body.iter()).all(|(srcs, t)| t.matches(req.agreed(srcs).map(|(v, _)| v).as_deref()))
+        }) else {
+            // No candidate's body conditions hold; if one read a value that two places disagree on, the
+            // backend may read the other and take the request as that profile's: ambiguous, not unprofiled.
+            return Ok(req.conflict.get().then(|| Matched {
+                profile: self.profiles[0].clone(),
+                fields: Fields::default(),
+                json: None,
+                ambiguous: true,
+            }));
         };
         let [username, password, phone, client_id, session, challenge_name] =
             p.fields.each_ref().map(|srcs| req.agreed(srcs));
@@ -647,7 +652,7 @@ pub struct Profile {
     methods: Option<Vec<Method>>,
     paths: Vec<PathMatch>,
     headers: Vec<(HeaderName, TextTest)>,
-    body: Vec<(Source, TextTest)>,
+    body: Vec<(Vec<Source>, TextTest)>,
     body_limit: Option<u64>,
     /// Sources of username, password, phone, client id, session and challenge name, in that order.
     fields: [Vec<Source>; 6],
@@ -969,8 +974,11 @@ impl Profile {
         let body: Vec<_> = (m.body.iter().enumerate())
             .map(|(i, b)| {
                 let path = format!("{base}.match.body[{i}]");
-                let src = Source::compile(&b.field, &format!("{path}.field"))?;
-                Ok((src, test(&path, &b.equals, &b.prefix, &b.regex, b.present)?))
+                let field = format!("{path}.field");
+                let srcs = (nonempty(&b.field, &field, "source")?.iter().enumerate())
+                    .map(|(j, s)| Source::compile(s, &b.field.path(&field, j)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((srcs, test(&path, &b.equals, &b.prefix, &b.regex, b.present)?))
             })
             .collect::<Result<_, _>>()?;
         let fl = &f.fields;
@@ -1001,7 +1009,7 @@ impl Profile {
             .as_ref()
             .map(|o| Verdicts::compile(o, &format!("{base}.outcome")))
             .transpose()?;
-        let sources = || body.iter().map(|(s, _)| s).chain(fields.iter().flatten());
+        let sources = || body.iter().flat_map(|(s, _)| s).chain(fields.iter().flatten());
         let needs_body = sources().any(Source::reads_body);
         let reads_json = sources().any(|s| matches!(s, Source::Json(_) | Source::JsonAttr { .. }));
         let reads_form = sources().any(|s| matches!(s, Source::Form(_)));
@@ -1182,7 +1190,8 @@ impl PathMatch {
         match self {
             PathMatch::Exact(e) => trim_slash(folded) == e,
             PathMatch::Prefix(p) => folded.starts_with(p.as_str()),
-            PathMatch::Glob(g) => g.matches_with(folded, GLOB),
+            // A trailing slash is ignored as for exact paths (`/oauth/token/` is `/**/token`).
+            PathMatch::Glob(g) => g.matches_with(folded, GLOB) || g.matches_with(trim_slash(folded), GLOB),
             PathMatch::Regex(r) => r.is_match(path) || (folded != path && r.is_match(folded)),
         }
     }
@@ -2302,6 +2311,36 @@ profiles:
         ] {
             let r = resolved(&ps, "/login", &[("content-type", ct)], part.as_bytes());
             assert_eq!(r.map(|m| m.is_some()), Err(Unreadable::Multipart), "{ct}");
+        }
+        // A body condition may read several places, as a field does (Spring reads `grant_type` in the query).
+        let grant = profiles(
+            "profiles:\n  - {name: g, operation: sign_in, match: {path: {exact: /token}, body: [{field: [{form: \
+             grant_type}, {query: grant_type}], equals: password}]}, fields: {username: {form: username}}}\n",
+        );
+        let h = [("content-type", "application/x-www-form-urlencoded")];
+        for (uri, body, matched, ambiguous) in [
+            ("/token?grant_type=password", "username=a", true, false),
+            ("/token", "grant_type=password&username=a", true, false),
+            (
+                "/token?grant_type=password",
+                "grant_type=refresh_token&username=a",
+                true,
+                true,
+            ),
+            ("/token?grant_type=refresh_token", "username=a", false, false),
+            (
+                "/token?grant_type=refresh_token",
+                "grant_type=password&username=a",
+                true,
+                true,
+            ),
+        ] {
+            let m = resolved(&grant, uri, &h, body.as_bytes()).unwrap();
+            assert_eq!(
+                (m.is_some(), m.is_some_and(|m| m.ambiguous)),
+                (matched, ambiguous),
+                "{uri} {body}"
+            );
         }
         // RFC 6749 §2.3.1: the client id in Basic auth is form-encoded, in the body it is plain.
         let oauth = profiles(
