@@ -385,15 +385,21 @@ impl Stage for RiskStage {
                 "low" => Level::Low,
                 _ => Level::None,
             };
-            let (mut decision, notify) = policy.action(level);
-            if state.compromised && policy.blocks_compromised(Operation::SignIn) {
+            let (mut decision, mut notify) = policy.action(level);
+            // A step that carries the password (Cognito's choice-based sign-in answers SELECT_CHALLENGE
+            // with it) is where the password is checked.
+            let compromised = state.compromised
+                || (policy.checks_compromised(Operation::SignIn)
+                    && (matched.fields.password.as_ref()).is_some_and(|p| risk.is_compromised(p.expose())));
+            if compromised && policy.blocks_compromised(Operation::SignIn) {
                 decision = RiskAction::Block;
+                notify = true;
             }
             let assessment = Assessment {
                 level,
                 score: state.score,
                 signals: state.signals.clone(),
-                compromised: state.compromised,
+                compromised,
             };
             let mut state = state;
             if let Some(name) = matched

@@ -900,3 +900,86 @@ async fn one_worker_on_a_current_thread_runtime_serves_scored_sign_ins_and_drain
     let status = aw.wait_exit(Duration::from_secs(10)).expect("exits on SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breached_password_sent_in_cognitos_choice_based_sign_in_is_caught() {
+    // Cognito's USER_AUTH flow: InitiateAuth names the user only and gets SELECT_CHALLENGE; the password
+    // comes in RespondToAuthChallenge (ANSWER: PASSWORD), which signs in.
+    let up = crate::harness::serve(|parts, body| {
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let answer = match target.rsplit('.').next().unwrap_or("") {
+            "InitiateAuth" => serde_json::json!({"ChallengeName": "SELECT_CHALLENGE", "Session": "s-1",
+                "AvailableChallenges": ["PASSWORD", "EMAIL_OTP"], "ChallengeParameters": {}}),
+            _ if req["ChallengeResponses"]["PASSWORD"].is_string() => serde_json::json!({
+                "AuthenticationResult": {"AccessToken": "eyJ.access.token", "IdToken": "eyJ.id.token",
+                    "RefreshToken": "refresh", "ExpiresIn": 3600, "TokenType": "Bearer"}, "ChallengeParameters": {}}),
+            _ => serde_json::json!({"__type": "InvalidParameterException"}),
+        };
+        hyper::Response::builder()
+            .status(200)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
+            .unwrap()
+    })
+    .await;
+    let aw = Authward::start_with(
+        &cognito_config(
+            &up.url(),
+            "  mode: enforce\n  compromised_credentials: {filter: 'builtin:demo'}",
+        ),
+        &[("AW_TOKEN", "t")],
+    );
+    let http = client();
+    let cognito = |target: &'static str, body: serde_json::Value| {
+        http.post(aw.url("/"))
+            .header("x-forwarded-for", BOXFORD)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header(
+                "x-amz-target",
+                format!("AWSCognitoIdentityProviderService.{target}"),
+            )
+            .body(body.to_string())
+            .send()
+    };
+    for (password, signed_in) in [("a-long-unique-passphrase", true), ("password123", false)] {
+        let r = cognito(
+            "InitiateAuth",
+            serde_json::json!({"AuthFlow": "USER_AUTH", "ClientId": "app1", "AuthParameters": {"USERNAME": "bob"}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = cognito(
+            "RespondToAuthChallenge",
+            serde_json::json!({"ChallengeName": "SELECT_CHALLENGE", "ClientId": "app1", "Session": "s-1",
+                "ChallengeResponses": {"USERNAME": "bob", "ANSWER": "PASSWORD", "PASSWORD": password}}),
+        )
+        .await
+        .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or_default();
+        if signed_in {
+            assert_eq!(
+                (status, &body["AuthenticationResult"]["AccessToken"]),
+                (200, &"eyJ.access.token".into())
+            );
+        } else {
+            // The tokens the upstream issued for a breached password never reach the client.
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(body["__type"], "NotAuthorizedException");
+        }
+    }
+    let events = history(&aw, "bob", 10).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["risk"]["compromised_credentials"] == true),
+        "{events:?}"
+    );
+}
