@@ -1289,11 +1289,45 @@ impl Request<'_> {
         }
         match self.multipart() {
             Some(Multipart::Fields(fields)) => {
+                if fields.iter().any(|(k, _)| bracketed(k, name)) {
+                    self.conflict.set(true);
+                }
                 self.single(fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()))
             }
             Some(Multipart::Malformed) => None,
-            None => self.single(urlencoded_values(self.body, name)),
+            None => self.urlencoded(self.body, name, b"&"),
         }
+    }
+
+    /// A field of an urlencoded string split at `separators`. A field sent as a list or an object
+    /// (`phone[]=..`, `phone[0]=..`, which PHP, Rails and Express's `qs` read as such and hand on) is a
+    /// conflict: authward reads text and would check nothing.
+    fn urlencoded(&self, raw: &[u8], name: &str, separators: &[u8]) -> Option<String> {
+        let keys = raw
+            .split(|b| separators.contains(b))
+            .map(|pair| pair.split(|&b| b == b'=').next().unwrap_or_default());
+        if keys
+            .filter(|k| k.contains(&b'[') || k.contains(&b'%'))
+            .any(|k| bracketed(&percent_decode(k), name))
+        {
+            self.conflict.set(true);
+        }
+        self.single(urlencoded_values(raw, name, separators))
+    }
+
+    /// A query field. Rack (Rails and Sinatra before Rack 3), Python before 3.9.2 and Go before 1.17
+    /// split a query at `;` too: where that finds another value than `&` alone, the request is ambiguous.
+    fn query_field(&self, name: &str) -> Option<String> {
+        let raw = self.query?.as_bytes();
+        let value = self.urlencoded(raw, name, b"&");
+        if raw.contains(&b';') {
+            let also = self.urlencoded(raw, name, b"&;");
+            if also != value {
+                self.conflict.set(true);
+            }
+            return value.or(also);
+        }
+        value
     }
 
     /// The value of the first of `srcs` that has one, noting a conflict when a later one has another:
@@ -1327,14 +1361,16 @@ impl Request<'_> {
         let v = match src {
             Source::Json(p) => {
                 let mut conflict = false;
-                let v = pointer::get_folded(self.json()?, p, &mut conflict).and_then(scalar_text);
-                if conflict {
+                let v = pointer::get_folded(self.json()?, p, &mut conflict);
+                // A list or an object where text belongs: backends hand it on (Express to Twilio, to a
+                // MongoDB query), authward would check nothing.
+                if conflict || v.is_some_and(|v| v.is_array() || v.is_object()) {
                     self.conflict.set(true);
                 }
-                v
+                v.and_then(scalar_text)
             }
             Source::Form(name) => self.form(name),
-            Source::Query(name) => self.single(urlencoded_values(self.query?.as_bytes(), name)),
+            Source::Query(name) => self.query_field(name),
             Source::Header(name) => self
                 .headers
                 .get(name)
@@ -1422,22 +1458,32 @@ fn declares_json(headers: &HeaderMap) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case(b"application/x-amz-json"))
 }
 
-/// The values of `name` in an urlencoded string, in order; those that are not valid percent-encoded UTF-8
-/// are left out.
-fn urlencoded_values<'a>(raw: &'a [u8], name: &'a str) -> impl Iterator<Item = String> + 'a {
-    raw.split(|&b| b == b'&').filter_map(move |pair| {
-        let (k, v) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
-        let plain = !k.iter().any(|&b| b == b'%' || b == b'+');
-        let key_matches = if plain {
-            k == name.as_bytes()
-        } else {
-            percent_decode(k) == name
-        };
-        key_matches.then(|| percent_decode(v))
-    })
+/// Whether a form key names `name` as a list or an object (`name[]`, `name[0]`, `name[a]`).
+fn bracketed(key: &str, name: &str) -> bool {
+    key.strip_prefix(name).is_some_and(|rest| rest.starts_with('['))
+}
+
+/// The values of `name` in an urlencoded string split at `separators`, in order, decoded as
+/// [`percent_decode`] decodes them.
+fn urlencoded_values<'a>(
+    raw: &'a [u8],
+    name: &'a str,
+    separators: &'a [u8],
+) -> impl Iterator<Item = String> + 'a {
+    raw.split(move |b| separators.contains(b))
+        .filter_map(move |pair| {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            let plain = !k.iter().any(|&b| b == b'%' || b == b'+');
+            let key_matches = if plain {
+                k == name.as_bytes()
+            } else {
+                percent_decode(k) == name
+            };
+            key_matches.then(|| percent_decode(v))
+        })
 }
 
 /// Decodes `+` and `%XX` as form parsers do: a `%` not followed by two hex digits stays as it is, and
@@ -2023,16 +2069,57 @@ profiles:
     }
 
     #[test]
-    fn non_scalars_and_bad_credentials_are_absent() {
-        let f = fields(
-            &[],
+    fn non_scalars_are_ambiguous_and_bad_credentials_absent() {
+        // A list or an object where text belongs is read as nothing, and refused (ambiguous): backends
+        // hand it on (`{"phone": ["+881..."]}` reaches Twilio through Express).
+        let m = run(
+            &profiles(SOURCES),
+            "POST",
             "/s",
-            r#"{"user": {"name": ["x"]}, "pass": {"a": 1}, "client": true}"#,
-        );
+            &[],
+            br#"{"user": {"name": ["x"]}, "pass": {"a": 1}, "client": true}"#,
+        )
+        .unwrap();
         assert_eq!(
-            (f.username, f.password, f.client_id.as_deref()),
-            (None, None, Some("true"))
+            (
+                m.fields.username,
+                m.fields.password,
+                m.fields.client_id.as_deref(),
+                m.ambiguous
+            ),
+            (None, None, Some("true"), true)
         );
+        let plain = run(
+            &profiles(SOURCES),
+            "POST",
+            "/s",
+            &[],
+            br#"{"client": 7, "pass": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (plain.fields.client_id.as_deref(), plain.ambiguous),
+            (Some("7"), false)
+        );
+        // The same through a form or the query: `user[]=`, `user[0]=`, `user%5B%5D=`, `user[a]=`.
+        for (uri, body) in [
+            ("/s", "user[]=x"),
+            ("/s", "pass=p&user[0]=x"),
+            ("/s", "user%5B%5D=x"),
+            ("/s?user[a]=x", ""),
+        ] {
+            let h = [("content-type", "application/x-www-form-urlencoded")];
+            let m = run(&profiles(SOURCES), "POST", uri, &h, body.as_bytes()).unwrap();
+            assert!(m.ambiguous, "{uri} {body}");
+        }
+        // A query that Rack splits at `;` as well: another value there is ambiguous; the same one is not.
+        let q = |uri: &str| {
+            let m = run(&profiles(SOURCES), "POST", uri, &[], b"").unwrap();
+            (m.fields.username, m.ambiguous)
+        };
+        assert_eq!(q("/s?x=1;user=eve"), (Some("eve".into()), true));
+        assert_eq!(q("/s?user=bob;x=1"), (Some("bob;x=1".into()), true));
+        assert_eq!(q("/s?next=/a;b&user=bob"), (Some("bob".into()), false));
         for auth in ["Bearer dXNlcjpwYXNz", "Basic !!!", "Basic dXNlcg==", "Basic /w=="] {
             assert_eq!(
                 fields(&[("authorization", auth)], "/s", ""),

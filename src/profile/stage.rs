@@ -128,7 +128,7 @@ impl Stage for Recognize {
             return Flow::Respond(json_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                "a field of this request is sent more than once with different values",
+                "a field of this request is sent more than once with different values, or as a list or an object",
                 &ex.ctx.request_id,
             ));
         }
