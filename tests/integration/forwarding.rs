@@ -234,20 +234,11 @@ async fn bodies_read_whole_must_arrive_within_the_body_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_stalls_while_read_for_its_outcome_is_a_504() {
     // The upstream sends its head and part of the body, then nothing (the connection stays open).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{\"tok")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            });
-        }
-    });
+    let addr = fixed_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{\"tok",
+        Duration::from_secs(60),
+    )
+    .await;
     let profile = PROFILED.replace(
         "success: {status: [200]}",
         "success: {status: [200], json: {pointer: /token, present: true}}",
@@ -1280,19 +1271,7 @@ async fn host_headers_are_checked_and_the_targets_authority_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_1_0_upstreams_answer_goes_to_http_1_1_clients_as_http_1_1() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-            });
-        }
-    });
+    let addr = fixed_upstream(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", Duration::ZERO).await;
     let aw = Authward::start(&config(&format!("http://{addr}"), ""));
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
         .await
@@ -1305,4 +1284,21 @@ async fn an_http_1_0_upstreams_answer_goes_to_http_1_1_clients_as_http_1_1() {
         s.read_exact(&mut body).await.unwrap();
         assert_eq!(&body, b"ok");
     }
+}
+
+/// An upstream that reads a request, writes `answer` and holds the connection for `hold` before closing it.
+async fn fixed_upstream(answer: &'static [u8], hold: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+                tokio::time::sleep(hold).await;
+            });
+        }
+    });
+    addr
 }
