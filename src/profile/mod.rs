@@ -507,8 +507,11 @@ impl Candidates {
             json: OnceCell::new(),
             multipart: OnceCell::new(),
             conflict: Cell::new(false),
+            json_declared: declares_json(headers),
         };
-        if self.profiles.iter().any(|p| p.reads_json) && json_expected(headers, body) && req.json().is_none()
+        if self.profiles.iter().any(|p| p.reads_json)
+            && json_expected(req.json_declared, body)
+            && req.json().is_none()
         {
             return Err(Unreadable::Json);
         }
@@ -520,8 +523,9 @@ impl Candidates {
         }) else {
             // No candidate's body conditions hold; if one read a value that two places disagree on, the
             // backend may read the other and take the request as that profile's: ambiguous, not unprofiled.
-            return Ok(req.conflict.get().then(|| Matched {
-                profile: self.profiles[0].clone(),
+            let first = self.profiles.first().filter(|_| req.conflict.get());
+            return Ok(first.map(|p| Matched {
+                profile: p.clone(),
                 fields: Fields::default(),
                 json: None,
                 ambiguous: true,
@@ -574,7 +578,7 @@ pub enum Unreadable {
 /// blanks: frameworks such as Flask's `get_json(force=True)` parse whatever the type), or it is UTF-16 or
 /// UTF-32 (a NUL among its first four bytes, or a UTF-16 byte order mark), which Python and Jackson
 /// detect and read.
-fn json_expected(headers: &HeaderMap, body: &[u8]) -> bool {
+fn json_expected(json_declared: bool, body: &[u8]) -> bool {
     let text = body
         .strip_prefix(b"\xEF\xBB\xBF")
         .unwrap_or(body)
@@ -582,7 +586,7 @@ fn json_expected(headers: &HeaderMap, body: &[u8]) -> bool {
     let Some(&first) = text.first() else {
         return false;
     };
-    declares_json(headers)
+    json_declared
         || first == b'{'
         || first == b'['
         || body.iter().take(4).any(|&b| b == 0)
@@ -1266,6 +1270,8 @@ struct Request<'a> {
     multipart: OnceCell<Option<Multipart>>,
     /// Set when a field read had differing values (see [`Matched::ambiguous`]).
     conflict: Cell<bool>,
+    /// The content type declares JSON (read once for every form source).
+    json_declared: bool,
 }
 
 impl Request<'_> {
@@ -1284,7 +1290,7 @@ impl Request<'_> {
     /// form, and form backends read it alike), else from an urlencoded body; none from a body whose content
     /// type declares JSON, which no backend reads as a form.
     fn form(&self, name: &str) -> Option<String> {
-        if declares_json(self.headers) {
+        if self.json_declared {
             return None;
         }
         match self.multipart() {

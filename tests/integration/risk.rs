@@ -594,11 +594,7 @@ async fn cognito_custom_auth() -> (
             }
             _ => (400, serde_json::json!({"__type": "InvalidParameterException"})),
         };
-        hyper::Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
-            .unwrap()
+        amz_json(status, &answer)
     })
     .await;
     (served, calls)
@@ -921,11 +917,7 @@ async fn a_breached_password_sent_in_cognitos_choice_based_sign_in_is_caught() {
                     "RefreshToken": "refresh", "ExpiresIn": 3600, "TokenType": "Bearer"}, "ChallengeParameters": {}}),
             _ => serde_json::json!({"__type": "InvalidParameterException"}),
         };
-        hyper::Response::builder()
-            .status(200)
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
-            .unwrap()
+        amz_json(200, &answer)
     })
     .await;
     let aw = Authward::start_with(
@@ -982,4 +974,13 @@ async fn a_breached_password_sent_in_cognitos_choice_based_sign_in_is_caught() {
             .any(|e| e["risk"]["compromised_credentials"] == true),
         "{events:?}"
     );
+}
+
+/// A Cognito-style answer: `status` with this JSON as `application/x-amz-json-1.1`.
+fn amz_json(status: u16, answer: &serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
+        .unwrap()
 }
