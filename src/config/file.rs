@@ -83,8 +83,9 @@ pub struct FileListen {
     pub https: Vec<SocketAddr>,
     /// At most this many client connections at once; more wait in the accept queue.
     pub max_connections: usize,
-    /// Time allowed for a client to send a request head (HTTP/1.1), and for a new connection (after its TLS
-    /// handshake) to send its first bytes.
+    /// Time allowed for a client to send a request head (HTTP/1.1), for a new connection (after its TLS
+    /// handshake) to send its first bytes, and for a kept-alive connection (HTTP/1.1 or HTTP/2) to start
+    /// its next request; an idle HTTP/2 connection is closed after one to two of it.
     pub header_read_timeout: Duration,
     /// Time allowed for a client to send a request body that authward reads whole (profiled routes, the
     /// MFA endpoints), and the longest pause in a body streamed to the upstream; a slower client gets 408

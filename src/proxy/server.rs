@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -441,7 +441,7 @@ fn spawn_reload_triggers(
 fn service(
     shared: Arc<Shared>,
     conn: Connection,
-    served: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<super::body::Body>,
@@ -450,33 +450,101 @@ fn service(
 > + Clone {
     let conn = Arc::new(conn);
     service_fn(move |req| {
-        served.store(true, Ordering::Relaxed);
+        let in_flight = activity.begin(req.version());
         let (shared, conn) = (shared.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(super::handle(&shared, req, &conn).await) }
+        async move {
+            let answer = super::handle(&shared, req, &conn).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(answer)
+        }
     })
 }
 
 /// Serves one client connection (with HTTP/1.1 upgrades: the tunnel is [`super::tunnel`]'s) until it
-/// ends; once `stop` is set, its requests in flight finish and it closes.
+/// ends; once `stop` is set, or an HTTP/2 connection has sat idle for `idle` (see [`Activity`]), its
+/// requests in flight finish and it closes.
 async fn serve<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     shared: Arc<Shared>,
     conn: Connection,
-    served: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+    idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection_with_upgrades(io, service(shared, conn, served));
+    let conn = builder.serve_connection_with_upgrades(io, service(shared, conn, activity.clone()));
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,
         _ = stop.wait_for(|stopped| *stopped) => {}
+        _ = activity.idle_h2(idle) => tracing::debug!("idle HTTP/2 connection closed"),
     }
     conn.as_mut().graceful_shutdown();
     conn.await
+}
+
+/// What one client connection has been asked so far: whether a request has come (for [`FirstBytes`]),
+/// and, on HTTP/2, how many requests have started and how many are in flight. hyper closes an HTTP/1.1
+/// connection that sends no next request head within `listen.header_read_timeout`, but its HTTP/2 server
+/// has no such limit: a client could open `max_connections` connections, ask once on each and hold them
+/// all for ever. [`Activity::idle_h2`] gives HTTP/2 the same limit.
+#[derive(Default)]
+struct Activity {
+    served: AtomicBool,
+    /// 0 before the first request, then [`HTTP1`] or [`HTTP2`].
+    protocol: AtomicU8,
+    started: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+const HTTP1: u8 = 1;
+const HTTP2: u8 = 2;
+
+impl Activity {
+    /// Notes a request; on HTTP/2 the returned guard keeps it counted in flight until its answer's head.
+    fn begin(self: &Arc<Self>, version: http::Version) -> Option<InFlight> {
+        self.served.store(true, Ordering::Relaxed);
+        if version != http::Version::HTTP_2 {
+            self.protocol.store(HTTP1, Ordering::Relaxed);
+            return None;
+        }
+        self.protocol.store(HTTP2, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(self.clone()))
+    }
+
+    /// Completes once an HTTP/2 connection has had no request in flight and started none for a whole
+    /// `within` (looked at every `within`, so after one to two of them); never on HTTP/1.1. An answer
+    /// still streaming then finishes: the connection's graceful shutdown only refuses new streams.
+    async fn idle_h2(&self, within: Duration) {
+        let mut seen = None;
+        loop {
+            tokio::time::sleep(within).await;
+            match self.protocol.load(Ordering::Relaxed) {
+                HTTP1 => return std::future::pending().await,
+                HTTP2 => {}
+                _ => continue,
+            }
+            let started = self.started.load(Ordering::Relaxed);
+            if seen == Some(started) && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            seen = Some(started);
+        }
+    }
+}
+
+/// One HTTP/2 request in flight on its connection's [`Activity`].
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A client connection that must send a whole first request head within a deadline
@@ -489,15 +557,15 @@ where
 struct FirstBytes<I> {
     io: I,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    served: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 impl<I> FirstBytes<I> {
-    fn new(io: I, within: Duration, served: Arc<AtomicBool>) -> Self {
+    fn new(io: I, within: Duration, activity: Arc<Activity>) -> Self {
         FirstBytes {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
-            served,
+            activity,
         }
     }
 }
@@ -509,7 +577,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.deadline.is_some() && this.served.load(Ordering::Relaxed) {
+        if this.deadline.is_some() && this.activity.served.load(Ordering::Relaxed) {
             this.deadline = None;
         }
         match Pin::new(&mut this.io).poll_read(cx, buf) {
@@ -602,9 +670,18 @@ impl Acceptor {
                             slot,
                             ja4: None,
                         };
-                        let served = Arc::new(AtomicBool::new(false));
-                        let io = FirstBytes::new(stream, handshake_timeout, served.clone());
-                        serve(&builder, TokioIo::new(io), shared.clone(), conn, served, stop).await
+                        let activity = Arc::new(Activity::default());
+                        let io = FirstBytes::new(stream, handshake_timeout, activity.clone());
+                        serve(
+                            &builder,
+                            TokioIo::new(io),
+                            shared.clone(),
+                            conn,
+                            activity,
+                            handshake_timeout,
+                            stop,
+                        )
+                        .await
                     }
                     Some(acceptor) => {
                         // Fingerprint the ClientHello before rustls consumes it.
@@ -619,9 +696,18 @@ impl Acceptor {
                                     slot,
                                     ja4,
                                 };
-                                let served = Arc::new(AtomicBool::new(false));
-                                let io = FirstBytes::new(tls_stream, handshake_timeout, served.clone());
-                                serve(&builder, TokioIo::new(io), shared.clone(), conn, served, stop).await
+                                let activity = Arc::new(Activity::default());
+                                let io = FirstBytes::new(tls_stream, handshake_timeout, activity.clone());
+                                serve(
+                                    &builder,
+                                    TokioIo::new(io),
+                                    shared.clone(),
+                                    conn,
+                                    activity,
+                                    handshake_timeout,
+                                    stop,
+                                )
+                                .await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

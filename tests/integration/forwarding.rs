@@ -460,6 +460,42 @@ async fn a_slow_upload_is_no_upstream_timeout_and_a_stalled_one_is_the_clients()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_and_busy_ones_kept() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(
+        &config(&up.url(), "")
+            .replace("  http: [", "  header_read_timeout: 300ms\n  http: [")
+            .replace("timeout: 500ms", "timeout: 5s"),
+    );
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let get = |path: &str| {
+        hyper::Request::get(format!("http://127.0.0.1:{}{path}", aw.port))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // A request whose answer takes three idle limits keeps the connection open: the next request, sent
+    // as soon as it is answered, is served on the same connection (not refused by a GOAWAY).
+    let r = send.send_request(get("/slow?ms=1000")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send.send_request(get("/echo")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), hyper::Version::HTTP_2);
+    // Then it sits idle and is closed within two limits (without the limit, never).
+    let closed = tokio::time::timeout(Duration::from_secs(5), &mut conn).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection was kept open");
+    assert!(send.send_request(get("/echo")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_and_free_their_slots() {
     let up = Upstream::start("a").await;
     let aw = Authward::start(&config(&up.url(), "").replace(
