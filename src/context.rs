@@ -68,7 +68,10 @@ pub struct Connection {
 /// `/x/../api/./login` cannot slip past a profile written for `/api/login`: percent-escapes of unreserved
 /// characters are decoded (RFC 3986 §6.2.2.2), repeated slashes collapse, and dot segments are removed
 /// (§5.2.4), each segment read without its `;parameters` to tell (`/x/;y/../login` is `/login` to Tomcat).
-/// Other escapes stay as they are (`%2F` is not a separator).
+/// An escaped slash or backslash (`%2F`, `%5C`) and a raw backslash are read as separators: WSGI hands
+/// Flask and Django the decoded path (`/api%2Flogin` routes to `/api/login` there, as in Go before 1.22),
+/// and IIS reads `\` as `/`; where a backend does not, the request is only inspected as a login it is not.
+/// Other escapes stay as they are.
 pub fn normalize_path(raw: &str) -> String {
     if is_normal(raw.as_bytes()) {
         return raw.to_owned();
@@ -81,7 +84,7 @@ pub fn normalize_path(raw: &str) -> String {
 /// ~630 instructions for `/api/login`, 2 % of a pass-through sign-in's.
 fn is_normal(bytes: &[u8]) -> bool {
     bytes.first() == Some(&b'/')
-        && !bytes.contains(&b'%')
+        && !bytes.iter().any(|b| matches!(b, b'%' | b'\\'))
         && !bytes
             .windows(2)
             .any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'))
@@ -97,11 +100,16 @@ fn normalize(raw: &str) -> String {
             let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex.filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b)) {
-                decoded.push(char::from(b));
+            if let Some(b) = hex.filter(|b| b.is_ascii_alphanumeric() || b"-._~/\\".contains(b)) {
+                decoded.push(if b == b'\\' { '/' } else { char::from(b) });
                 i += 3;
                 continue;
             }
+        }
+        if bytes[i] == b'\\' {
+            decoded.push('/');
+            i += 1;
+            continue;
         }
         // Copy one whole character (the path may hold raw UTF-8 from a lenient client).
         let ch_len = raw[i..].chars().next().map_or(1, char::len_utf8);
@@ -366,7 +374,13 @@ mod tests {
             ("/x/../api/./login", "/api/login"),
             ("/../../api/login", "/api/login"),
             ("/api/login/", "/api/login/"),
-            ("/api%2Flogin", "/api%2Flogin"),
+            // WSGI decodes an escaped slash; IIS reads a backslash as one.
+            ("/api%2Flogin", "/api/login"),
+            ("/api%2flogin", "/api/login"),
+            ("/api%5Clogin", "/api/login"),
+            ("/api\\login", "/api/login"),
+            ("/x%2F..%2Flogin", "/login"),
+            ("/api%252Flogin", "/api%252Flogin"),
             ("/%", "/%"),
             ("/a%4", "/a%4"),
             ("/é/%7E", "/é/~"),
@@ -384,7 +398,7 @@ mod tests {
     fn the_already_normal_shortcut_changes_no_path() {
         // Every path of up to 6 characters over an alphabet of separators, dots, escapes and letters: the
         // shortcut must only ever take paths that the full normalization leaves as they are.
-        let alphabet = ['/', '.', '%', '2', 'F', 'a'];
+        let alphabet = ['/', '.', '%', '2', 'F', 'a', '\\'];
         let (mut paths, mut shortcut) = (vec![String::new()], 0);
         for _ in 0..6 {
             paths = paths

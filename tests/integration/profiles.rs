@@ -225,12 +225,15 @@ async fn a_login_path_spelled_as_backends_route_it_is_still_a_login() {
     let aw = before_echo(&up.url(), &["profiles/json-login.yaml", "common.yaml"], COMMON);
     let sqli = serde_json::json!({"username": "admin' OR '1'='1' --", "password": "x"});
     // Express and ASP.NET route paths case-insensitively; Tomcat and Jetty drop `;parameters`; Rails
-    // takes a format suffix.
+    // takes a format suffix; WSGI (Flask, Django) decodes an escaped slash; IIS reads a backslash as one.
     for path in [
         "/API/Login",
         "/api/login;jsessionid=0A1B",
         "/Api/Login;x=1/",
         "/api/login.json",
+        "/api%2Flogin",
+        "/api%2flogin",
+        "/api%5Clogin",
     ] {
         let r = client().post(aw.url(path)).json(&sqli).send().await.unwrap();
         assert_eq!(r.status(), 403, "{path}");
@@ -246,7 +249,7 @@ async fn a_login_path_spelled_as_backends_route_it_is_still_a_login() {
     assert_eq!(echo["path"], "/API/Login;jsessionid=0A1B");
     let metrics = aw.metrics().await;
     assert!(
-        metrics.contains("authward_requests_total{operation=\"sign_in\",status=\"403\"} 4"),
+        metrics.contains("authward_requests_total{operation=\"sign_in\",status=\"403\"} 7"),
         "{metrics}"
     );
 }
