@@ -346,12 +346,20 @@ impl Upstream {
         let keep_proto = trusted && headers.contains_key(X_FORWARDED_PROTO);
         let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
         let named = connection_named(headers);
+        let mut cookies = joined_cookies(headers);
         for (name, value) in headers {
             let ours = *name == header::HOST
                 || *name == X_FORWARDED_FOR
                 || (*name == X_FORWARDED_PROTO && !keep_proto)
                 || (*name == X_FORWARDED_HOST && !keep_host);
             if ours || hop_by_hop_index(name).is_some() || named.contains(name) {
+                continue;
+            }
+            if let (true, Some(joined)) = (*name == header::COOKIE, &mut cookies) {
+                // In the first one's place; the others are in it.
+                if let Some(v) = joined.take() {
+                    emit(name, &v);
+                }
                 continue;
             }
             emit(name, value);
@@ -404,6 +412,23 @@ impl Upstream {
         emit(&HeaderName::from_static("x-authward-request-id"), &id);
         Ok(())
     }
+}
+
+/// The client's `Cookie` headers joined into one with `"; "` when there are several, as HTTP/2 clients send
+/// them (one a cookie, RFC 9113 §8.2.3): an HTTP/1.1 server reads only one (Werkzeug joined them with `,`
+/// and lost the session). `None` when there are fewer than two; `Some(None)` once the joined one is sent.
+fn joined_cookies(headers: &http::HeaderMap) -> Option<Option<HeaderValue>> {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    let first = all.next()?;
+    let second = all.next()?;
+    let mut joined = Vec::with_capacity(first.len() + second.len() + 2);
+    for v in [first, second].into_iter().chain(all) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok().map(Some)
 }
 
 /// The request's body for the upstream, taken from the exchange, reporting to `upload` how its sending

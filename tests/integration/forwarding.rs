@@ -496,6 +496,47 @@ async fn idle_http2_connections_are_closed_and_busy_ones_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookies_reach_an_http1_upstream_as_one_header() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), ""));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", aw.port))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Browsers send each cookie in its own header over HTTP/2 (RFC 9113 §8.2.3).
+    let req = hyper::Request::get(format!("http://127.0.0.1:{}/echo", aw.port))
+        .header("cookie", "session=s1")
+        .header("x-between", "1")
+        .header("cookie", "csrf=c2")
+        .header("cookie", "theme=dark")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        echoed_headers(&echo, "cookie"),
+        ["session=s1; csrf=c2; theme=dark"]
+    );
+    // One cookie header passes as it is.
+    let r = client()
+        .get(aw.url("/echo"))
+        .header("cookie", "a=1; b=2")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echoed_headers(&echo, "cookie"), ["a=1; b=2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_and_free_their_slots() {
     let up = Upstream::start("a").await;
     let aw = Authward::start(&config(&up.url(), "").replace(
