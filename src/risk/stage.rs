@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Response, StatusCode};
+use icu_properties::CodePointSetData;
+use icu_properties::props::DefaultIgnorableCodePoint;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
@@ -124,16 +126,27 @@ impl RiskStage {
     }
 }
 
-/// The user key of a username: trimmed, NFKC-normalized and lowercased, so that neither case, spaces nor
-/// compatibility spellings (fullwidth `ａlice`, which Django's `UsernameField` reads as `alice`) dodge
-/// the counters or start a fresh history. Plain ASCII names (most) skip the normalizer.
+/// The user key of a username: without control and invisible (default-ignorable) characters, trimmed,
+/// NFKC-normalized and lowercased, so that neither case, spaces, invisible characters nor compatibility
+/// spellings dodge the counters or start a fresh history: Python's `strip()` drops `\x1c`-`\x1f`, Java's
+/// `trim()` every control character, JavaScript's `\u{feff}`, and Django's `UsernameField` reads fullwidth
+/// `ａlice` as `alice`. Plain ASCII names (most) take none of these steps but the lowercasing.
 pub fn user_key(username: &str) -> String {
-    let name = username.trim();
+    if username.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return username.to_ascii_lowercase();
+    }
+    let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+    let visible: String = username
+        .chars()
+        .filter(|&c| !c.is_control() && !ignorable.contains(c))
+        .collect();
+    let name = visible.trim();
     if name.is_ascii() {
         return name.to_ascii_lowercase();
     }
     icu_normalizer::ComposingNormalizerBorrowed::new_nfkc()
         .normalize(name)
+        .trim()
         .to_lowercase()
 }
 
@@ -942,10 +955,20 @@ mod tests {
             ("Ｊosé", "josé"),
             ("Jose\u{301}", "josé"),
             ("Straße", "straße"),
+            // What backends strip or never show: control characters (Python's `strip()` drops
+            // `\x1c`-`\x1f`, Java's `trim()` all of them), a byte-order mark, zero-width characters.
+            ("alice\u{1f}", "alice"),
+            ("\u{0}alice\u{1}", "alice"),
+            ("alice\u{7f}", "alice"),
+            ("\u{feff}alice", "alice"),
+            ("al\u{200b}ice\u{200d}", "alice"),
+            ("alice\u{ad}", "alice"),
+            ("\u{3000}Alice\u{a0}", "alice"),
         ] {
             assert_eq!(user_key(name), key, "{name:?}");
         }
         assert_ne!(user_key("alice1"), user_key("alice"));
+        assert_ne!(user_key("al ice"), user_key("alice"));
     }
 
     #[test]
