@@ -318,12 +318,6 @@ impl<'a> Compiler<'a> {
                 let distinct_memo = distinct
                     .as_ref()
                     .and_then(|d| self.rate_memo(std::slice::from_ref(d)));
-                if distinct.is_some() && r.count != super::file::RateCount::All {
-                    self.err(
-                        at,
-                        format!("rule `{rule}`: `distinct` counts every request in scope; drop `count`"),
-                    );
-                }
                 RuleBody::Rate(RateRule {
                     limit: r.limit.max(1),
                     window: r.window.get(),

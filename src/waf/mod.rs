@@ -102,6 +102,10 @@ pub struct BlockResponse {
 }
 
 /// What the web ACL decided for one request.
+/// A failed sign-in to count once the upstream has answered: the rule's index, its store key, and for a
+/// `distinct` rule the member to add.
+pub type PendingFailure = (usize, String, Option<String>);
+
 #[derive(Debug, Default)]
 pub struct Verdict {
     /// The rule that ended evaluation, and its action; `None` when the default action applied.
@@ -112,8 +116,9 @@ pub struct Verdict {
     pub shadow: Vec<(String, &'static str)>,
     /// Every rule that matched (including count and shadow rules).
     pub matched: Vec<(String, &'static str)>,
-    /// Rate keys to count when the upstream answers with a failed sign-in: (rule index, store key).
-    pub pending_failures: Vec<(usize, String)>,
+    /// Rate keys to count when the upstream answers with a failed sign-in: (rule index, store key, and
+    /// for a `distinct` rule the member to add).
+    pub pending_failures: Vec<PendingFailure>,
     /// Per-rule explanations, when asked for.
     pub trace: Vec<(String, bool, Trace)>,
 }
@@ -205,7 +210,10 @@ impl WebAcl {
                                 // Each key's text is read (and checked as UTF-8) once.
                                 let key: &str = &key;
                                 let over = match member.as_deref() {
-                                    Some(m) => self.distinct_check(r, key, m, cx.store).await,
+                                    Some(m) => {
+                                        self.distinct_check(index, r, key, m, cx.store, &mut verdict)
+                                            .await
+                                    }
                                     None => self.rate_check(index, r, key, cx.store, &mut verdict).await,
                                 };
                                 if let Some(t) = &mut t {
@@ -267,7 +275,7 @@ impl WebAcl {
             file::RateCount::All => store.rate_take(key, rule.limit, rule.window, 1).await,
             file::RateCount::FailedSignIn => {
                 let peek = store.rate_peek(key, rule.limit, rule.window).await;
-                verdict.pending_failures.push((index, key.to_owned()));
+                verdict.pending_failures.push((index, key.to_owned(), None));
                 peek
             }
         };
@@ -280,10 +288,36 @@ impl WebAcl {
         }
     }
 
-    /// Adds `member` to the key's distinct set; true when the set holds more than the limit.
-    async fn distinct_check(&self, rule: &RateRule, key: &str, member: &str, store: &dyn Store) -> bool {
-        match store.set_add(key, member, rule.window).await {
-            Ok(n) => n > u64::from(rule.limit),
+    /// Adds `member` to the key's distinct set (`count: failed_sign_in`: only once the upstream has
+    /// answered with a failed sign-in); true when the set holds, or would hold, more than the limit.
+    async fn distinct_check(
+        &self,
+        index: usize,
+        rule: &RateRule,
+        key: &str,
+        member: &str,
+        store: &dyn Store,
+        verdict: &mut Verdict,
+    ) -> bool {
+        let over = match rule.count {
+            file::RateCount::All => store
+                .set_add(key, member, rule.window)
+                .await
+                .map(|n| n > u64::from(rule.limit)),
+            file::RateCount::FailedSignIn => {
+                verdict
+                    .pending_failures
+                    .push((index, key.to_owned(), Some(member.to_owned())));
+                match store.set_len(key).await {
+                    Ok(n) if n >= u64::from(rule.limit) => {
+                        store.set_contains(key, member).await.map(|known| !known)
+                    }
+                    other => other.map(|_| false),
+                }
+            }
+        };
+        match over {
+            Ok(over) => over,
             Err(e) => {
                 tracing::warn!(error = %e, fail_closed = self.store_fail_closed, "rate-based rule: store unavailable");
                 self.store_fail_closed
@@ -292,14 +326,18 @@ impl WebAcl {
     }
 
     /// Counts failed sign-ins for the rate rules that asked for them.
-    pub async fn record_failures(&self, pending: &[(usize, String)], store: &dyn Store) {
-        for (index, key) in pending {
+    pub async fn record_failures(&self, pending: &[PendingFailure], store: &dyn Store) {
+        for (index, key, member) in pending {
             if let Some(Rule {
                 body: RuleBody::Rate(r),
                 ..
             }) = self.rules.get(*index)
             {
-                if let Err(e) = store.rate_take(key, r.limit, r.window, 1).await {
+                let counted = match member {
+                    Some(m) => store.set_add(key, m, r.window).await.map(drop),
+                    None => store.rate_take(key, r.limit, r.window, 1).await.map(drop),
+                };
+                if let Err(e) = counted {
                     tracing::warn!(error = %e, "rate-based rule: cannot count a failed sign-in");
                 }
             }

@@ -1472,6 +1472,8 @@ fn rate_cases() -> Vec<Case> {
 
     // distinct: many different usernames from one address.
     let distinct = one("{rate_based: {limit: 2, window: 60s, keys: [ip], distinct: username}}");
+    let distinct_failed =
+        one("{rate_based: {limit: 2, window: 60s, keys: [ip], distinct: username, count: failed_sign_in}}");
     cases.extend([
         case(
             "rate distinct: a third username",
@@ -1509,6 +1511,50 @@ fn rate_cases() -> Vec<Case> {
         .after(vec![
             send(&login("alice", "192.0.2.1"), 1),
             send(&login("bob", "192.0.2.1"), 1),
+        ]),
+        // count: failed_sign_in with distinct: only usernames whose sign-in failed are counted (a NAT's
+        // colleagues who sign in right are not), and one already counted may try again.
+        case(
+            "rate distinct failed: a third failed username",
+            &distinct_failed,
+            login("carol", "192.0.2.1"),
+            block("r"),
+        )
+        .after(vec![
+            fail(&login("alice", "192.0.2.1"), 1),
+            fail(&login("bob", "192.0.2.1"), 1),
+        ]),
+        case(
+            "rate distinct failed: successes are not counted",
+            &distinct_failed,
+            login("carol", "192.0.2.1"),
+            pass(),
+        )
+        .after(vec![
+            send(&login("alice", "192.0.2.1"), 1),
+            send(&login("bob", "192.0.2.1"), 1),
+            fail(&login("dave", "192.0.2.1"), 1),
+        ]),
+        case(
+            "rate distinct failed: a counted username may try again",
+            &distinct_failed,
+            login("bob", "192.0.2.1"),
+            pass(),
+        )
+        .after(vec![
+            fail(&login("alice", "192.0.2.1"), 1),
+            fail(&login("bob", "192.0.2.1"), 2),
+        ]),
+        case(
+            "rate distinct failed: the window expires",
+            &distinct_failed,
+            login("carol", "192.0.2.1"),
+            pass(),
+        )
+        .after(vec![
+            fail(&login("alice", "192.0.2.1"), 1),
+            fail(&login("bob", "192.0.2.1"), 1),
+            advance(60),
         ]),
         case(
             "rate distinct: no username, not counted",
@@ -3239,12 +3285,6 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             BASE,
             one("{rate_based: {limit: 1, window: 1m, keys: []}}"),
             "rule `r`: rate_based takes one to five keys",
-        ),
-        (
-            "rate_based distinct with failed_sign_in",
-            BASE,
-            one("{rate_based: {limit: 1, window: 1m, distinct: username, count: failed_sign_in}}"),
-            "`distinct` counts every request in scope; drop `count`",
         ),
         (
             "too many transforms",
