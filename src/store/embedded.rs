@@ -30,7 +30,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, StorageError, Table, 
 use tokio::sync::{mpsc, oneshot};
 
 use super::memory::{self, MemoryLimits, MemoryStore};
-use super::{Op, RECORD_PREFIX, RateDecision, Replies, Reply, Store, StoreError, run_op};
+use super::{Keep, Op, RECORD_PREFIX, RateDecision, Replies, Reply, Store, StoreError, run_op};
 use crate::clock::SharedClock;
 
 /// Record key → header and value (see [`Head`]).
@@ -335,7 +335,11 @@ fn init(db: &Database, path: &Path) -> Result<Saved, OpenError> {
                 });
             }
         }
-        t.saved.next_seq = get(&t, "next_seq")?.unwrap_or(0);
+        if get(&t, "banded")?.is_none() {
+            t.band_records().map_err(err)?;
+            t.meta.insert("banded", 1).map_err(err)?;
+        }
+        t.saved.next_seq = get(&t, "next_seq")?.unwrap_or(0) & !Keep::BAND_MASK;
         t.saved.bytes = get(&t, "bytes")?.unwrap_or(0);
         t.save().map_err(err)?
     };
@@ -578,8 +582,9 @@ impl<'t> Tables<'t> {
         if let Some(old) = &old {
             self.unindex(key, old)?;
         }
-        head.written = self.saved.next_seq;
-        self.saved.next_seq = self.saved.next_seq.wrapping_add(1);
+        // The key's class in the top bits: eviction (oldest write first) takes a whole class before the next.
+        head.written = Keep::of(key).band() | self.saved.next_seq;
+        self.saved.next_seq = self.saved.next_seq.wrapping_add(1) & !Keep::BAND_MASK;
         self.records.insert(key, head.encode(value).as_slice())?;
         self.by_write.insert(head.written, key)?;
         if head.expires != NEVER {
@@ -781,7 +786,34 @@ impl<'t> Tables<'t> {
         Ok(due.len())
     }
 
-    /// Brings the record count down to `max`: expired records first, then the least recently written.
+    /// Moves the records of a file written before eviction classes into their [`Keep`] band, once, at
+    /// open: until then every record ranked as expendable.
+    fn band_records(&mut self) -> Result<(), StorageError> {
+        let mut moves = Vec::new();
+        for entry in self.by_write.iter()? {
+            let (seq, key) = entry?;
+            let (seq, key) = (seq.value(), key.value());
+            let band = Keep::of(key).band();
+            if band != 0 && seq & Keep::BAND_MASK == 0 {
+                moves.push((seq, key.to_owned(), band | seq));
+            }
+        }
+        for (old, key, new) in moves {
+            let raw = self.records.get(key.as_str())?.map(|r| r.value().to_vec());
+            self.by_write.remove(old)?;
+            // The header's write sequence number (bytes 9 to 16, see `Head::encode`); a record rewritten
+            // since is indexed under its newer number already.
+            if let Some(mut raw) = raw.filter(|r| r.get(9..17) == Some(&old.to_le_bytes()[..])) {
+                raw[9..17].copy_from_slice(&new.to_le_bytes());
+                self.records.insert(key.as_str(), raw.as_slice())?;
+                self.by_write.insert(new, key.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the record count down to `max`: expired records first, then the least recently written of
+    /// the lowest [`Keep`] class.
     fn evict(&mut self, max: usize, now: u64) -> Result<(), StorageError> {
         // A list's items count one each, as records do: a user's event history of 100 weighs 101.
         let over = |t: &Self| -> Result<usize, StorageError> {
@@ -1099,10 +1131,10 @@ mod tests {
     use bytes::Bytes;
     use redb::ReadableTable;
 
-    use super::{EmbeddedOptions, EmbeddedStore, MAX_RECORD_BYTES, OpenError, RECORDS};
+    use super::{BY_WRITE, EmbeddedOptions, EmbeddedStore, MAX_RECORD_BYTES, META, OpenError, RECORDS};
     use crate::clock::ManualClock;
     use crate::store::memory::MemoryLimits;
-    use crate::store::{Op, RateDecision, Reply, Store, StoreError, conformance, record_key};
+    use crate::store::{Keep, Op, RateDecision, Reply, Store, StoreError, conformance, record_key};
 
     const START_MS: u64 = 1_700_000_000_000;
     const SEC: Duration = Duration::from_secs(1);
@@ -1563,6 +1595,69 @@ mod tests {
         assert_eq!(s.usage().unwrap().0, 2);
         assert_eq!(s.get(&rec("e")).await.unwrap(), Some(b("e")));
         assert_eq!(s.get(&rec("g")).await.unwrap(), Some(b("g")));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_event_histories_never_evicts_users_or_mfa_factors() {
+        let f = Fixture::new();
+        let s = f.open_with(10);
+        s.put("rec/mfa/alice", b("factor"), None).await.unwrap();
+        s.put("rec/meta/device-key", b("key"), None).await.unwrap();
+        s.put("rec/user/alice", b("history"), None).await.unwrap();
+        // Failed sign-ins with made-up usernames: one event history each.
+        for i in 0..200 {
+            s.list_push(&format!("rec/events/{i:016x}"), b("event"), 100, None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.get("rec/mfa/alice").await.unwrap(), Some(b("factor")));
+        assert_eq!(s.get("rec/meta/device-key").await.unwrap(), Some(b("key")));
+        assert_eq!(s.get("rec/user/alice").await.unwrap(), Some(b("history")));
+        assert!(s.usage().unwrap().0 <= 10);
+        // Past them, users' histories go (least recently written first) before MFA factors.
+        for i in 0..20 {
+            s.put(&format!("rec/user/u{i}"), b("history"), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.get("rec/user/alice").await.unwrap(), None);
+        assert_eq!(s.get("rec/mfa/alice").await.unwrap(), Some(b("factor")));
+    }
+
+    #[tokio::test]
+    async fn a_file_written_before_eviction_classes_is_banded_at_open() {
+        let f = Fixture::new();
+        let s = f.open();
+        s.put("rec/mfa/alice", b("factor"), None).await.unwrap();
+        s.put("rec/events/0001", b("event"), None).await.unwrap();
+        drop(s);
+        // As an older version left it: every write sequence number in the lowest band, no "banded" mark.
+        {
+            let db = redb::Database::open(f.dir.path().join("state.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut records = txn.open_table(RECORDS).unwrap();
+                let mut by_write = txn.open_table(BY_WRITE).unwrap();
+                let mut raw = records.get("rec/mfa/alice").unwrap().unwrap().value().to_vec();
+                let banded = u64::from_le_bytes(raw[9..17].try_into().unwrap());
+                let old = banded & !Keep::BAND_MASK;
+                assert_ne!(banded, old, "written in its band");
+                raw[9..17].copy_from_slice(&old.to_le_bytes());
+                records.insert("rec/mfa/alice", raw.as_slice()).unwrap();
+                by_write.remove(banded).unwrap();
+                by_write.insert(old, "rec/mfa/alice").unwrap();
+                txn.open_table(META).unwrap().remove("banded").unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        // The factor, the oldest write, survives a flood once the file is reopened.
+        let s = f.open_with(5);
+        for i in 0..50 {
+            s.put(&format!("rec/events/{i:04}"), b("event"), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.get("rec/mfa/alice").await.unwrap(), Some(b("factor")));
     }
 
     #[tokio::test]

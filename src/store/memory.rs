@@ -27,7 +27,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::clock::SharedClock;
-use crate::store::{Op, RateDecision, Replies, Reply, Store, StoreError};
+use crate::store::{Keep, Op, RateDecision, Replies, Reply, Store, StoreError};
 
 const SHARDS: usize = 32;
 /// Allocations up to this size are counted at their allocator size class, bigger ones in whole pages.
@@ -43,6 +43,9 @@ const SCAN_MEMBERS: usize = 8;
 const EVICTION_RUN: usize = 8;
 /// Entries sampled per eviction at random positions besides, as in Redis' approximated LRU.
 const EVICTION_RANDOM: usize = 2;
+/// Random entries examined further when an eviction's samples were all of a [`Keep`] class above
+/// `Expendable`: the first expendable (or expired) one found goes instead.
+const EVICTION_FURTHER: usize = 32;
 /// Entries examined for expiry by every write.
 const SWEEP_PER_WRITE: usize = 4;
 /// Times a write retries eviction in other shards before giving up.
@@ -542,7 +545,8 @@ struct Slot<'a> {
 struct Meta {
     /// Expiry in clock milliseconds; the entry is invisible from then on.
     expires: u64,
-    /// Shard-local access tick, for LRU.
+    /// Shard-local access tick, for LRU, under the key's [`Keep`] band: eviction takes the least
+    /// recently used of the lowest class it samples.
     used: u64,
 }
 
@@ -745,7 +749,7 @@ impl Shard {
             return None;
         }
         self.tick += 1;
-        meta.used = self.tick;
+        meta.used = (meta.used & Keep::BAND_MASK) | self.tick;
         Some(i)
     }
 
@@ -781,7 +785,7 @@ impl Shard {
 
     /// Adds an entry for a key the shard does not hold and returns its position. The table and the
     /// index grow (and `tables` with them) by at most [`Shard::growth`].
-    fn insert(&mut self, key: Fingerprint, val: Val, expires: u64) -> usize {
+    fn insert(&mut self, key: Fingerprint, val: Val, expires: u64, keep: Keep) -> usize {
         debug_assert!(self.find(key).is_none(), "inserted a key that was present");
         #[cfg(debug_assertions)]
         let bounds = (
@@ -798,7 +802,7 @@ impl Shard {
         self.tick += 1;
         let size = val.size();
         let e = Entry { key, val, size };
-        let used = self.tick;
+        let used = keep.band() | self.tick;
         self.entries.push(e, Meta { expires, used });
         #[cfg(debug_assertions)]
         {
@@ -920,6 +924,23 @@ impl Shard {
                 }
                 let m = self.entries.meta(p);
                 if m.expires <= now {
+                    best = Some((0, p));
+                    break;
+                }
+                if best.is_none_or(|(used, _)| m.used < used) {
+                    best = Some((m.used, p));
+                }
+            }
+        }
+        // Only keys that no client can make were sampled: look further for one that any client can.
+        if best.is_some_and(|(used, _)| used & Keep::BAND_MASK != 0) {
+            for _ in 0..EVICTION_FURTHER {
+                let p = self.sampler.random_range(0..len);
+                if *keep == Some(p) {
+                    continue;
+                }
+                let m = self.entries.meta(p);
+                if m.expires <= now || m.used & Keep::BAND_MASK == 0 {
                     best = Some((0, p));
                     break;
                 }
@@ -1127,7 +1148,7 @@ impl MemoryStore {
                 let (out, insert) = apply(at.map(|i| entries.slot(i)), now);
                 if let Some((val, expires)) = insert {
                     debug_assert!(at.is_none(), "an insert for a present key");
-                    at = Some(shard.insert(fp, val, expires));
+                    at = Some(shard.insert(fp, val, expires, Keep::of(key)));
                 }
                 let grown = shard.tables - tables;
                 let new = match at {
@@ -2271,6 +2292,41 @@ mod tests {
             newest_kept >= CAP * 85 / 100,
             "{newest_kept} of the newest {CAP} keys kept"
         );
+        audit(&s);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_keys_any_client_makes_never_evicts_the_kept_and_pinned_ones() {
+        // Failed sign-ins with made-up usernames and addresses make counters without end: they must not
+        // push out users' histories, MFA factors, the device-cookie key or SMS spend and range blocks.
+        const CAP: usize = 1000;
+        let (s, _c) = store(limits(CAP, usize::MAX));
+        let kept = [
+            "rec/mfa/alice",
+            "rec/meta/device-key",
+            "sms:spend:hour:123",
+            "sms:cv:prefix:44740:block",
+            "rec/user/alice",
+            "sms:cv:prefix:44740:s:7",
+        ];
+        for k in kept {
+            s.put(k, Bytes::from_static(b"v"), None).await.unwrap();
+        }
+        for i in 0..50 * CAP {
+            s.incr(&format!("risk:fu:{i}"), 1, HOUR).await.unwrap();
+        }
+        for k in kept {
+            assert_eq!(s.get(k).await.unwrap().as_deref(), Some(&b"v"[..]), "{k}");
+        }
+        // When only kept keys are left to take, the least recently used of them go, pinned ones last.
+        for i in 0..2 * CAP {
+            s.put(&format!("rec/user/u{i}"), Bytes::from_static(b"v"), None)
+                .await
+                .unwrap();
+        }
+        assert!(s.get("rec/mfa/alice").await.unwrap().is_some());
+        assert!(s.get("rec/meta/device-key").await.unwrap().is_some());
+        assert!(s.get("rec/user/alice").await.unwrap().is_none());
         audit(&s);
     }
 

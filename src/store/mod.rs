@@ -19,6 +19,44 @@ pub fn record_key(kind: &str, id: &str) -> String {
     k
 }
 
+/// How long a key holds out when a store is full: keys that any client can make (counters, rate keys,
+/// event histories; one per username or address tried) go first, then users' sign-in histories (made only
+/// by sign-ins that succeeded) and SMS conversion counts (one per range), and only then the keys that no
+/// flood of requests may take: MFA factors, the device-cookie key, SMS spend and range blocks. Without
+/// it, a flood of failed sign-ins with made-up usernames evicted users' histories and MFA factors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Keep {
+    Expendable = 0,
+    Kept = 1,
+    Pinned = 2,
+}
+
+impl Keep {
+    /// The two top bits that [`Keep::band`] sets.
+    pub const BAND_MASK: u64 = 0b11 << 62;
+
+    /// The key's class, by its prefix.
+    pub fn of(key: &str) -> Keep {
+        const PINNED: [&str; 3] = ["rec/mfa/", "rec/meta/", "sms:spend:"];
+        const KEPT: [&str; 3] = ["rec/user/", "rec/password-history/", "sms:cv:"];
+        if PINNED.iter().any(|p| key.starts_with(p))
+            || (key.starts_with("sms:cv:") && (key.ends_with(":block") || key.ends_with(":strikes")))
+        {
+            Keep::Pinned
+        } else if KEPT.iter().any(|p| key.starts_with(p)) {
+            Keep::Kept
+        } else {
+            Keep::Expendable
+        }
+    }
+
+    /// The class in the two top bits of an eviction order (an LRU tick, a write sequence number), so that
+    /// ordering by it evicts a whole class before the next.
+    pub fn band(self) -> u64 {
+        (self as u64) << 62
+    }
+}
+
 /// A key (or id) made of `prefix` and the lowercase hex of `digest`, such as `risk:fu:<hex>`: written
 /// straight into one string of the right size.
 pub fn hex_key<const N: usize>(prefix: &str, digest: &[u8; N]) -> String {
