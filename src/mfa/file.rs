@@ -19,6 +19,14 @@ pub struct FileMfa {
     /// Codes tried per challenge at most; once they are used up the challenge is gone.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// Wrong codes per user, across all of the user's challenges, within `user_window`; beyond it no
+    /// code of the user's is checked until the window has passed (someone who has the password could
+    /// otherwise open challenge after challenge and guess on). A right code clears the count.
+    #[serde(default = "default_user_attempts")]
+    pub user_attempts: u32,
+    /// The window of `user_attempts`.
+    #[serde(default = "default_user_window")]
+    pub user_window: Duration,
     /// The issuer that authenticator apps show beside the account (the `otpauth://` URI's issuer).
     #[serde(default = "default_issuer")]
     pub issuer: String,
@@ -36,6 +44,12 @@ fn default_ttl() -> Duration {
 }
 fn default_attempts() -> u32 {
     5
+}
+fn default_user_attempts() -> u32 {
+    10
+}
+fn default_user_window() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_issuer() -> String {
     "authward".into()

@@ -35,6 +35,8 @@ pub struct Mfa {
     key: [u8; 32],
     pub challenge_ttl: Duration,
     pub attempts: u32,
+    pub user_attempts: u32,
+    pub user_window: Duration,
     pub issuer: String,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
@@ -46,6 +48,8 @@ impl std::fmt::Debug for Mfa {
             .field("key", &"[redacted]")
             .field("challenge_ttl", &self.challenge_ttl)
             .field("attempts", &self.attempts)
+            .field("user_attempts", &self.user_attempts)
+            .field("user_window", &self.user_window)
             .field("issuer", &self.issuer)
             .field("ipv4_prefix", &self.ipv4_prefix)
             .field("ipv6_prefix", &self.ipv6_prefix)
@@ -110,6 +114,13 @@ impl Mfa {
         if !(1..=20).contains(&f.attempts) {
             return Err(invalid("attempts", "from 1 to 20"));
         }
+        if !(1..=1000).contains(&f.user_attempts) {
+            return Err(invalid("user_attempts", "from 1 to 1000"));
+        }
+        let user_window = f.user_window.get();
+        if user_window < Duration::from_secs(60) || user_window > Duration::from_secs(7 * 86_400) {
+            return Err(invalid("user_window", "from 1m to 7d"));
+        }
         let issuer = f.issuer.trim();
         if issuer.is_empty() || issuer.contains(':') || issuer.len() > 64 {
             return Err(invalid("issuer", "1 to 64 characters, without `:`"));
@@ -124,6 +135,8 @@ impl Mfa {
             key,
             challenge_ttl: ttl,
             attempts: f.attempts,
+            user_attempts: f.user_attempts,
+            user_window,
             issuer: issuer.to_string(),
             ipv4_prefix: f.ipv4_prefix,
             ipv6_prefix: f.ipv6_prefix,

@@ -57,6 +57,12 @@ fn used_key(user: &str, step: u64) -> String {
     format!("mfa:used:{}:{step}", hex::encode(&d[..12]))
 }
 
+/// The key that counts a user's wrong codes across challenges (see `mfa.user_attempts`).
+fn wrong_key(user: &str) -> String {
+    let d = Sha256::digest(user.as_bytes());
+    format!("mfa:wrong:{}", hex::encode(&d[..12]))
+}
+
 /// Checks `code` against the challenge `id` for the request in `ex`; counts it in the metrics and
 /// records an `mfa_verify` event on the exchange. Neither the code nor the id is ever logged.
 pub async fn check(services: &Services, mfa: &Mfa, ex: &mut Exchange, id: &str, code: &str) -> Verdict {
@@ -124,6 +130,13 @@ async fn run(
         return Ok(Checked::new(Verdict::Gone, "locked", Some(held)));
     }
     let attempts_left = u32::try_from(allowed - n).unwrap_or(0);
+    // Too many wrong codes for this user of late, whatever the challenge: no code is checked, so guessing
+    // across fresh challenges learns nothing more.
+    let wrong = wrong_key(&held.user);
+    if store.counter(&wrong).await? >= i64::from(mfa.user_attempts) {
+        hold::drop_challenge(store, id).await?;
+        return Ok(Checked::new(Verdict::Gone, "user_locked", Some(held)));
+    }
     let enrolled = enroll::secret(store, mfa, &held.user).await?;
     let secret = match (&held.enrollment, &enrolled) {
         (None, Some(s)) => s.expose(),
@@ -143,6 +156,7 @@ async fn run(
         None => None,
     };
     if fresh != Some(true) {
+        store.incr(&wrong, 1, mfa.user_window).await?;
         let result = match (fresh, attempts_left) {
             (_, 0) => {
                 hold::drop_challenge(store, id).await?;
@@ -161,6 +175,7 @@ async fn run(
     let Some(held) = hold::take(store, id).await? else {
         return Ok(Checked::new(Verdict::Gone, "expired", None));
     };
+    store.delete(&wrong).await?;
     let released = held.answer.release()?;
     let mut result = "verified";
     if let Some(pending) = &held.enrollment {
@@ -541,6 +556,36 @@ mod tests {
             matches!(s.check("198.51.100.7", &id, &code).await.0, Verdict::Gone),
             "the right code comes too late"
         );
+    }
+
+    #[tokio::test]
+    async fn guessing_across_challenges_locks_the_user_until_the_window_passes() {
+        // Whoever has the password can open challenge after challenge: 3 codes each, 10 wrong ones a user.
+        let s = setup();
+        let secret = s.enroll().await;
+        let code = s.now_code(&secret);
+        let mut wrong_codes = 0;
+        while wrong_codes < s.mfa().user_attempts {
+            let id = s.hold().await;
+            for _ in 0..2 {
+                let (v, _) = s.check("198.51.100.7", &id, &wrong(&code)).await;
+                assert!(matches!(v, Verdict::WrongCode { .. }), "{v:?}");
+                wrong_codes += 1;
+            }
+        }
+        // Now even the right code on a fresh challenge is not checked.
+        let id = s.hold().await;
+        let (v, events) = s.check("198.51.100.7", &id, &code).await;
+        assert!(matches!(v, Verdict::Gone), "{v:?}");
+        assert_eq!(events[0].event.mfa.as_ref().unwrap().result, "user_locked");
+        let other_user_unaffected = s.services.store.counter(&wrong_key("bob")).await.unwrap();
+        assert_eq!(other_user_unaffected, 0);
+        // Once the window has passed, the right code releases the answer and clears the count.
+        s.clock.advance(s.mfa().user_window);
+        let id = s.hold().await;
+        let (v, _) = s.check("198.51.100.7", &id, &s.now_code(&secret)).await;
+        assert!(matches!(v, Verdict::Released(_)), "{v:?}");
+        assert_eq!(s.services.store.counter(&wrong_key("alice")).await.unwrap(), 0);
     }
 
     #[tokio::test]
