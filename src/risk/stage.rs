@@ -705,8 +705,12 @@ impl RiskStage {
                         decision: a.decision.as_str().into(),
                     });
                 }
-                // History learns only from sign-ins that were let through as they are.
-                let allowed = !enforce || a.decision == RiskAction::Allow;
+                // History learns only from sign-ins that were let through as they are, or in audit mode
+                // would have been but for an MFA step-up: never from one enforce would block, or an
+                // audited client (its id is the caller's to choose) would teach the history what an
+                // enforced one then lets through.
+                let allowed =
+                    a.decision == RiskAction::Allow || (!enforce && a.decision != RiskAction::Block);
                 if a.kind == EventType::SignIn && allowed {
                     self.learn(risk, ex, a, response, now).await;
                 }

@@ -429,6 +429,19 @@ async fn a_per_client_override_wins_over_the_global_setting() {
         (200, None),
         "off for the kiosk"
     );
+    // A sign-in that an audited client lets through at high risk teaches the shared history nothing: the
+    // enforced client still refuses the same trip (a client id is the caller's to choose).
+    let body = |client_id: &str| serde_json::json!({"username": "grace", "password": "x-Pa55word-long", "client_id": client_id});
+    let first = c.send("/status/200", body("banking-app"), BOXFORD, None).await;
+    assert_eq!(first.status, 200);
+    let cookie = first.cookie.as_deref();
+    let audited = c.send("/status/200", body("web"), MILTON, cookie).await;
+    assert_eq!(
+        (audited.status, risk_level(&audited).as_str()),
+        (200, "level=high")
+    );
+    let again = c.send("/status/200", body("banking-app"), MILTON, cookie).await;
+    assert_eq!(again.status, 403, "laundered through the audited client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
