@@ -7,7 +7,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha1::{Digest, Sha1};
-use xorf::{BinaryFuse8, BinaryFuse8Ref, DmaSerializable, Filter, FilterRef};
+use xorf::{BinaryFuse8Ref, BinaryFuse16, BinaryFuse16Ref, DmaSerializable, Filter, FilterRef};
 
 /// The demo's filter: the passwords of `data/breach/demo-passwords.txt` (see `data/breach/README.md`).
 pub const DEMO_FILTER: &[u8] = include_bytes!("../../data/breach/demo.bin");
@@ -21,11 +21,15 @@ const VERSION: u16 = 1;
 /// Key derivation 1: the first 8 bytes of SHA-1(password) as a big-endian `u64`, which is the number
 /// the first 16 hex digits of a Pwned Passwords line spell.
 const KEY_SHA1_PREFIX_BE64: u8 = 1;
-/// Filter kind 1: xorf 0.13's `BinaryFuse8` (its 20-byte DMA descriptor, then one byte per slot).
+/// Filter kind 1: xorf 0.13's `BinaryFuse8` (its 20-byte DMA descriptor, then one byte per slot). Read,
+/// no longer written: one password in 256 that is in no breach matched it.
 const FILTER_BINARY_FUSE8: u8 = 1;
+/// Filter kind 2: xorf 0.13's `BinaryFuse16` (the same descriptor, then two bytes per slot, little-endian).
+const FILTER_BINARY_FUSE16: u8 = 2;
 const DESCRIPTOR: std::ops::Range<usize> = 24..44;
+/// Even, so that the fingerprints of a mapped file (pages are aligned) are aligned for `u16`.
 const HEADER_LEN: usize = 48;
-const _: () = assert!(<BinaryFuse8 as DmaSerializable>::DESCRIPTOR_LEN == DESCRIPTOR.end - DESCRIPTOR.start);
+const _: () = assert!(<BinaryFuse16 as DmaSerializable>::DESCRIPTOR_LEN == DESCRIPTOR.end - DESCRIPTOR.start);
 
 /// Longer lines are malformed (a Pwned Passwords line is 40 hex digits, `:` and a count: under 64 bytes).
 const MAX_LINE: u64 = 256;
@@ -35,17 +39,18 @@ const MALFORMED_HASH: &str = "expected a 40-digit hexadecimal SHA-1 (`SHA1HEX` o
 
 /// A set of compromised passwords, as the first 64 bits of their SHA-1, in a binary fuse filter.
 ///
-/// **False positives.** The filter is xorf's `BinaryFuse8`: 8-bit fingerprints, so a password that is
-/// not in the set is reported as compromised with probability ≈ 2^-8 (0.39 %; measured 0.390 % and
-/// 0.393 % on 10^6 random probes of 10^7- and 10^8-key filters, see BENCHMARKS.md). It never misses a
-/// password that is in the set. The 16-bit variant (0.0015 %) would take 2.26 bytes per key, 226 MB
-/// for 10^8 keys; the 8-bit one takes ≈ 1.13 bytes per key (113 MB for 10^8). A false positive only
-/// asks a user to pick another password, or raises a risk score. Truncating SHA-1 to 64 bits adds a
-/// chance of about 10^9 / 2^64 (negligible) that a password shares a prefix with a listed one.
+/// **False positives.** The filter is xorf's `BinaryFuse16`: 16-bit fingerprints, so a password that is
+/// not in the set is reported as compromised with probability ≈ 2^-16 (0.0015 %), at ≈ 2.26 bytes per
+/// key (226 MB for 10^8 keys). It never misses a password that is in the set. Filters of 8-bit
+/// fingerprints (`BinaryFuse8`, half the size), which earlier versions built, are still read, but their
+/// 2^-8 (0.39 %) is too much where a match blocks a sign-in: one user in 256 with a strong password of
+/// their own was refused on every sign-in (a benign corpus of random passwords met 15 in 3 000). Rebuild
+/// such a filter. Truncating SHA-1 to 64 bits adds a chance of about 10^9 / 2^64 (negligible) that a
+/// password shares a prefix with a listed one.
 ///
 /// **File format** (little-endian): magic `AWBF`, `u16` version 1, `u8` key derivation (1: the SHA-1
-/// prefix above), `u8` filter kind (1: `BinaryFuse8` of xorf 0.13), `u64` key count, `u64` fingerprint
-/// length, the 20-byte xorf descriptor (seed, segment length, segment mask, segment count × length),
+/// prefix above), `u8` filter kind (2: `BinaryFuse16` of xorf 0.13; 1: `BinaryFuse8`), `u64` key
+/// count, `u64` fingerprint length in bytes, the 20-byte xorf descriptor (seed, segment length, segment mask, segment count × length),
 /// 4 zero bytes, then the fingerprints. The file carries no checksum: [`BreachFilter::open`] checks
 /// every header field and length, but cannot tell a flipped fingerprint byte.
 ///
@@ -56,20 +61,47 @@ const MALFORMED_HASH: &str = "expected a 40-digit hexadecimal SHA-1 (`SHA1HEX` o
 /// Lookups are spread evenly, so under steady traffic the whole file ends up resident (counted as
 /// file-backed RSS, not heap).
 pub struct BreachFilter {
-    bytes: Storage,
+    storage: Storage,
     keys: u64,
 }
 
+/// Where the fingerprints are, and how wide.
 enum Storage {
-    Mapped(memmap2::Mmap),
-    Memory(Cow<'static, [u8]>),
+    /// A mapped file of 8-bit fingerprints.
+    Mapped8(memmap2::Mmap),
+    /// A mapped file of 16-bit ones (on a little-endian machine; its pages are aligned for `u16`).
+    Mapped16(memmap2::Mmap),
+    /// 8-bit fingerprints in memory.
+    Memory8(Cow<'static, [u8]>),
+    /// 16-bit ones decoded into memory (bytes in memory may not be aligned for `u16`).
+    Memory16(BinaryFuse16),
 }
 
 impl Storage {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Storage::Mapped(map) => map,
-            Storage::Memory(bytes) => bytes,
+    /// The storage of validated filter bytes of `kind`, mapped or in memory.
+    fn new(kind: u8, mapped: Option<memmap2::Mmap>, bytes: Cow<'static, [u8]>) -> Storage {
+        let little = cfg!(target_endian = "little");
+        match (kind, mapped) {
+            (FILTER_BINARY_FUSE8, Some(map)) => Storage::Mapped8(map),
+            (FILTER_BINARY_FUSE8, None) => Storage::Memory8(bytes),
+            (_, Some(map)) if little => Storage::Mapped16(map),
+            (_, map) => {
+                let raw: &[u8] = map.as_deref().unwrap_or(&bytes);
+                let word = |at: usize| u32::from_le_bytes(std::array::from_fn(|i| raw[at + i]));
+                Storage::Memory16(BinaryFuse16 {
+                    // xorf's descriptor: seed, segment length, its mask, segment count × length.
+                    descriptor: xorf::Descriptor {
+                        seed: u64::from_le_bytes(std::array::from_fn(|i| raw[DESCRIPTOR.start + i])),
+                        segment_length: word(32),
+                        segment_length_mask: word(36),
+                        segment_count_length: word(40),
+                    },
+                    fingerprints: raw[HEADER_LEN..]
+                        .chunks_exact(2)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                        .collect(),
+                })
+            }
         }
     }
 }
@@ -78,8 +110,11 @@ impl fmt::Debug for BreachFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreachFilter")
             .field("keys", &self.keys)
-            .field("bytes", &self.bytes.bytes().len())
-            .field("mapped", &matches!(self.bytes, Storage::Mapped(_)))
+            .field("fingerprint_bits", &self.fingerprint_bits())
+            .field(
+                "mapped",
+                &matches!(self.storage, Storage::Mapped8(_) | Storage::Mapped16(_)),
+            )
             .finish()
     }
 }
@@ -190,12 +225,12 @@ impl BreachFilter {
         };
         let file = File::open(path).map_err(open_error)?;
         let map = map_read_only(&file).map_err(open_error)?;
-        let keys = validate(&map).map_err(|error| BreachError::Invalid {
+        let (kind, keys) = validate(&map).map_err(|error| BreachError::Invalid {
             origin: path.display().to_string(),
             error,
         })?;
         Ok(Self {
-            bytes: Storage::Mapped(map),
+            storage: Storage::new(kind, Some(map), Cow::Borrowed(&[])),
             keys,
         })
     }
@@ -203,12 +238,12 @@ impl BreachFilter {
     /// A filter from bytes in memory, such as [`DEMO_FILTER`] embedded in the binary.
     pub fn from_bytes(bytes: impl Into<Cow<'static, [u8]>>) -> Result<Self, BreachError> {
         let bytes = bytes.into();
-        let keys = validate(&bytes).map_err(|error| BreachError::Invalid {
+        let (kind, keys) = validate(&bytes).map_err(|error| BreachError::Invalid {
             origin: "embedded filter".to_string(),
             error,
         })?;
         Ok(Self {
-            bytes: Storage::Memory(bytes),
+            storage: Storage::new(kind, None, bytes),
             keys,
         })
     }
@@ -224,6 +259,15 @@ impl BreachFilter {
         self.contains_key(key_of(sha1))
     }
 
+    /// The width of the filter's fingerprints: 16, or 8 for a filter built by an earlier version (one
+    /// password in 256 falsely found).
+    pub fn fingerprint_bits(&self) -> u32 {
+        match self.storage {
+            Storage::Mapped8(_) | Storage::Memory8(_) => 8,
+            Storage::Mapped16(_) | Storage::Memory16(_) => 16,
+        }
+    }
+
     /// The number of distinct keys the filter was built from.
     pub fn key_count(&self) -> u64 {
         self.keys
@@ -234,10 +278,18 @@ impl BreachFilter {
         if self.keys == 0 {
             return false;
         }
-        let bytes = self.bytes.bytes();
         // `validate` checked that the header is whole and that every slot the descriptor can index lies
         // inside the fingerprints, so neither the slicing nor xorf's indexing can go out of bounds.
-        BinaryFuse8Ref::from_dma(&bytes[DESCRIPTOR], &bytes[HEADER_LEN..]).contains(&key)
+        match &self.storage {
+            Storage::Mapped8(map) => {
+                BinaryFuse8Ref::from_dma(&map[DESCRIPTOR], &map[HEADER_LEN..]).contains(&key)
+            }
+            Storage::Memory8(b) => BinaryFuse8Ref::from_dma(&b[DESCRIPTOR], &b[HEADER_LEN..]).contains(&key),
+            Storage::Mapped16(map) => {
+                BinaryFuse16Ref::from_dma(&map[DESCRIPTOR], &map[HEADER_LEN..]).contains(&key)
+            }
+            Storage::Memory16(filter) => filter.contains(&key),
+        }
     }
 }
 
@@ -317,17 +369,17 @@ fn parse_line(line: &[u8]) -> Result<Option<(u64, Option<u64>)>, &'static str> {
 }
 
 /// The filter of distinct keys.
-fn build_filter(keys: &[u64]) -> Result<BinaryFuse8, BreachError> {
+fn build_filter(keys: &[u64]) -> Result<BinaryFuse16, BreachError> {
     let count = keys.len() as u64;
     if count > MAX_KEYS {
         return Err(BreachError::TooManyKeys { keys: count });
     }
-    BinaryFuse8::try_from(keys).map_err(BreachError::Construction)
+    BinaryFuse16::try_from(keys).map_err(BreachError::Construction)
 }
 
 /// Writes the header and fingerprints to a temporary file beside `output`, then renames it over
 /// `output`; returns the size written.
-fn write_filter(output: &Path, filter: &BinaryFuse8, keys: u64) -> Result<u64, BreachError> {
+fn write_filter(output: &Path, filter: &BinaryFuse16, keys: u64) -> Result<u64, BreachError> {
     let write_error = |error| BreachError::Write {
         path: output.to_path_buf(),
         error,
@@ -336,8 +388,9 @@ fn write_filter(output: &Path, filter: &BinaryFuse8, keys: u64) -> Result<u64, B
         .file_name()
         .ok_or_else(|| write_error(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")))?;
     let temp = output.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let fingerprints = filter.dma_fingerprints();
-    let header = header(filter, keys);
+    // Little-endian whatever the machine (xorf's own bytes are in its order).
+    let fingerprints: Vec<u8> = filter.fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let header = header(filter, FILTER_BINARY_FUSE16, keys);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -345,7 +398,7 @@ fn write_filter(output: &Path, filter: &BinaryFuse8, keys: u64) -> Result<u64, B
         .map_err(write_error)?;
     let written = (|| {
         file.write_all(&header)?;
-        file.write_all(fingerprints)?;
+        file.write_all(&fingerprints)?;
         file.sync_all()?;
         fs::rename(&temp, output)
     })();
@@ -357,20 +410,20 @@ fn write_filter(output: &Path, filter: &BinaryFuse8, keys: u64) -> Result<u64, B
     Ok((header.len() + fingerprints.len()) as u64)
 }
 
-fn header(filter: &BinaryFuse8, keys: u64) -> [u8; HEADER_LEN] {
+fn header(filter: &impl DmaSerializable, kind: u8, keys: u64) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[0..4].copy_from_slice(&MAGIC);
     header[4..6].copy_from_slice(&VERSION.to_le_bytes());
     header[6] = KEY_SHA1_PREFIX_BE64;
-    header[7] = FILTER_BINARY_FUSE8;
+    header[7] = kind;
     header[8..16].copy_from_slice(&keys.to_le_bytes());
     header[16..24].copy_from_slice(&(filter.dma_fingerprints().len() as u64).to_le_bytes());
     filter.dma_copy_descriptor_to(&mut header[DESCRIPTOR]);
     header
 }
 
-/// Checks the header and the length of a filter; returns its key count.
-fn validate(bytes: &[u8]) -> Result<u64, FormatError> {
+/// Checks the header and the length of a filter; returns its kind and key count.
+fn validate(bytes: &[u8]) -> Result<(u8, u64), FormatError> {
     let actual = bytes.len() as u64;
     if bytes.get(..MAGIC.len()).is_some_and(|magic| magic != MAGIC) {
         return Err(FormatError::NotAFilter);
@@ -388,15 +441,23 @@ fn validate(bytes: &[u8]) -> Result<u64, FormatError> {
     if header[6] != KEY_SHA1_PREFIX_BE64 {
         return Err(FormatError::KeyDerivation(header[6]));
     }
-    if header[7] != FILTER_BINARY_FUSE8 {
-        return Err(FormatError::FilterKind(header[7]));
-    }
+    let width = match header[7] {
+        FILTER_BINARY_FUSE8 => 1,
+        FILTER_BINARY_FUSE16 => 2,
+        kind => return Err(FormatError::FilterKind(kind)),
+    };
     if header[44..48] != [0; 4] {
         return Err(FormatError::Parameters("reserved header bytes are not zero"));
     }
     let keys = u64::from_le_bytes(std::array::from_fn(|i| header[8 + i]));
-    let slots = u64::from_le_bytes(std::array::from_fn(|i| header[16 + i]));
-    let expected = slots
+    let length = u64::from_le_bytes(std::array::from_fn(|i| header[16 + i]));
+    if length % width != 0 {
+        return Err(FormatError::Parameters(
+            "fingerprint length is not a whole number of slots",
+        ));
+    }
+    let slots = length / width;
+    let expected = length
         .checked_add(HEADER_LEN as u64)
         .ok_or(FormatError::Parameters("fingerprint length overflows"))?;
     if actual < expected {
@@ -419,7 +480,7 @@ fn validate(bytes: &[u8]) -> Result<u64, FormatError> {
     if keys > slots || keys > MAX_KEYS {
         return Err(FormatError::Parameters("more keys than fingerprint slots"));
     }
-    Ok(keys)
+    Ok((header[7], keys))
 }
 
 /// Maps a filter file read-only.
@@ -496,20 +557,71 @@ mod tests {
         assert_eq!(stats.keys, 100_000);
         assert_eq!(stats.lines, 1 + 100_000 + 25_000 + 25_000);
         assert_eq!(stats.bytes, fs::metadata(&path).unwrap().len());
-        // xorf sizes small sets more generously: ≈ 1.19 slots per key at 10^5 keys, 1.13 from 10^6.
-        assert!(stats.bytes < 100_000 * 120 / 100 + HEADER_LEN as u64, "{stats:?}");
+        // xorf sizes small sets more generously: ≈ 1.19 slots per key at 10^5 keys, 1.13 from 10^6; two
+        // bytes a slot.
+        assert!(
+            stats.bytes < 2 * 100_000 * 120 / 100 + HEADER_LEN as u64,
+            "{stats:?}"
+        );
 
         let filter = BreachFilter::open(&path).unwrap();
         assert_eq!(filter.key_count(), 100_000);
-        assert!(matches!(filter.bytes, Storage::Mapped(_)));
+        assert!(matches!(filter.storage, Storage::Mapped16(_)));
+        assert_eq!(filter.fingerprint_bits(), 16);
         assert!(hashes.iter().all(|h| filter.contains_sha1(h)));
 
-        let probes = 100_000;
-        let false_positives = (0..probes)
+        // 2^-16 of a million probes is 15; 8-bit fingerprints, as before, matched 3 900 (0.39 %): one
+        // user in 256 with a strong password of their own was refused on every sign-in.
+        let false_positives = (0..1_000_000)
             .filter(|_| filter.contains_sha1(&random_sha1(&mut state)))
             .count();
-        let rate = false_positives as f64 / probes as f64;
-        assert!(rate < 0.006, "false-positive rate {rate}");
+        assert!(false_positives < 60, "{false_positives} false positives in 10^6");
+    }
+
+    /// A filter file of 8-bit fingerprints, as earlier versions wrote them.
+    fn eight_bit_file(keys: &[u64]) -> Vec<u8> {
+        let filter = xorf::BinaryFuse8::try_from(keys).unwrap();
+        let mut bytes = header(&filter, FILTER_BINARY_FUSE8, keys.len() as u64).to_vec();
+        bytes.extend_from_slice(filter.dma_fingerprints());
+        bytes
+    }
+
+    #[test]
+    fn an_eight_bit_filter_is_still_read_and_any_bytes_in_memory_serve() {
+        let mut state = 3;
+        let mut keys: Vec<u64> = (0..20_000).map(|_| splitmix(&mut state)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.bin");
+        fs::write(&path, eight_bit_file(&keys)).unwrap();
+        for old in [
+            BreachFilter::open(&path).unwrap(),
+            BreachFilter::from_bytes(fs::read(&path).unwrap()).unwrap(),
+        ] {
+            assert_eq!(old.fingerprint_bits(), 8);
+            assert!(keys.iter().all(|k| old.contains_key(*k)));
+        }
+        // A 16-bit filter from bytes at an odd address (an `include_bytes!` has no alignment): decoded
+        // into memory, it answers as the mapped file does.
+        let path = dir.path().join("new.bin");
+        write_filter(&path, &build_filter(&keys).unwrap(), keys.len() as u64).unwrap();
+        let file = fs::read(&path).unwrap();
+        let mut shifted = vec![0u8; file.len() + 1];
+        let at = usize::from(shifted.as_ptr().align_offset(2) == 0);
+        shifted[at..at + file.len()].copy_from_slice(&file);
+        let odd: &'static [u8] = Vec::leak(shifted)[at..at + file.len()].as_ref();
+        assert_eq!(odd.as_ptr() as usize % 2, 1);
+        let memory = BreachFilter::from_bytes(odd).unwrap();
+        let mapped = BreachFilter::open(&path).unwrap();
+        assert!(matches!(memory.storage, Storage::Memory16(_)));
+        for key in keys
+            .iter()
+            .copied()
+            .chain((0..100_000).map(|_| splitmix(&mut state)))
+        {
+            assert_eq!(memory.contains_key(key), mapped.contains_key(key), "{key:#x}");
+        }
     }
 
     #[test]
@@ -526,7 +638,7 @@ mod tests {
         let probes = keys
             .iter()
             .copied()
-            .chain((0..200_000).map(|_| splitmix(&mut state)));
+            .chain((0..1_000_000).map(|_| splitmix(&mut state)));
         let mut positives = 0;
         for key in probes {
             assert_eq!(mapped.contains_key(key), in_memory.contains(&key), "key {key:#x}");
@@ -643,6 +755,10 @@ mod tests {
         assert_eq!(corrupt(7, 9), FormatError::FilterKind(9));
         assert!(matches!(
             corrupt(16, bytes[16] ^ 1),
+            FormatError::Truncated { .. } | FormatError::TrailingBytes(_) | FormatError::Parameters(_)
+        ));
+        assert!(matches!(
+            corrupt(16, bytes[16] ^ 2),
             FormatError::Truncated { .. } | FormatError::TrailingBytes(_)
         ));
         // The segment length, its mask, and a segment count that would index past the fingerprints.

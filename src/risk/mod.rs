@@ -323,12 +323,20 @@ impl Risk {
             )),
             Some(p) => {
                 let full = base.join(p);
-                Some(Arc::new(BreachFilter::open(&full).map_err(|e| {
+                let filter = BreachFilter::open(&full).map_err(|e| {
                     invalid(
                         "compromised_credentials.filter",
                         format!("{}: {e}", full.display()),
                     )
-                })?))
+                })?;
+                if filter.fingerprint_bits() < 16 {
+                    tracing::warn!(
+                        path = %full.display(),
+                        "compromised-password filter of 8-bit fingerprints: one password in 256 that no breach holds \
+                         matches it; rebuild it with `authward breach build` (16-bit)"
+                    );
+                }
+                Some(Arc::new(filter))
             }
         };
         let set = |v: &[crate::config::types::Cidr]| IpSet::new(v.iter().map(|c| c.0));
