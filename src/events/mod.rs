@@ -86,6 +86,10 @@ pub struct EventGeo {
 pub struct EventDevice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The client's fingerprint (`fp:` and a hash of its user agent, languages and TLS hello), which the
+    /// history learns besides a device cookie: "not me" feedback distrusts both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
 }
@@ -269,7 +273,11 @@ impl Event {
                 longitude: geo.longitude,
                 asn: geo.asn,
             },
-            device: EventDevice { id: None, user_agent },
+            device: EventDevice {
+                id: None,
+                fingerprint: None,
+                user_agent,
+            },
             risk: None,
             decision: "allow".into(),
             mode: "off".into(),

@@ -91,6 +91,7 @@ pub async fn check(services: &Services, mfa: &Mfa, ex: &mut Exchange, id: &str, 
         e.username = h.username.clone().or(e.username);
         e.client_id = h.client_id.clone().or(e.client_id);
         e.device.id = Some(h.device_id.clone().unwrap_or_else(|| h.fingerprint.clone()));
+        e.device.fingerprint = Some(h.fingerprint.clone());
         e.decision = h.decision.clone().into();
     }
     e.mode = "enforce".into();

@@ -1,5 +1,6 @@
 //! What feedback teaches the risk engine: "this was me" trusts the event's device and place, "this was not
-//! me" marks its device compromised, so that the user's next sign-ins are scored by it.
+//! me" marks its device (its cookie and its fingerprint) compromised, so that the user's next sign-ins are
+//! scored by it.
 
 use std::sync::Arc;
 
@@ -25,9 +26,20 @@ impl Learner {
 
     /// Applies feedback on a sign-in event to its user's history.
     pub async fn apply(&self, risk: &Risk, event: &Event, value: FeedbackValue) -> Result<(), StoreError> {
-        let (Some(username), Some(device)) = (event.username.as_deref(), event.device.id.as_deref()) else {
+        let Some(username) = event.username.as_deref() else {
             return Ok(());
         };
+        // The device cookie and the fingerprint, which the sign-in taught the history both: a thief who
+        // drops the cookie must not come back as a known device by the fingerprint.
+        let mut devices: Vec<&str> = event.device.id.as_deref().into_iter().collect();
+        if let Some(fp) = event.device.fingerprint.as_deref() {
+            if !devices.contains(&fp) {
+                devices.push(fp);
+            }
+        }
+        if devices.is_empty() {
+            return Ok(());
+        }
         let user = super::stage::user_key(username);
         let key = record_key("user", &user);
         let mut history: UserHistory = match self.store.get(&key).await? {
@@ -39,7 +51,9 @@ impl Learner {
         match value {
             FeedbackValue::Valid => {
                 let g = &event.geo;
-                history.trust_device(device, at, cap);
+                for device in &devices {
+                    history.trust_device(device, at, cap);
+                }
                 history.trust_place(
                     &Place {
                         country: g.country.as_deref(),
@@ -61,7 +75,11 @@ impl Learner {
                     }
                 }
             }
-            FeedbackValue::Invalid => history.distrust_device(device, at, cap),
+            FeedbackValue::Invalid => {
+                for device in &devices {
+                    history.distrust_device(device, at, cap);
+                }
+            }
         }
         let bytes = crate::events::json_bytes(&history).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.store.put(&key, bytes, Some(risk.history.ttl.get())).await

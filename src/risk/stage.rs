@@ -234,6 +234,7 @@ impl RiskStage {
             e.client_id.clone_from(&a.client_id);
         }
         e.device.id = a.device_id.clone().or_else(|| Some(a.fingerprint.clone()));
+        e.device.fingerprint = Some(a.fingerprint.clone());
         e.risk = Some(a.assessment.to_event());
         e.decision = a.decision.as_str().into();
         e.mode = a.mode.as_str().into();

@@ -481,13 +481,46 @@ async fn feedback_changes_the_next_decision() {
             .any(|s| s["name"] == "compromised_device"),
         "{e}"
     );
+    // "Not me" on a thief's first sign-in from a browser of his own: dropping the cookie it was given
+    // does not make him a known device again by his fingerprint.
+    let thief_ua = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let send = |cookie: Option<String>| {
+        let mut req = c
+            .http
+            .post(aw.url("/status/200"))
+            .header("x-forwarded-for", BOXFORD)
+            .header("user-agent", thief_ua)
+            .json(&serde_json::json!({"username": "ivy", "password": "s3cret-Pa55word!"}));
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", format!("authward_device={cookie}"));
+        }
+        req.send()
+    };
+    c.sign_in("ivy", true, BOXFORD, None).await;
+    let first = send(None).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let e = history(&aw, "ivy", 2).await[0].clone();
+    assert!(
+        e["device"]["fingerprint"].as_str().unwrap().starts_with("fp:"),
+        "{e}"
+    );
+    feedback(&aw, e["event_id"].as_str().unwrap(), "invalid").await;
+    let back = send(None).await.unwrap().status();
+    let e = history(&aw, "ivy", 3).await[0].clone();
+    let signals: Vec<&str> = e["risk"]["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(signals.contains(&"compromised_device"), "{back} {signals:?}");
     let m = aw.metrics().await;
     assert!(
         m.contains("authward_feedback_total{source=\"admin\",value=\"valid\"} 1"),
         "{m}"
     );
     assert!(
-        m.contains("authward_feedback_total{source=\"admin\",value=\"invalid\"} 1"),
+        m.contains("authward_feedback_total{source=\"admin\",value=\"invalid\"} 2"),
         "{m}"
     );
 }
