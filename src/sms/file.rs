@@ -231,7 +231,7 @@ pub struct FileLimits {
     /// Per username, for operations that name one (default 5/h).
     #[serde(default = "default_per_username")]
     pub per_username: Option<Rate>,
-    /// Per client IP (default 10/h).
+    /// Per client IP: an IPv4 address, an IPv6 /64 as authward counts clients everywhere (default 10/h).
     #[serde(default = "default_per_ip")]
     pub per_ip: Option<Rate>,
     /// Per client network: /24 for IPv4, /64 for IPv6 (default 30/h).
