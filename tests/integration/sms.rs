@@ -286,3 +286,35 @@ async fn audit_mode_forwards_and_records() {
     assert_eq!(decisions(&m, "shadow_block", "invalid_number"), 1, "{m}");
     assert!(aw.logs().contains("\"sms_decision\":\"shadow_block\""));
 }
+
+/// A number as people type or paste it is the number: accepted, and counted under one key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_as_people_write_them_share_their_limits() {
+    let backend = SmsBackend::start().await;
+    let aw = proxy(&backend, "  limits: {per_number: 4/h}\n");
+    for (i, phone) in [
+        "+44 (0)7400 123456",
+        "tel:+447400123456",
+        "\u{ff0b}\u{ff14}\u{ff14}\u{ff17}\u{ff14}\u{ff10}\u{ff10}\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}\u{ff16}",
+        "+44\u{200b}7400\u{200b}123456",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = send(&aw, phone, &format!("192.0.2.{}", 10 + i)).await;
+        assert_eq!(status, 200, "{phone:?}: {body}");
+    }
+    let (status, body) = send(&aw, "+447400123456", "192.0.2.20").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (429, Some("limit_number")),
+        "{body}"
+    );
+    let (status, body) = send(&aw, "+44 7400 12345x", "192.0.2.21").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("invalid_number")),
+        "{body}"
+    );
+    assert_eq!(backend.sent(), 4);
+}
