@@ -38,6 +38,12 @@ pub struct FileSms {
     /// its E.164 form without this many trailing digits: 4 (default) makes ranges of 10 000 numbers.
     #[serde(default = "default_prefix_trailing_digits")]
     pub prefix_trailing_digits: u8,
+    /// How long the number that a user's code went to is kept (default 30d; `null`: not kept). A send
+    /// whose request names no number but a user (Cognito's `ResendConfirmationCode` and
+    /// `ForgotPassword`) is checked, counted and charged as a send to that number, and its fake answer
+    /// shows that number's last digits. The store holds the number under a digest of the username.
+    #[serde(default = "default_remember_numbers")]
+    pub remember_numbers: Option<Duration>,
     /// Destination countries: allow, block or monitor, as AWS End User Messaging's country rules.
     #[serde(default)]
     pub countries: FileCountries,
@@ -451,6 +457,9 @@ fn default_range_digits() -> u8 {
 }
 fn default_sequential_threshold() -> u32 {
     3
+}
+fn default_remember_numbers() -> Option<Duration> {
+    Some(Duration::from_secs(30 * 86_400))
 }
 fn default_conversion() -> Option<FileConversion> {
     Some(FileConversion {
