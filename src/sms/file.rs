@@ -393,10 +393,10 @@ pub struct FileFakeSuccess {
     /// Status code (default 200).
     #[serde(default = "default_status")]
     pub status: u16,
-    /// Response headers.
+    /// Response headers; their values take the body's placeholders (`x-amzn-RequestId: '{{uuid}}'`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// The body template.
+    /// The body template: `{{last:N}}`, `{{mask:K:L}}`, `{{uuid}}`, `{{username}}`, `{{request_id}}`.
     #[serde(default)]
     pub body: String,
 }
