@@ -1392,11 +1392,21 @@ impl Request<'_> {
                 name_key,
                 value_key,
             } => {
+                // An attribute named twice with different values: authward would check one, a backend
+                // that builds a map of the list keeps the other (Cognito's `UserAttributes`).
                 let list = pointer::get(self.json()?, list)?.as_array()?;
-                let entry = list
+                let values = list
                     .iter()
-                    .find(|e| e.get(name_key).and_then(Value::as_str) == Some(name.as_str()))?;
-                entry.get(value_key).and_then(scalar_text)
+                    .filter(|e| e.get(name_key).and_then(Value::as_str) == Some(name.as_str()))
+                    .filter_map(|e| e.get(value_key));
+                let mut first: Option<&Value> = None;
+                for v in values {
+                    if v.is_array() || v.is_object() || first.is_some_and(|f| f != v) {
+                        self.conflict.set(true);
+                    }
+                    first = first.or(Some(v));
+                }
+                first.and_then(scalar_text)
             }
         };
         v.and_then(capped)
@@ -2299,6 +2309,44 @@ profiles:
                 (m.fields.username.as_deref(), m.ambiguous),
                 (user, ambiguous),
                 "{uri} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_attribute_named_twice_with_different_values_is_ambiguous() {
+        // (the attribute list, the phone read, ambiguous)
+        let cases = [
+            (
+                r#"[{"k": "phone", "v": "+447400123456"}]"#,
+                Some("+447400123456"),
+                false,
+            ),
+            // A backend that builds a map of the list keeps the last entry.
+            (
+                r#"[{"k": "phone", "v": "+447400123456"}, {"k": "phone", "v": "+449098790000"}]"#,
+                Some("+447400123456"),
+                true,
+            ),
+            (
+                r#"[{"k": "phone", "v": "+447400123456"}, {"k": "email", "v": "a@x"}, {"k": "phone", "v": "+447400123456"}]"#,
+                Some("+447400123456"),
+                false,
+            ),
+            (
+                r#"[{"k": "phone", "v": null}, {"k": "phone", "v": "+449098790000"}]"#,
+                None,
+                true,
+            ),
+            (r#"[{"k": "phone", "v": ["+449098790000"]}]"#, None, true),
+        ];
+        for (attrs, phone, ambiguous) in cases {
+            let body = format!(r#"{{"attrs": {attrs}}}"#);
+            let m = run(&profiles(SOURCES), "POST", "/s", &[], body.as_bytes()).unwrap();
+            assert_eq!(
+                (m.fields.phone.as_deref(), m.ambiguous),
+                (phone, ambiguous),
+                "{attrs}"
             );
         }
     }

@@ -38,6 +38,12 @@ pub struct FileSms {
     /// its E.164 form without this many trailing digits: 4 (default) makes ranges of 10 000 numbers.
     #[serde(default = "default_prefix_trailing_digits")]
     pub prefix_trailing_digits: u8,
+    /// How long the number that a user's code went to is kept (default 30d; `null`: not kept). A send
+    /// whose request names no number but a user (Cognito's `ResendConfirmationCode` and
+    /// `ForgotPassword`) is checked, counted and charged as a send to that number, and its fake answer
+    /// shows that number's last digits. The store holds the number under a digest of the username.
+    #[serde(default = "default_remember_numbers")]
+    pub remember_numbers: Option<Duration>,
     /// Destination countries: allow, block or monitor, as AWS End User Messaging's country rules.
     #[serde(default)]
     pub countries: FileCountries,
@@ -231,7 +237,7 @@ pub struct FileLimits {
     /// Per username, for operations that name one (default 5/h).
     #[serde(default = "default_per_username")]
     pub per_username: Option<Rate>,
-    /// Per client IP (default 10/h).
+    /// Per client IP: an IPv4 address, an IPv6 /64 as authward counts clients everywhere (default 10/h).
     #[serde(default = "default_per_ip")]
     pub per_ip: Option<Rate>,
     /// Per client network: /24 for IPv4, /64 for IPv6 (default 30/h).
@@ -387,10 +393,10 @@ pub struct FileFakeSuccess {
     /// Status code (default 200).
     #[serde(default = "default_status")]
     pub status: u16,
-    /// Response headers.
+    /// Response headers; their values take the body's placeholders (`x-amzn-RequestId: '{{uuid}}'`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// The body template.
+    /// The body template: `{{last:N}}`, `{{mask:K:L}}`, `{{uuid}}`, `{{username}}`, `{{request_id}}`.
     #[serde(default)]
     pub body: String,
 }
@@ -451,6 +457,9 @@ fn default_range_digits() -> u8 {
 }
 fn default_sequential_threshold() -> u32 {
     3
+}
+fn default_remember_numbers() -> Option<Duration> {
+    Some(Duration::from_secs(30 * 86_400))
 }
 fn default_conversion() -> Option<FileConversion> {
     Some(FileConversion {

@@ -65,7 +65,12 @@ impl Limits {
         let candidates = [
             (Reason::LimitNumber, self.per_number, k.number.map(str::to_owned)),
             (Reason::LimitUsername, self.per_username, username),
-            (Reason::LimitIp, self.per_ip, Some(k.ip.to_string())),
+            // An IPv6 client is counted by its /64, as everywhere in authward: a host holds a whole one.
+            (
+                Reason::LimitIp,
+                self.per_ip,
+                Some(crate::context::counting_ip(k.ip).to_string()),
+            ),
             (Reason::LimitIpPrefix, self.per_ip_prefix, Some(ip_prefix(k.ip))),
             (
                 Reason::LimitNumberPrefix,
@@ -165,6 +170,35 @@ mod tests {
             ip_prefix("2001:db8:1:2:3::9".parse().unwrap()),
             "2001:db8:1:2::/64"
         );
+    }
+
+    #[tokio::test]
+    async fn per_ip_counts_an_ipv6_client_by_its_64() {
+        let (s, _) = store();
+        let limits = Limits {
+            per_ip: Some("2/h".parse().unwrap()),
+            ..Limits::default()
+        };
+        let take = |ip: &str| {
+            let keys = Keys {
+                number: None,
+                username: None,
+                ip: ip.parse().unwrap(),
+                number_prefix: None,
+                country: None,
+            };
+            let (limits, s) = (&limits, &s);
+            async move { limits.take(s, &keys).await.unwrap().map(|(r, _)| r) }
+        };
+        assert_eq!(take("2001:db8:1:2::1").await, None);
+        assert_eq!(take("2001:db8:1:2:ffff::9").await, None);
+        // A third address of the same /64 is the same client.
+        assert_eq!(take("2001:db8:1:2:abcd::3").await, Some(Reason::LimitIp));
+        // Another /64, and IPv4 addresses one by one.
+        assert_eq!(take("2001:db8:1:3::1").await, None);
+        assert_eq!(take("192.0.2.1").await, None);
+        assert_eq!(take("192.0.2.2").await, None);
+        assert_eq!(take("192.0.2.3").await, None);
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::profile::Operation;
@@ -285,6 +286,8 @@ pub struct SmsGuard {
     profiles: HashMap<String, ProfileSms>,
     invalid_reject: bool,
     trailing_digits: usize,
+    /// How long the number a user's code went to is kept, for sends that name only the user.
+    remember_numbers: Option<Duration>,
     prefixes: PrefixList,
     prefix_action: Option<Action>,
     labels: Vec<String>,
@@ -337,6 +340,7 @@ impl SmsGuard {
             mode: Some(f.mode),
             invalid_reject: f.invalid_number == file::FileInvalidNumber::Reject,
             trailing_digits: usize::from(f.prefix_trailing_digits),
+            remember_numbers: f.remember_numbers.map(|d| d.get()).filter(|d| !d.is_zero()),
             default_country: f.countries.default,
             country_action: Some(Action::of(f.countries.action, default)),
             prefix_action: Some(Action::of(f.blocked_prefixes.action, default)),
@@ -583,11 +587,17 @@ impl SmsGuard {
         } else {
             Action::Monitor
         };
-        if let Some(raw) = req.phone {
-            match PhoneNumber::parse(raw, req.default_region) {
+        match (req.phone, req.username.filter(|u| !u.is_empty())) {
+            (Some(raw), _) => match PhoneNumber::parse(raw, req.default_region) {
                 Ok(n) => v.number = Some(n),
                 Err(_) => v.trip(Reason::InvalidNumber, invalid, Duration::ZERO),
-            }
+            },
+            // A send that names only the user goes to the user's number: checked as a send to it.
+            (None, Some(user)) if self.remember_numbers.is_some() => match known_number(store, user).await {
+                Ok(n) => v.number = n,
+                Err(e) => self.store_failed(&mut v, &e),
+            },
+            (None, _) => {}
         }
         if v.done() {
             return v;
@@ -736,6 +746,18 @@ impl SmsGuard {
         now_ms: u64,
     ) -> Vec<(Period, f64)> {
         if sent {
+            if let (Some(ttl), Some(user), Some(n)) = (
+                self.remember_numbers,
+                username.filter(|u| !u.is_empty()),
+                v.number.as_ref().filter(|n| n.is_valid()),
+            ) {
+                let r = store
+                    .put(&known_key(user), Bytes::from(n.digits().to_owned()), Some(ttl))
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "sms guard: cannot keep the number of a user");
+                }
+            }
             if let Some((conv, _)) = &self.conversion {
                 let number = v.number.as_ref().map(PhoneNumber::digits);
                 let r = conv
@@ -790,6 +812,22 @@ impl SmsGuard {
         }
         v
     }
+}
+
+/// The store key of the number a user's last code went to: a digest of the username as authward
+/// compares usernames (case and compatibility forms folded).
+fn known_key(username: &str) -> String {
+    format!("sms:num:{}", digest(&crate::risk::stage::user_key(username)))
+}
+
+/// The number the user's last code went to, if it is kept.
+async fn known_number(store: &dyn Store, username: &str) -> Result<Option<PhoneNumber>, StoreError> {
+    let Some(digits) = store.get(&known_key(username)).await? else {
+        return Ok(None);
+    };
+    Ok(std::str::from_utf8(&digits)
+        .ok()
+        .and_then(|d| PhoneNumber::parse(&format!("+{d}"), None).ok()))
 }
 
 /// The region id as the metadata's own static string.

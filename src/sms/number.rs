@@ -7,6 +7,7 @@
 //! compiled once per region on first use into regexes that are never evicted: at most the ~250 regions'
 //! patterns, a few tens of MB, and a lookup of a few hundred nanoseconds.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock};
 
@@ -16,15 +17,17 @@ use regex::{Regex, RegexBuilder};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-/// Longest input accepted as a phone number, in bytes; anything longer is malformed.
+/// Longest input accepted as a phone number once normalized, in bytes; anything longer is malformed.
 const MAX_INPUT: usize = 32;
+/// Longest text read at all, in bytes: room for fullwidth digits and format characters around a number.
+const MAX_RAW_INPUT: usize = 128;
 /// Longest international number (ITU-T E.164): 15 digits with the country code.
 const MAX_DIGITS: usize = 15;
 
 /// Why a text is not a phone number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
-    /// Characters other than digits, `+`, spaces, `-`, `.`, `(` and `)`, or too long.
+    /// Characters other than digits, `+`, spaces, dashes, `.`, `(` and `)` (once normalized), or too long.
     #[error("not a phone number")]
     Malformed,
     /// Too few or too many digits for an international number.
@@ -96,29 +99,40 @@ impl std::fmt::Debug for PhoneNumber {
 }
 
 impl PhoneNumber {
-    /// Reads a number written in international form (`+44 7911 123456`, `0044...`) or, with a default
-    /// region, in national form (`07911 123456`), and classifies it.
+    /// Reads a number written in international form (`+44 7911 123456`, `0044...`, `+44 (0)7911
+    /// 123456`, `tel:+447911123456`) or, with a default region, in national form (`07911 123456`), and
+    /// classifies it. The text is normalized first (NFKC, format characters dropped), so fullwidth
+    /// digits and zero-width characters make no other number.
     pub fn parse(raw: &str, default_region: Option<&Region>) -> Result<PhoneNumber, NumberError> {
-        let raw = raw.trim();
+        let text = normalized(raw)?;
+        let raw = text.trim();
         if raw.is_empty() || raw.len() > MAX_INPUT {
             return Err(NumberError::Malformed);
         }
+        let bytes = raw.as_bytes();
         let mut digits = String::with_capacity(MAX_DIGITS);
-        for (i, c) in raw.char_indices() {
+        // Where a `(0)` stood: the digit it adds, which a trunk prefix after the country code drops.
+        let mut trunk = None;
+        for (i, &c) in bytes.iter().enumerate() {
             match c {
-                '0'..='9' => digits.push(c),
-                '+' if i == 0 => {}
-                ' ' | '-' | '.' | '(' | ')' => {}
+                b'0'..=b'9' => {
+                    if c == b'0' && i > 0 && bytes[i - 1] == b'(' && bytes.get(i + 1) == Some(&b')') {
+                        trunk = trunk.or(Some(digits.len()));
+                    }
+                    digits.push(char::from(c));
+                }
+                b'+' if i == 0 => {}
+                b' ' | b'-' | b'.' | b'(' | b')' => {}
                 _ => return Err(NumberError::Malformed),
             }
         }
-        let international = if raw.starts_with('+') {
-            Some(digits.as_str())
+        let (international, offset) = if raw.starts_with('+') {
+            (Some(digits.as_str()), 0)
         } else {
-            digits.strip_prefix("00")
+            (digits.strip_prefix("00"), 2)
         };
         let digits = match (international, default_region) {
-            (Some(d), _) => d.to_owned(),
+            (Some(d), _) => without_trunk_zero(d, trunk.and_then(|t| t.checked_sub(offset))),
             (None, Some(region)) => region.to_international(&digits),
             (None, None) => return Err(NumberError::NoRegion),
         };
@@ -128,13 +142,7 @@ impl PhoneNumber {
         if digits.starts_with('0') {
             return Err(NumberError::UnknownCountryCode);
         }
-        let cc_len = (1..=3)
-            .find(|&n| {
-                digits[..n]
-                    .parse::<u16>()
-                    .is_ok_and(|cc| INDEX.by_code.contains_key(&cc))
-            })
-            .ok_or(NumberError::UnknownCountryCode)?;
+        let cc_len = country_code_len(&digits).ok_or(NumberError::UnknownCountryCode)?;
         let (region, kind) = classify(&digits, cc_len);
         Ok(PhoneNumber {
             digits,
@@ -203,6 +211,67 @@ impl PhoneNumber {
     pub fn last_digits(&self, n: usize) -> &str {
         &self.digits[self.digits.len().saturating_sub(n)..]
     }
+}
+
+/// The number as people write and paste it, in the characters the parser reads: format characters
+/// dropped (zero-width spaces and joiners, direction marks, a soft hyphen), compatibility forms folded
+/// (NFKC: fullwidth `＋４４` is `+44`, a no-break space a space), Unicode dashes read as `-`, and a
+/// `tel:` scheme (RFC 3966) removed. Other characters stay, for the parser to refuse.
+fn normalized(raw: &str) -> Result<Cow<'_, str>, NumberError> {
+    if raw.len() > MAX_RAW_INPUT {
+        return Err(NumberError::Malformed);
+    }
+    let text = if raw.is_ascii() {
+        Cow::Borrowed(raw)
+    } else {
+        let gc = icu_properties::CodePointMapData::<icu_properties::props::GeneralCategory>::new();
+        let visible: String = raw
+            .chars()
+            .filter(|c| gc.get(*c) != icu_properties::props::GeneralCategory::Format)
+            .collect();
+        let folded = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(&visible);
+        Cow::Owned(
+            folded
+                .chars()
+                .map(|c| match c {
+                    '\u{2010}'..='\u{2015}' | '\u{2212}' => '-',
+                    c => c,
+                })
+                .collect(),
+        )
+    };
+    let scheme = text
+        .trim()
+        .get(..4)
+        .is_some_and(|s| s.eq_ignore_ascii_case("tel:"));
+    Ok(match (scheme, text) {
+        (false, text) => text,
+        (true, Cow::Borrowed(b)) => Cow::Borrowed(&b.trim()[4..]),
+        (true, Cow::Owned(o)) => Cow::Owned(o.trim()[4..].to_owned()),
+    })
+}
+
+/// How many of the leading digits are a country calling code (1 to 3), if any are.
+fn country_code_len(digits: &str) -> Option<usize> {
+    (1..=3.min(digits.len())).find(|&n| {
+        digits[..n]
+            .parse::<u16>()
+            .is_ok_and(|cc| INDEX.by_code.contains_key(&cc))
+    })
+}
+
+/// International digits without the `0` of a `(0)` that follows the country code (`+44 (0)7911
+/// 123456`: the trunk prefix that national dialling adds), unless only the digits with it are a number
+/// (Italy's fixed lines keep their 0).
+fn without_trunk_zero(digits: &str, trunk: Option<usize>) -> String {
+    let Some(t) = trunk.filter(|&t| t < digits.len() && country_code_len(&digits[..t]) == Some(t)) else {
+        return digits.to_owned();
+    };
+    let dropped = format!("{}{}", &digits[..t], &digits[t + 1..]);
+    if classify(&dropped, t).1.is_none() && classify(digits, t).1.is_some() {
+        return digits.to_owned();
+    }
+    dropped
 }
 
 // === Region (for national numbers) ===
@@ -495,14 +564,23 @@ mod tests {
             "+4479111234567890123",
             "+999123456",
             "+0123456",
-            "tel:+447911123456",
+            "tel:",
+            "tel:+447911123456;ext=2",
+            "tel:tel:+447911123456",
+            "fax:+447911123456",
             "+44\u{0660}7911",
+            "+44 7911 123456\u{200b}x",
+            "\u{ff0b}\u{ff14}\u{ff14}\u{ff41}",
             "1234567890123456789012345678901234567890",
         ] {
             assert!(PhoneNumber::parse(raw, None).is_err(), "{raw:?}");
         }
+        let padded = format!("{}+447911123456", "\u{200b}".repeat(40));
+        assert_eq!(PhoneNumber::parse(&padded, None), Err(NumberError::Malformed));
         // Every short mix of the accepted characters.
-        let alphabet = ['0', '1', '4', '8', '9', '+', ' ', '(', ')'];
+        let alphabet = [
+            '0', '1', '4', '8', '9', '+', ' ', '(', ')', '\u{ff10}', '\u{200b}', 't', ':',
+        ];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..20_000 {
             x ^= x << 13;
@@ -514,6 +592,36 @@ mod tests {
                 .collect();
             let _ = PhoneNumber::parse(&s, Region::new("GB").as_ref());
         }
+    }
+
+    #[test]
+    fn what_people_type_and_paste_is_the_same_number() {
+        for raw in [
+            "+447400123456",
+            "+44 (0)7400 123456",
+            "+44(0)7400-123456",
+            "0044 (0) 7400 123456",
+            "tel:+447400123456",
+            "TEL:+44-7400-123456",
+            " tel:+44.7400.123456 ",
+            "\u{ff0b}\u{ff14}\u{ff14}\u{ff17}\u{ff14}\u{ff10}\u{ff10}\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}\u{ff16}",
+            "+44\u{200b}7400\u{200d}123456\u{feff}",
+            "\u{202a}+44 7400 123456\u{202c}",
+            "+44\u{a0}7400\u{2009}123456",
+            "+44\u{2013}7400\u{2011}123456",
+            "+44\u{3000}7400\u{ff0d}123456",
+        ] {
+            let n = PhoneNumber::parse(raw, None).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            assert_eq!((n.digits(), n.region()), ("447400123456", Some("GB")), "{raw:?}");
+        }
+        let gb = Region::new("GB").unwrap();
+        let n = PhoneNumber::parse("\u{ff10}\u{ff17}\u{ff14}\u{ff10}\u{ff10} 123456", Some(&gb)).unwrap();
+        assert_eq!(n.digits(), "447400123456", "fullwidth national form");
+        // Italy's fixed lines keep their 0: a `(0)` there is not a trunk prefix to drop.
+        let n = parse("+39 (0)2 3661 8300");
+        assert_eq!((n.digits(), n.is_valid()), ("390236618300", true));
+        // A `(0)` that does not follow the country code is a digit like any other.
+        assert_eq!(parse("+447400 (0)12345").digits(), "447400012345");
     }
 
     #[test]

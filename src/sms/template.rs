@@ -10,8 +10,16 @@ use crate::proxy::body::{self, Body};
 #[derive(Debug, Clone)]
 pub struct FakeSuccess {
     status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header values take the body's placeholders (a backend's request id header is a `{{uuid}}`).
+    headers: Vec<(HeaderName, Vec<Segment>)>,
     body: Vec<Segment>,
+}
+
+/// What the placeholders of one answer are filled with.
+struct Fill<'a> {
+    number: Option<&'a PhoneNumber>,
+    username: Option<&'a str>,
+    request_id: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +48,14 @@ impl FakeSuccess {
             .map(|(k, v)| {
                 let name = HeaderName::from_bytes(k.as_bytes())
                     .map_err(|_| format!("fake_success.headers: invalid header name `{k}`"))?;
-                let value = HeaderValue::from_str(v)
-                    .map_err(|_| format!("fake_success.headers.{k}: invalid header value"))?;
+                let value = segments(v).map_err(|e| format!("fake_success.headers.{k}: {e}"))?;
+                let text_ok = value.iter().all(|s| match s {
+                    Segment::Text(t) => HeaderValue::from_str(t).is_ok(),
+                    _ => true,
+                });
+                if !text_ok {
+                    return Err(format!("fake_success.headers.{k}: invalid header value"));
+                }
                 Ok((name, value))
             })
             .collect::<Result<_, String>>()?;
@@ -59,16 +73,42 @@ impl FakeSuccess {
         username: Option<&str>,
         request_id: &str,
     ) -> Response<Body> {
+        let fill = Fill {
+            number,
+            username,
+            request_id,
+        };
+        let mut r = Response::new(body::full(fill.text(&self.body)));
+        *r.status_mut() = self.status;
+        for (k, v) in &self.headers {
+            // The username is JSON-escaped, so only DEL could be left that a header cannot hold.
+            let bytes: Vec<u8> = fill
+                .text(v)
+                .into_bytes()
+                .into_iter()
+                .filter(|b| *b != 0x7f)
+                .collect();
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                r.headers_mut().append(k.clone(), value);
+            }
+        }
+        r
+    }
+}
+
+impl Fill<'_> {
+    /// The template's text with its placeholders filled in.
+    fn text(&self, template: &[Segment]) -> String {
         let mut text = String::new();
-        for s in &self.body {
+        for s in template {
             match s {
                 Segment::Text(t) => text.push_str(t),
-                Segment::Last(n) => match number {
+                Segment::Last(n) => match self.number {
                     Some(num) => text.push_str(num.last_digits(*n)),
                     None => text.push_str(&"*".repeat(*n)),
                 },
                 Segment::Mask(k, l) => {
-                    let digits = number.map_or("", PhoneNumber::digits);
+                    let digits = self.number.map_or("", PhoneNumber::digits);
                     let len = if digits.is_empty() { 11 } else { digits.len() };
                     let (k, l) = ((*k).min(len), (*l).min(len.saturating_sub(*k)));
                     text.push('+');
@@ -93,23 +133,18 @@ impl FakeSuccess {
                         &h[20..32]
                     ));
                 }
-                Segment::RequestId => text.push_str(request_id),
+                Segment::RequestId => text.push_str(self.request_id),
                 Segment::Username => {
-                    let quoted = serde_json::Value::from(username.unwrap_or("")).to_string();
+                    let quoted = serde_json::Value::from(self.username.unwrap_or("")).to_string();
                     text.push_str(&quoted[1..quoted.len() - 1]);
                 }
             }
         }
-        let mut r = Response::new(body::full(text));
-        *r.status_mut() = self.status;
-        for (k, v) in &self.headers {
-            r.headers_mut().append(k.clone(), v.clone());
-        }
-        r
+        text
     }
 }
 
-/// Splits a body template into text and `{{...}}` placeholders.
+/// Splits a body or header template into text and `{{...}}` placeholders.
 fn segments(body: &str) -> Result<Vec<Segment>, String> {
     let mut out = Vec::new();
     let mut rest = body;
@@ -188,6 +223,44 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text(t.render(None, None, "r")).await).unwrap();
         assert_eq!(v["d"], "+***********", "an unknown number renders as stars");
         assert_eq!(v["c"], "+***********");
+    }
+
+    #[tokio::test]
+    async fn header_values_take_placeholders() {
+        let t = FakeSuccess::compile(&FileFakeSuccess {
+            status: 200,
+            headers: [
+                ("x-amzn-requestid".to_string(), "{{uuid}}".to_string()),
+                (
+                    "x-user".to_string(),
+                    "u={{username}}; n={{last:4}}; r={{request_id}}".to_string(),
+                ),
+            ]
+            .into(),
+            body: "{}".into(),
+        })
+        .unwrap();
+        let n = PhoneNumber::parse("+447400123456", None).unwrap();
+        let r = t.render(Some(&n), Some("ann\u{7f}\n"), "req1");
+        let id = r.headers()["x-amzn-requestid"].to_str().unwrap();
+        assert_eq!((id.len(), &id[8..9], &id[14..15]), (36, "-", "4"), "{id}");
+        assert_eq!(r.headers()["x-user"], "u=ann\\n; n=3456; r=req1");
+        let again = t.render(Some(&n), None, "req2");
+        assert_ne!(again.headers()["x-amzn-requestid"], id, "a new UUID each time");
+        let bad = |v: &str| {
+            FakeSuccess::compile(&FileFakeSuccess {
+                status: 200,
+                headers: [("x-a".to_string(), v.to_string())].into(),
+                body: String::new(),
+            })
+            .unwrap_err()
+        };
+        assert!(
+            bad("{{nope}}").contains("unknown placeholder"),
+            "{}",
+            bad("{{nope}}")
+        );
+        assert!(bad("a\nb {{uuid}}").contains("invalid header value"));
     }
 
     #[test]

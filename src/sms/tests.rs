@@ -800,3 +800,78 @@ async fn conversion_country() {
     assert_eq!(v.retry_after, 15 * MIN);
     assert_eq!(outcome(&w.send("+447400123456").await), (Decision::Allow, None));
 }
+
+/// A send that names only the user (Cognito's ResendConfirmationCode, ForgotPassword) goes to the
+/// number the user's last code went to: a range that the conversion check blocked stays blocked for it,
+/// and its sends count toward the range.
+#[tokio::test]
+async fn a_send_without_a_number_is_a_send_to_the_users_number() {
+    let w =
+        World::new("conversion: {window: 1h, min_sent: 20, threshold: 0.2, block_for: 15m, max_block: 2h}");
+    let number = |i: u64| format!("+44740012{:04}", i * 397 % 10_000);
+    // Ten sign-ups, then a resend for each: twenty codes to the range, none verified.
+    for i in 0..10 {
+        let v = w.sent(&number(i), Some(&format!("user{i}")), "192.0.2.1").await;
+        assert_eq!(outcome(&v), (Decision::Allow, None), "sign-up {i}");
+    }
+    for i in 0..10 {
+        let user = format!("USER{i}");
+        let v = w.send_as(None, Some(&user), "192.0.2.1", None).await;
+        assert_eq!(outcome(&v), (Decision::Allow, None), "resend {i}");
+        assert_eq!(
+            (
+                v.number.as_ref().map(PhoneNumber::digits),
+                v.prefix.as_deref(),
+                v.country
+            ),
+            (Some(&number(i)[1..]), Some("+44740012"), Some("GB")),
+            "usernames compare ignoring case"
+        );
+        w.guard
+            .settle_send(&v, true, Some(&user), &w.store, w.clock.now_ms())
+            .await;
+    }
+    // The resends counted: the next send to the range trips the block ...
+    let v = w.sent(&number(10), Some("user10"), "192.0.2.1").await;
+    assert_eq!(outcome(&v), (Decision::Block, Some("conversion_prefix")));
+    // ... which holds for a resend too; a user with no known number is counted by username only.
+    let v = w.send_as(None, Some("user3"), "192.0.2.1", None).await;
+    assert_eq!(outcome(&v), (Decision::Block, Some("conversion_prefix")));
+    let v = w.send_as(None, Some("stranger"), "192.0.2.1", None).await;
+    assert_eq!((outcome(&v), v.number), ((Decision::Allow, None), None));
+}
+
+/// A user's number meets the number, country, limit and budget checks on a resend; a send that the
+/// upstream refused leaves no number behind; `remember_numbers: null` keeps none.
+#[tokio::test]
+async fn a_resend_meets_the_checks_of_the_users_number() {
+    let w = World::new(
+        "limits: {per_number: 2/h}\ncountries: {rules: {NG: monitor}}\n\
+         budget: {prices: prices.yaml, hourly: {cap: 100}}",
+    );
+    w.sent("+447400123456", Some("ann"), "192.0.2.1").await;
+    let v = w.send_as(None, Some("ann"), "198.51.100.1", None).await;
+    assert_eq!(outcome(&v), (Decision::Allow, None));
+    assert_eq!(v.charge.map(|c| c.0), Some(40_000), "GB's price, not the default");
+    let v = w.send_as(None, Some("ann"), "203.0.113.1", None).await;
+    assert_eq!(outcome(&v), (Decision::Block, Some("limit_number")));
+    w.sent("+2348031234567", Some("bob"), "192.0.2.1").await;
+    let v = w.send_as(None, Some("bob"), "192.0.2.1", None).await;
+    assert_eq!(outcome(&v), (Decision::Monitor, Some("country_monitored")));
+    // Refused by the upstream (a sign-up for a name that exists): the number is not the user's.
+    let v = w
+        .send_as(Some("+447400999999"), Some("carol"), "192.0.2.1", None)
+        .await;
+    w.guard
+        .settle_send(&v, false, Some("carol"), &w.store, w.clock.now_ms())
+        .await;
+    assert_eq!(
+        w.send_as(None, Some("carol"), "192.0.2.1", None).await.number,
+        None
+    );
+
+    let w = World::new("remember_numbers: null\nlimits: {per_number: 1/h}");
+    w.sent("+447400123456", Some("ann"), "192.0.2.1").await;
+    let v = w.send_as(None, Some("ann"), "192.0.2.1", None).await;
+    assert_eq!((outcome(&v), v.number), ((Decision::Allow, None), None));
+}

@@ -393,6 +393,15 @@ where
     Served { addr, _stop: tx }
 }
 
+/// A Cognito-style answer: `status` with this JSON as `application/x-amz-json-1.1`.
+pub fn amz_json(status: u16, answer: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Full::new(Bytes::from(answer.to_string())))
+        .unwrap()
+}
+
 /// `data` compressed as gzip.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Read;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Authward, Upstream, client, echoed_headers, metric_total};
+use crate::harness::{Authward, Upstream, amz_json, client, echoed_headers, metric_total};
 
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0";
 /// Boxford, GB and Milton, US in the MaxMind test databases (7 700 km apart).
@@ -1020,13 +1020,4 @@ async fn a_breached_password_sent_in_cognitos_choice_based_sign_in_is_caught() {
             .any(|e| e["risk"]["compromised_credentials"] == true),
         "{events:?}"
     );
-}
-
-/// A Cognito-style answer: `status` with this JSON as `application/x-amz-json-1.1`.
-fn amz_json(status: u16, answer: &serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
-        .unwrap()
 }

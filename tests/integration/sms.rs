@@ -11,7 +11,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
-use crate::harness::{Authward, client};
+use crate::harness::{Authward, amz_json, client, serve};
 
 /// An SMS backend with the json-login API's send and verify endpoints, counting the sends it got.
 struct SmsBackend {
@@ -285,4 +285,189 @@ async fn audit_mode_forwards_and_records() {
     assert_eq!(decisions(&m, "shadow_block", "number_type"), 1, "{m}");
     assert_eq!(decisions(&m, "shadow_block", "invalid_number"), 1, "{m}");
     assert!(aw.logs().contains("\"sms_decision\":\"shadow_block\""));
+}
+
+/// A Cognito user pool in front of which SignUp, ResendConfirmationCode and ForgotPassword text a code
+/// (counted); every answer carries a request id, as Cognito's do.
+async fn cognito_pool(texted: Arc<AtomicUsize>) -> crate::harness::Served {
+    serve(move |parts, _| {
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .trim_start_matches("AWSCognitoIdentityProviderService.")
+            .to_string();
+        let delivery = json!({"AttributeName": "phone_number", "DeliveryMedium": "SMS", "Destination": "+*******9999"});
+        let answer = match target.as_str() {
+            "SignUp" => json!({"CodeDeliveryDetails": delivery, "UserConfirmed": false, "UserSub": "5e0c1d9a-0000-4000-8000-000000000000"}),
+            "ResendConfirmationCode" | "ForgotPassword" => json!({"CodeDeliveryDetails": delivery}),
+            _ => return amz_json(400, &json!({"__type": "InvalidParameterException"})),
+        };
+        texted.fetch_add(1, Ordering::SeqCst);
+        let mut r = amz_json(200, &answer);
+        r.headers_mut()
+            .insert("x-amzn-requestid", "0f5a3c52-1b1e-4c1e-9d3e-2f6b1a7c9e10".parse().unwrap());
+        r
+    })
+    .await
+}
+
+/// authward with the Cognito profiles in front of `pool`, and this `sms` section.
+fn cognito_proxy(pool: &crate::harness::Served, sms: &str) -> Authward {
+    Authward::start(&format!(
+        "listen:\n  http: [127.0.0.1:{{PORT}}]\nadmin:\n  listen: 127.0.0.1:{{ADMIN}}\nupstream:\n  url: {}\n\
+         trusted_proxies: [127.0.0.1/32]\ninclude:\n  - {{REPO}}/rules/profiles/cognito.yaml\nsms:\n{sms}",
+        pool.url()
+    ))
+}
+
+/// Calls a Cognito target as a client at `ip`; returns the status, the request id header and the answer.
+async fn cognito(aw: &Authward, target: &str, body: Value, ip: &str) -> (u16, Option<String>, Value) {
+    let r = client()
+        .post(aw.url("/"))
+        .header("x-forwarded-for", ip)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header(
+            "x-amz-target",
+            format!("AWSCognitoIdentityProviderService.{target}"),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let id = r
+        .headers()
+        .get("x-amzn-requestid")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, id, r.json().await.unwrap_or(Value::Null))
+}
+
+fn sign_up(user: &str, phone: &str) -> Value {
+    json!({"ClientId": "c1", "Username": user, "Password": "Pw-123456789!",
+           "UserAttributes": [{"Name": "email", "Value": format!("{user}@example.com")},
+                              {"Name": "phone_number", "Value": phone}]})
+}
+
+/// Resends and password resets name only the user: they meet the range the user signed up into. Once
+/// the conversion check has blocked the range, the pool texts nothing more to it, and the fake answers
+/// look like Cognito's: a request id, and the user's own last four digits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cognito_resends_meet_the_range_of_the_sign_up() {
+    let texted = Arc::new(AtomicUsize::new(0));
+    let pool = cognito_pool(texted.clone()).await;
+    let aw = cognito_proxy(
+        &pool,
+        "  action: fake_success\n  sequential: null\n  limits: {per_ip: null, per_ip_prefix: null, per_number_prefix: null}\n",
+    );
+    let number = |i: usize| format!("+44740012{:04}", i * 397 % 10_000);
+    // Twenty sign-ups into one range, none confirmed (the conversion check's min_sent).
+    for i in 0..20 {
+        let (status, _, body) = cognito(
+            &aw,
+            "SignUp",
+            sign_up(&format!("pump{i}"), &number(i)),
+            "192.0.2.9",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(texted.load(Ordering::SeqCst), 20);
+    // The range is blocked now: a sign-up gets the fake, with a request id as Cognito's have.
+    let (status, id, body) = cognito(&aw, "SignUp", sign_up("pump20", &number(20)), "192.0.2.9").await;
+    assert_eq!(status, 200, "{body}");
+    let id = id.expect("a fake answer carries x-amzn-RequestId");
+    assert_eq!((id.len(), &id[14..15]), (36, "4"), "a UUID: {id}");
+    // Every resend and reset for the users of the range: faked, each with its user's digits.
+    for i in 0..20 {
+        let user = format!("pump{i}");
+        let target = if i % 2 == 0 {
+            "ResendConfirmationCode"
+        } else {
+            "ForgotPassword"
+        };
+        let (status, id, body) = cognito(
+            &aw,
+            target,
+            json!({"ClientId": "c1", "Username": user}),
+            "192.0.2.9",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(id.is_some(), "{target}: no request id");
+        assert_eq!(
+            body["CodeDeliveryDetails"]["Destination"],
+            format!("+*******{}", &number(i)[9..]),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        texted.load(Ordering::SeqCst),
+        20,
+        "no SMS went to the blocked range"
+    );
+    let m = aw.metrics().await;
+    assert_eq!(decisions(&m, "fake_success", "conversion_prefix"), 21, "{m}");
+}
+
+/// A sign-up that names two numbers is refused: authward would check one, a backend that builds a map
+/// of the attributes would text the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_with_two_numbers_is_refused() {
+    let texted = Arc::new(AtomicUsize::new(0));
+    let pool = cognito_pool(texted.clone()).await;
+    let aw = cognito_proxy(&pool, "  {}\n");
+    let mut body = sign_up("ann", "+447400123456");
+    body["UserAttributes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"Name": "phone_number", "Value": "+449098790000"}));
+    let (status, _, _) = cognito(&aw, "SignUp", body, "192.0.2.9").await;
+    assert_eq!(status, 400);
+    assert_eq!(texted.load(Ordering::SeqCst), 0);
+    let m = aw.metrics().await;
+    assert!(
+        m.contains("authward_rejected_requests_total{reason=\"ambiguous_fields\"} 1"),
+        "{m}"
+    );
+    // The same number twice is no doubt.
+    let mut body = sign_up("ann", "+447400123456");
+    body["UserAttributes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"Name": "phone_number", "Value": "+447400123456"}));
+    assert_eq!(cognito(&aw, "SignUp", body, "192.0.2.9").await.0, 200);
+}
+
+/// A number as people type or paste it is the number: accepted, and counted under one key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_as_people_write_them_share_their_limits() {
+    let backend = SmsBackend::start().await;
+    let aw = proxy(&backend, "  limits: {per_number: 4/h}\n");
+    for (i, phone) in [
+        "+44 (0)7400 123456",
+        "tel:+447400123456",
+        "\u{ff0b}\u{ff14}\u{ff14}\u{ff17}\u{ff14}\u{ff10}\u{ff10}\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}\u{ff16}",
+        "+44\u{200b}7400\u{200b}123456",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, body) = send(&aw, phone, &format!("192.0.2.{}", 10 + i)).await;
+        assert_eq!(status, 200, "{phone:?}: {body}");
+    }
+    let (status, body) = send(&aw, "+447400123456", "192.0.2.20").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (429, Some("limit_number")),
+        "{body}"
+    );
+    let (status, body) = send(&aw, "+44 7400 12345x", "192.0.2.21").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("invalid_number")),
+        "{body}"
+    );
+    assert_eq!(backend.sent(), 4);
 }
