@@ -66,8 +66,15 @@ pub struct History {
     clock: SharedClock,
 }
 
-/// The 64-bit history tag of a username (the first 8 bytes of a domain-separated SHA-256).
+/// The 64-bit history tag of a user: of the username's user key (`risk::stage::user_key`), so that
+/// `Alice` and `alice`, one user to the risk engine, share one history.
 pub fn user_tag(username: &str) -> u64 {
+    spelled_tag(&crate::risk::stage::user_key(username))
+}
+
+/// The tag of a username as spelled (the first 8 bytes of a domain-separated SHA-256): earlier versions
+/// filed events under it.
+fn spelled_tag(username: &str) -> u64 {
     let d = Sha256::new()
         .chain_update(b"authward event history\n")
         .chain_update(username.as_bytes())
@@ -86,8 +93,20 @@ pub fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((u.timestamp_ms(), (u.random() >> TAG_SHIFT) as u64))
 }
 
+/// The list of a user's events that anyone can cause: failed, blocked and challenged attempts.
 fn list_key(tag: u64) -> String {
     crate::store::hex_key("rec/events/", &tag.to_be_bytes())
+}
+
+/// The list of a user's successful ones, kept apart so that a flood of failures in the user's name cannot
+/// push them (and the chance to disown one by feedback) off the cap.
+fn success_key(tag: u64) -> String {
+    crate::store::hex_key("rec/events-ok/", &tag.to_be_bytes())
+}
+
+/// Both lists of a tag.
+fn list_keys(tag: u64) -> [String; 2] {
+    [list_key(tag), success_key(tag)]
 }
 
 fn legacy_event_key(event_id: &str) -> String {
@@ -185,9 +204,12 @@ impl History {
             None => to_json(event)?,
         };
         let cap = limits.max_per_user.max(1);
-        self.store
-            .list_push(&list_key(tag), json, cap, Some(limits.ttl))
-            .await?;
+        let key = if event.outcome == "success" {
+            success_key(tag)
+        } else {
+            list_key(tag)
+        };
+        self.store.list_push(&key, json, cap, Some(limits.ttl)).await?;
         Ok(true)
     }
 
@@ -196,35 +218,37 @@ impl History {
         Ok(self.find(event_id, limits).await?.map(|(event, _)| event))
     }
 
-    /// The event with this id and the stored bytes it was read from (`None` for a legacy record).
+    /// The event with this id, and the list and stored bytes it was read from (`None` for a legacy
+    /// record).
     async fn find(
         &self,
         event_id: &str,
         limits: &HistoryLimits,
-    ) -> Result<Option<(Event, Option<Bytes>)>, HistoryError> {
+    ) -> Result<Option<(Event, Option<(String, Bytes)>)>, HistoryError> {
         let Some((made, tag)) = parse_id(event_id) else {
             return Ok(None);
         };
         if expired(made, limits, self.clock.now_ms()) {
             return Ok(None);
         }
-        let key = list_key(tag);
         let needle = event_id.as_bytes();
-        let mut read = 0;
-        loop {
-            let chunk = self.store.list_range(&key, read, CHUNK).await?;
-            read += chunk.len();
-            for item in &chunk {
-                // The id's text appears in its record; most items are passed over without decoding.
-                if !item.windows(needle.len()).any(|w| w == needle) {
-                    continue;
+        for key in list_keys(tag) {
+            let mut read = 0;
+            loop {
+                let chunk = self.store.list_range(&key, read, CHUNK).await?;
+                read += chunk.len();
+                for item in &chunk {
+                    // The id's text appears in its record; most items are passed over without decoding.
+                    if !item.windows(needle.len()).any(|w| w == needle) {
+                        continue;
+                    }
+                    if let Some(e) = decode(item).filter(|e| e.event_id == event_id) {
+                        return Ok(Some((e, Some((key, item.clone())))));
+                    }
                 }
-                if let Some(e) = decode(item).filter(|e| e.event_id == event_id) {
-                    return Ok(Some((e, Some(item.clone()))));
+                if chunk.len() < CHUNK {
+                    break;
                 }
-            }
-            if chunk.len() < CHUNK {
-                break;
             }
         }
         Ok(self
@@ -248,8 +272,11 @@ impl History {
             return Err(HistoryError::BadCursor);
         }
         let now = self.clock.now_ms();
+        let user = crate::risk::stage::user_key(username);
         let live = |e: &Event| {
-            e.username.as_deref() == Some(username)
+            e.username
+                .as_deref()
+                .is_some_and(|u| u == username || crate::risk::stage::user_key(u) == user)
                 && parse_id(&e.event_id).is_some_and(|(made, _)| !expired(made, limits, now))
         };
         let mut fill = Fill {
@@ -261,17 +288,31 @@ impl History {
                 passed: cursor.is_none(),
             },
         };
-        let key = list_key(user_tag(username));
-        let mut read = 0;
-        'list: loop {
-            let chunk = self.store.list_range(&key, read, CHUNK).await?;
-            read += chunk.len();
-            for e in chunk.iter().filter_map(|b| decode(b)).filter(|e| live(e)) {
-                if !fill.offer(e) {
-                    break 'list;
+        // Every list the user's events may be in (each capped): successes, the rest, and those that earlier
+        // versions filed under the name as spelled; merged newest first (ids sort by time).
+        let tag = user_tag(username);
+        let mut keys = list_keys(tag).to_vec();
+        let spelled = spelled_tag(username);
+        if spelled != tag {
+            keys.extend(list_keys(spelled));
+        }
+        let mut events = Vec::new();
+        for key in &keys {
+            let mut read = 0;
+            loop {
+                let chunk = self.store.list_range(key, read, CHUNK).await?;
+                read += chunk.len();
+                events.extend(chunk.iter().filter_map(|b| decode(b)).filter(|e| live(e)));
+                if chunk.len() < CHUNK {
+                    break;
                 }
             }
-            if chunk.len() < CHUNK {
+        }
+        // By time only, stably: each list keeps its own order, and so do events of one millisecond.
+        let made = |e: &Event| parse_id(&e.event_id).map_or(0, |(ms, _)| ms);
+        events.sort_by_key(|e| std::cmp::Reverse(made(e)));
+        for e in events {
+            if !fill.offer(e) {
                 break;
             }
         }
@@ -343,10 +384,9 @@ impl History {
             event.feedback = Some(feedback.clone());
             let json = to_json(&event)?;
             match stored {
-                Some(old) => {
-                    let (_, tag) = parse_id(event_id).ok_or_else(not_found)?;
+                Some((key, old)) => {
                     // Changed in between (another feedback, or pushed off the cap): read it again.
-                    if self.store.list_replace(&list_key(tag), &old, json).await? {
+                    if self.store.list_replace(&key, &old, json).await? {
                         return Ok((event, true));
                     }
                 }
@@ -445,6 +485,37 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn failures_in_a_users_name_never_push_out_their_successes() {
+        // An attacker fails a hundred sign-ins as alice after the one that took over her account: the
+        // takeover stays listed, and can still be disowned.
+        let (h, c, _) = setup();
+        let l = limits(10);
+        let taken = event(Some("alice"), c.now_ms());
+        h.append(&taken, &l).await.unwrap();
+        for _ in 0..100 {
+            c.advance(Duration::from_millis(1));
+            let mut e = event(Some("Alice"), c.now_ms());
+            e.outcome = "failure".into();
+            h.append(&e, &l).await.unwrap();
+        }
+        let page = h.list("alice", 100, None, &l).await.unwrap();
+        assert_eq!(page.events.len(), 11, "the 10 newest failures and the success");
+        assert_eq!(page.events.last().unwrap().event_id, taken.event_id);
+        assert!(page.events[..10].iter().all(|e| e.outcome == "failure"));
+        let feedback = Feedback {
+            value: FeedbackValue::Invalid,
+            source: "admin".into(),
+            time: "t".into(),
+        };
+        let (e, changed) = h.set_feedback(&taken.event_id, feedback, &l).await.unwrap();
+        assert!(changed && e.feedback.is_some());
+        // The same user spelled otherwise lists the same history.
+        let page = h.list(" ALICE", 100, None, &l).await.unwrap();
+        assert_eq!(page.events.len(), 11);
+        assert!(page.events.last().unwrap().feedback.is_some());
+    }
+
+    #[tokio::test]
     async fn an_event_encoded_by_the_caller_is_stored_as_given() {
         let (h, _, store) = setup();
         let e = event(Some("alice"), T0);
@@ -454,7 +525,7 @@ pub(crate) mod tests {
                 .await
                 .unwrap()
         );
-        let key = list_key(user_tag("alice"));
+        let key = success_key(user_tag("alice"));
         assert_eq!(store.list_range(&key, 0, 10).await.unwrap(), vec![json]);
         assert_eq!(h.get(&e.event_id, &limits(10)).await.unwrap(), Some(e.clone()));
         // Encoded here, the same text.

@@ -382,7 +382,9 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 50);
         assert!(ids.iter().all(|id| tag(id) == history::user_tag("alice")));
-        assert_ne!(history::user_tag("alice"), history::user_tag("Alice"));
+        // One user to the risk engine, one history.
+        assert_eq!(history::user_tag("alice"), history::user_tag(" Alice"));
+        assert_ne!(history::user_tag("alice"), history::user_tag("alice2"));
         // A user set later: the id is re-tagged with its time kept; a tagged id stays as it is.
         let mut e = history::tests::event(None, 1_700_000_000_000);
         e.username = Some("bob".into());

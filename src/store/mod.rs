@@ -38,7 +38,13 @@ impl Keep {
     /// The key's class, by its prefix.
     pub fn of(key: &str) -> Keep {
         const PINNED: [&str; 3] = ["rec/mfa/", "rec/meta/", "sms:spend:"];
-        const KEPT: [&str; 4] = ["rec/user/", "rec/password-history/", "sms:cv:", "mfa:wrong:"];
+        const KEPT: [&str; 5] = [
+            "rec/user/",
+            "rec/events-ok/",
+            "rec/password-history/",
+            "sms:cv:",
+            "mfa:wrong:",
+        ];
         if PINNED.iter().any(|p| key.starts_with(p))
             || (key.starts_with("sms:cv:") && (key.ends_with(":block") || key.ends_with(":strikes")))
         {
