@@ -122,7 +122,8 @@ impl PhoneNumber {
                     digits.push(char::from(c));
                 }
                 b'+' if i == 0 => {}
-                b' ' | b'-' | b'.' | b'(' | b')' => {}
+                // `/` separates the area code in German writing (`0151/23456789`), as libphonenumber reads it.
+                b' ' | b'-' | b'.' | b'(' | b')' | b'/' => {}
                 _ => return Err(NumberError::Malformed),
             }
         }
@@ -610,6 +611,7 @@ mod tests {
             "+44\u{a0}7400\u{2009}123456",
             "+44\u{2013}7400\u{2011}123456",
             "+44\u{3000}7400\u{ff0d}123456",
+            "+44 7400/123456",
         ] {
             let n = PhoneNumber::parse(raw, None).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
             assert_eq!((n.digits(), n.region()), ("447400123456", Some("GB")), "{raw:?}");
