@@ -199,6 +199,11 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
 
 type At<'a> = (&'a Path, u32, u32);
 
+/// The shortest rate window: a shorter one counts nothing (`0s` would never match).
+const MIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest rate window: one day, far past any rate a login service limits.
+const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 struct Compiler<'a> {
     geo: &'a Geo,
     sources: &'a dyn Sources,
@@ -307,6 +312,15 @@ impl<'a> Compiler<'a> {
             FileStatement::RateBased(r) => {
                 if r.limit == 0 {
                     self.err(at, format!("rule `{rule}`: rate_based limit must be at least 1"));
+                }
+                if !(MIN_WINDOW..=MAX_WINDOW).contains(&r.window.get()) {
+                    self.err(
+                        at,
+                        format!(
+                            "rule `{rule}`: rate_based window `{}` is out of range: give 1s to 1d (such as 1m or 5m)",
+                            r.window
+                        ),
+                    );
                 }
                 if r.keys.is_empty() || r.keys.len() > 5 {
                     self.err(at, format!("rule `{rule}`: rate_based takes one to five keys"));

@@ -3227,6 +3227,30 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             "rule `r`: rate_based limit must be at least 1",
         ),
         (
+            "rate_based window 0s",
+            BASE,
+            one("{rate_based: {limit: 1, window: 0s}}"),
+            "rule `r`: rate_based window `0s` is out of range: give 1s to 1d",
+        ),
+        (
+            "rate_based window under a second",
+            BASE,
+            one("{rate_based: {limit: 1, window: 999ms}}"),
+            "rule `r`: rate_based window `999ms` is out of range",
+        ),
+        (
+            "rate_based window absurdly long",
+            BASE,
+            one("{rate_based: {limit: 1, window: 584542046090y}}"),
+            "rule `r`: rate_based window `584542046090years",
+        ),
+        (
+            "rate_based window just over a day",
+            BASE,
+            one("{rate_based: {limit: 1, window: 86401s}}"),
+            "is out of range: give 1s to 1d",
+        ),
+        (
             "rate_based six keys",
             BASE,
             one(
@@ -3517,6 +3541,10 @@ fn limits_are_inclusive() {
         "{rate_based: {limit: 1, window: 1m, keys: [ip, method, uri_path, ja4, username]}}",
     ))
     .unwrap();
+    for window in ["1s", "1d", "24h", "86400s"] {
+        load(&one(&format!("{{rate_based: {{limit: 1, window: {window}}}}}")))
+            .unwrap_or_else(|e| panic!("window {window}: {e}"));
+    }
 }
 
 // =====================================================================================================
