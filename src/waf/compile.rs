@@ -74,6 +74,12 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
             c.ip_files.insert(name.clone(), (dir.join(path), at));
         }
         for g in &acl.groups {
+            if let Some(why) = name_problem(&g.value.name) {
+                c.err(
+                    (part.file, g.line, g.column),
+                    format!("rule group name {:?} {why}", g.value.name),
+                );
+            }
             if let Some((f, prev)) = groups.insert(&g.value.name, (part.file, g)) {
                 c.err(
                     (part.file, g.line, g.column),
@@ -100,6 +106,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
     for (file, rule) in &top {
         let at = (*file, rule.line, rule.column);
         let r = &rule.value;
+        c.names(at, r);
         match (&r.statement, &r.group) {
             (Some(_), Some(_)) => c.err(
                 at,
@@ -147,6 +154,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
                 for (mfile, member) in members {
                     let mat = (mfile, member.line, member.column);
                     let m = &member.value;
+                    c.names(mat, m);
                     let Some(s) = &m.statement else {
                         c.err(
                             mat,
@@ -198,6 +206,48 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
 }
 
 type At<'a> = (&'a Path, u32, u32);
+
+/// The longest rule, group or label name.
+const MAX_NAME: usize = 128;
+/// The longest label (AWS WAF's limit).
+const MAX_LABEL: usize = 1024;
+
+/// Why `name` cannot name a rule or a group: names show in metrics, logs, events and `reference/rule`,
+/// so they are 1 to 128 letters, digits, `_`, `-` or `.` (AWS WAF allows letters, digits, `_` and `-`).
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_NAME {
+        Some("is longer than 128 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        Some("may hold only letters, digits, `_`, `-` and `.`")
+    } else {
+        None
+    }
+}
+
+/// Why `label` is not a label. AWS WAF's syntax: parts of letters, digits, `_` and `-`, joined by `:`
+/// into namespaces (`myapp:bot:scanner`), no part empty, at most 1024 characters. Labels travel in the
+/// comma-separated `x-authward-labels` header, so a comma, a space or a control character would break it.
+pub fn label_problem(label: &str) -> Option<&'static str> {
+    if label.is_empty() {
+        Some("is empty")
+    } else if label.len() > MAX_LABEL {
+        Some("is longer than 1024 characters")
+    } else if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+    {
+        Some("may hold only letters, digits, `_` and `-`, in parts joined by `:`")
+    } else if label.split(':').any(str::is_empty) {
+        Some("has an empty part (a leading, trailing or doubled `:`)")
+    } else {
+        None
+    }
+}
 
 /// The shortest rate window: a shorter one counts nothing (`0s` would never match).
 const MIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
@@ -287,6 +337,32 @@ impl<'a> Compiler<'a> {
             column: at.2,
             message: message.into(),
         });
+    }
+
+    /// Checks a rule's name and the labels it adds.
+    fn names(&mut self, at: At<'_>, r: &FileRule) {
+        if let Some(why) = name_problem(&r.name) {
+            self.err(at, format!("rule name {:?} {why}", r.name));
+        }
+        for label in &r.labels {
+            if let Some(why) = label_problem(label) {
+                self.err(at, format!("rule `{}`: label {label:?} {why}", r.name));
+            }
+        }
+    }
+
+    /// Checks a label or namespace that a statement or rate key names (a namespace's trailing `:` aside).
+    fn label_name(&mut self, at: At<'_>, rule: &str, what: &str, label: &str) {
+        if let Some(why) = label_problem(label) {
+            self.err(at, format!("rule `{rule}`: {what} {label:?} {why}"));
+        }
+    }
+
+    /// Checks that a `label_match` in authward's own namespace tests a label authward adds.
+    fn builtin_label(&mut self, at: At<'_>, rule: &str, label: &str, namespace: bool) {
+        if let Some(why) = crate::profile::unknown_builtin_label(label, namespace) {
+            self.err(at, format!("rule `{rule}`: label_match can never match: {why}"));
+        }
     }
 
     fn action(&mut self, at: At<'_>, rule: &str, a: &FileAction) -> Action {
@@ -380,11 +456,11 @@ impl<'a> Compiler<'a> {
             FileRateKey::QueryArg(n) => RateKey::QueryArg(n.clone()),
             FileRateKey::UriPath => RateKey::UriPath,
             FileRateKey::Method => RateKey::Method,
-            FileRateKey::LabelNamespace(n) => RateKey::LabelNamespace(if n.ends_with(':') {
-                n.clone()
-            } else {
-                format!("{n}:")
-            }),
+            FileRateKey::LabelNamespace(n) => {
+                let bare = n.strip_suffix(':').unwrap_or(n);
+                self.label_name(at, rule, "label_namespace", bare);
+                RateKey::LabelNamespace(format!("{bare}:"))
+            }
             FileRateKey::Ja4 => RateKey::Ja4,
             FileRateKey::Username => RateKey::Username,
             FileRateKey::Constant => RateKey::Constant,
@@ -608,13 +684,16 @@ impl<'a> Compiler<'a> {
                 }
             }
             FileStatement::LabelMatch(l) => match (&l.key, &l.namespace) {
-                (Some(k), None) => Statement::Label(LabelTest::Key(k.clone())),
+                (Some(k), None) => {
+                    self.label_name(at, rule, "label_match key", k);
+                    self.builtin_label(at, rule, k, false);
+                    Statement::Label(LabelTest::Key(k.clone()))
+                }
                 (None, Some(ns)) => {
-                    let ns = if ns.ends_with(':') {
-                        ns.clone()
-                    } else {
-                        format!("{ns}:")
-                    };
+                    let bare = ns.strip_suffix(':').unwrap_or(ns);
+                    self.label_name(at, rule, "label_match namespace", bare);
+                    let ns = format!("{bare}:");
+                    self.builtin_label(at, rule, &ns, true);
                     Statement::Label(LabelTest::Namespace(ns))
                 }
                 _ => {

@@ -3227,6 +3227,100 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             "rule `r`: rate_based limit must be at least 1",
         ),
         (
+            "empty rule name",
+            BASE,
+            format!("rules: [{{name: '', priority: 1, statement: {x}}}]"),
+            "rule name \"\" is empty",
+        ),
+        (
+            "rule name with a slash",
+            BASE,
+            format!("rules: [{{name: 'a/b', priority: 1, statement: {x}}}]"),
+            "rule name \"a/b\" may hold only letters, digits, `_`, `-` and `.`",
+        ),
+        (
+            "rule name with a newline",
+            BASE,
+            format!("rules: [{{name: \"a\\nb\", priority: 1, statement: {x}}}]"),
+            "rule name \"a\\nb\" may hold only",
+        ),
+        (
+            "group member name empty",
+            BASE,
+            format!(
+                "groups: [{{name: g, rules: [{{name: '', priority: 1, statement: {x}}}]}}]\nrules: [{{name: r, priority: 1, group: g}}]"
+            ),
+            "rule name \"\" is empty",
+        ),
+        (
+            "group name with a space",
+            BASE,
+            format!(
+                "groups: [{{name: 'g h', rules: [{{name: m, priority: 1, statement: {x}}}]}}]\nrules: [{{name: r, priority: 1, group: 'g h'}}]"
+            ),
+            "rule group name \"g h\" may hold only",
+        ),
+        (
+            "empty label",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: [''], statement: {x}}}]"),
+            "rule `r`: label \"\" is empty",
+        ),
+        (
+            "label with a space",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['has space'], statement: {x}}}]"),
+            "rule `r`: label \"has space\" may hold only letters, digits, `_` and `-`, in parts joined by `:`",
+        ),
+        (
+            "label with a comma",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['x,y'], statement: {x}}}]"),
+            "rule `r`: label \"x,y\" may hold only",
+        ),
+        (
+            "label with a newline",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: [\"bad\\nnewline\"], statement: {x}}}]"),
+            "rule `r`: label \"bad\\nnewline\" may hold only",
+        ),
+        (
+            "label with an empty part",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['app::x'], statement: {x}}}]"),
+            "rule `r`: label \"app::x\" has an empty part",
+        ),
+        (
+            "label ending in a colon",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['app:'], statement: {x}}}]"),
+            "rule `r`: label \"app:\" has an empty part",
+        ),
+        (
+            "label on a group reference",
+            BASE,
+            format!("{grp}\nrules: [{{name: r, priority: 1, group: grp, labels: ['a b']}}]"),
+            "rule `r`: label \"a b\" may hold only",
+        ),
+        (
+            "label_match key malformed",
+            BASE,
+            one("{label_match: {key: 'a b'}}"),
+            "rule `r`: label_match key \"a b\" may hold only",
+        ),
+        (
+            "label_match namespace malformed",
+            BASE,
+            one("{label_match: {namespace: ':app'}}"),
+            "rule `r`: label_match namespace \":app\" has an empty part",
+        ),
+        (
+            "rate key label_namespace malformed",
+            BASE,
+            one("{rate_based: {limit: 1, window: 1m, keys: [{label_namespace: 'a,b'}]}}"),
+            "rule `r`: label_namespace \"a,b\" may hold only",
+        ),
+        (
             "rate_based window 0s",
             BASE,
             one("{rate_based: {limit: 1, window: 0s}}"),
@@ -3345,6 +3439,24 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             BASE,
             one("{rate_based: {limit: 1, window: 1m, scope_down: {label_match: {key: 'app:x'}}}}"),
             "rule `r` matches label `app:x`, but no earlier rule adds it",
+        ),
+        (
+            "label_match of an operation that does not exist",
+            BASE,
+            one("{label_match: {key: 'authward:operation:signin'}}"),
+            "rule `r`: label_match can never match: `signin` is not an operation authward knows (one of sign_in, sign_up,",
+        ),
+        (
+            "label_match of a namespace under an operation",
+            BASE,
+            one("{label_match: {namespace: 'authward:operation:sign_in'}}"),
+            "rule `r`: label_match can never match: authward adds no label under `authward:operation:sign_in:`",
+        ),
+        (
+            "label_match of an unknown operation in an unreferenced group",
+            BASE,
+            "groups: [{name: g, rules: [{name: m, priority: 1, statement: {label_match: {key: 'authward:operation:login'}}}]}]".into(),
+            "rule `g/m`: label_match can never match: `login` is not an operation",
         ),
         (
             "label_match key and namespace",
@@ -3512,6 +3624,41 @@ fn compile_errors_carry_positions() {
     assert_eq!(errors.0.len(), 1, "{errors}");
     let e = &errors.0[0];
     assert_eq!((e.file.as_str(), e.line, e.column), (MAIN, line as u32, 7), "{e}");
+}
+
+/// A bad label is reported at its rule (file, line, column), as `authward check` prints it.
+#[test]
+fn label_errors_carry_positions() {
+    let acl = format!(
+        "rules:\n  - {{name: ok, priority: 1, statement: {MATCH_X}}}\n  - {{name: bad, priority: 2, labels: [\"bad\\nnewline\"], statement: {MATCH_X}}}\n"
+    );
+    let text = config_text(BASE, &acl);
+    let line = text.lines().position(|l| l.contains("name: bad")).unwrap() + 1;
+    let errors = load_main(&text).map(|_| ()).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let e = &errors.0[0];
+    assert_eq!((e.file.as_str(), e.line, e.column), (MAIN, line as u32, 7), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{MAIN}:{line}:7: rule `bad`: label")),
+        "{e}"
+    );
+}
+
+/// Labels the syntax allows: AWS WAF's, namespaces and all.
+#[test]
+fn well_formed_labels_load() {
+    for label in [
+        "a",
+        "myapp:bot:scanner",
+        "A-b_c:9",
+        "awswaf:111122223333:rulegroup:x:login:attempt",
+    ] {
+        load(&format!(
+            "rules: [{{name: r.1-x_y, priority: 1, action: count, labels: ['{label}'], statement: {MATCH_X}}}]"
+        ))
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
 }
 
 /// `default_action` belongs to the main config; an included rule file may not set it.
