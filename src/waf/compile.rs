@@ -38,6 +38,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
         errors: Vec::new(),
         ip_files: BTreeMap::new(),
         ip_cache: HashMap::new(),
+        unreferenced: false,
     };
     let mut default_block = None;
     let mut store_fail_closed = false;
@@ -142,10 +143,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
                     );
                     continue;
                 };
-                let mut members: Vec<(&Path, &Positioned<FileRule>)> =
-                    group.value.rules.iter().map(|m| (gfile, m)).collect();
-                members.sort_by_key(|(_, m)| m.value.priority);
-                check_unique(&mut c, &members, &format!("rule group `{group_name}`"));
+                let members = group_members(&mut c, gfile, group);
                 for name in r.rule_overrides.keys() {
                     if !members.iter().any(|(_, m)| &m.value.name == name) {
                         c.err(at, format!("rule `{}`: rule_overrides names `{name}`, which group `{group_name}` does not have", r.name));
@@ -188,6 +186,41 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
             }
         }
     }
+    // A group that no rule references is checked all the same (`authward check rules/common.yaml` must
+    // find its mistakes), its members named `group/rule`, except for what the referencing config provides
+    // (GeoIP databases, earlier rules' labels); what it compiles to is dropped, so it costs the running
+    // ACL nothing (no inputs, no body reading).
+    let referenced: Vec<&str> = top.iter().filter_map(|(_, r)| r.value.group.as_deref()).collect();
+    let mut unreferenced: Vec<(&str, (&Path, &Positioned<FileGroup>))> = groups
+        .iter()
+        .filter(|(name, _)| !referenced.contains(*name))
+        .map(|(name, g)| (*name, *g))
+        .collect();
+    unreferenced.sort_by_key(|(_, (file, g))| (file.to_path_buf(), g.line));
+    let kept = (c.inputs.clone(), c.slots.clone(), c.rate_key_lists.clone());
+    c.unreferenced = true;
+    for (group_name, (gfile, group)) in unreferenced {
+        for (mfile, member) in group_members(&mut c, gfile, group) {
+            let mat = (mfile, member.line, member.column);
+            let m = &member.value;
+            c.names(mat, m);
+            let Some(s) = &m.statement else {
+                c.err(
+                    mat,
+                    format!(
+                        "rule `{}` in group `{group_name}`: groups hold statements, not other groups",
+                        m.name
+                    ),
+                );
+                continue;
+            };
+            let name = format!("{group_name}/{}", m.name);
+            c.action(mat, &name, m.action.as_ref().unwrap_or(&FileAction::Block));
+            c.rule_body(mat, &name, s);
+        }
+    }
+    (c.inputs, c.slots, c.rate_key_lists) = kept;
+    c.unreferenced = false;
     lint(&mut c, &rules, &top);
 
     if !c.errors.is_empty() {
@@ -264,6 +297,9 @@ struct Compiler<'a> {
     errors: Vec<ConfigError>,
     ip_files: BTreeMap<String, (PathBuf, At<'a>)>,
     ip_cache: HashMap<String, Result<Vec<ipnet::IpNet>, ()>>,
+    /// Compiling a group no rule references, only to check it: what depends on the config that will
+    /// reference it (the GeoIP databases) is not checked.
+    unreferenced: bool,
 }
 
 fn action_name(a: &FileAction) -> &'static str {
@@ -301,6 +337,19 @@ fn block_response(b: &super::file::FileBlockResponse) -> Result<BlockResponse, S
         headers,
         body: b.body.clone().map(bytes::Bytes::from),
     })
+}
+
+/// A group's rules by priority, checked for unique names and priorities.
+fn group_members<'g>(
+    c: &mut Compiler<'_>,
+    file: &'g Path,
+    group: &'g Positioned<FileGroup>,
+) -> Vec<(&'g Path, &'g Positioned<FileRule>)> {
+    let mut members: Vec<(&Path, &Positioned<FileRule>)> =
+        group.value.rules.iter().map(|m| (file, m)).collect();
+    members.sort_by_key(|(_, m)| m.value.priority);
+    check_unique(c, &members, &format!("rule group `{}`", group.value.name));
+    members
 }
 
 fn check_unique(c: &mut Compiler<'_>, rules: &[(&Path, &Positioned<FileRule>)], scope: &str) {
@@ -648,7 +697,7 @@ impl<'a> Compiler<'a> {
                 }
             }
             FileStatement::GeoMatch(g) => {
-                if !self.geo.has_country() {
+                if !self.geo.has_country() && !self.unreferenced {
                     self.err(
                         at,
                         format!(
@@ -671,7 +720,7 @@ impl<'a> Compiler<'a> {
                 Statement::Geo { address, countries }
             }
             FileStatement::AsnMatch(a) => {
-                if !self.geo.has_asn() {
+                if !self.geo.has_asn() && !self.unreferenced {
                     self.err(
                         at,
                         format!("rule `{rule}`: asn_match needs `geoip.asn` (a MaxMind ASN database)"),

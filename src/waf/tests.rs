@@ -3168,6 +3168,43 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             "rule group `g` is defined twice",
         ),
         (
+            "unreferenced group: duplicate names",
+            BASE,
+            format!(
+                "groups: [{{name: g, rules: [{{name: m, priority: 1, statement: {x}}}, {{name: m, priority: 2, statement: {x}}}]}}]"
+            ),
+            "rule group `g`: rule name `m` is used twice",
+        ),
+        (
+            "unreferenced group: bad statement",
+            BASE,
+            "groups: [{name: g, rules: [{name: m, priority: 1, statement: {rate_based: {limit: 0, window: 1m}}}]}]".into(),
+            "rule `g/m`: rate_based limit must be at least 1",
+        ),
+        (
+            "unreferenced group: empty and",
+            BASE,
+            "groups: [{name: g, rules: [{name: m, priority: 1, statement: {and: []}}]}]".into(),
+            "rule `g/m`: `and`/`or` need at least one statement",
+        ),
+        (
+            "unreferenced group: bad action",
+            BASE,
+            format!(
+                "groups: [{{name: g, rules: [{{name: m, priority: 1, action: {{block_with: {{status: 700}}}}, statement: {x}}}]}}]"
+            ),
+            "rule `g/m`: block_with: status 700 is not between 200 and 599",
+        ),
+        (
+            "unreferenced group: member references a group",
+            BASE,
+            format!(
+                "groups: [{{name: outer, rules: [{{name: m, priority: 1, group: grp}}]}}, {}]",
+                &grp[9..grp.len() - 1]
+            ),
+            "rule `m` in group `outer`: groups hold statements, not other groups",
+        ),
+        (
             "group not found",
             BASE,
             "rules: [{name: r, priority: 1, group: nope}]".into(),
@@ -3624,6 +3661,39 @@ fn compile_errors_carry_positions() {
     assert_eq!(errors.0.len(), 1, "{errors}");
     let e = &errors.0[0];
     assert_eq!((e.file.as_str(), e.line, e.column), (MAIN, line as u32, 7), "{e}");
+}
+
+/// A group that no rule references is checked (its errors carry their position), and costs the running
+/// ACL nothing: a body field in it does not make the proxy read bodies.
+#[test]
+fn unreferenced_groups_are_checked_and_dropped() {
+    let bad = "groups:\n  - name: g\n    rules:\n      - {name: m, priority: 1, statement: {rate_based: {limit: 0, window: 1m}}}\n";
+    let text = config_text(BASE, bad);
+    let line = text.lines().position(|l| l.contains("name: m")).unwrap() + 1;
+    let errors = load_main(&text).map(|_| ()).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let e = &errors.0[0];
+    assert_eq!((e.line, e.column), (line as u32, 11), "{e}");
+    assert_eq!(
+        e.message, "rule `g/m`: rate_based limit must be at least 1",
+        "{e}"
+    );
+    // A rule file of groups checked on its own: the databases come with the config that references it.
+    let geo =
+        "groups: [{name: g, rules: [{name: m, priority: 1, statement: {geo_match: {countries: [GB]}}}]}]";
+    load_main(&config_text(BASE_NO_GEO, geo)).unwrap();
+    let e = load_main(&config_text(
+        BASE_NO_GEO,
+        &format!("{geo}\nrules: [{{name: r, priority: 1, group: g}}]"),
+    ))
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rule `r/m`: geo_match needs `geoip.city`"), "{e}");
+    let body = "groups: [{name: g, rules: [{name: m, priority: 1, statement: {byte_match: {field: {body: {}}, position: contains, value: x}}}]}]";
+    let config = load(body).unwrap();
+    assert!(config.web_acl.rules().is_empty());
+    assert!(!config.web_acl.needs_body());
 }
 
 /// A bad label is reported at its rule (file, line, column), as `authward check` prints it.
