@@ -74,7 +74,8 @@ pub struct FileRequest {
     pub form: Option<BTreeMap<String, String>>,
     /// A JSON body of this many bytes (`{"pad":"xxx…"}`), for size rules.
     pub body_size: Option<crate::config::types::ByteSize>,
-    /// The client address (default 192.0.2.10).
+    /// The address the request comes from, the TCP peer (default 192.0.2.10). When it is one of the
+    /// config's `trusted_proxies`, the client is read from `X-Forwarded-For`, as the proxy does.
     pub client_ip: Option<IpAddr>,
     /// The TLS ClientHello fingerprint.
     pub ja4: Option<String>,
@@ -170,6 +171,14 @@ impl FileRequest {
     }
 }
 
+impl Prepared {
+    /// The client address as the proxy's context stage finds it: the peer (`client_ip`), or the
+    /// `X-Forwarded-For` entry a trusted proxy added.
+    pub fn client(&self, config: &Config) -> IpAddr {
+        crate::context::client_ip(config, self.client_ip, &self.headers)
+    }
+}
+
 /// Why the proxy's profile stage would refuse this request with 400 before any rule sees it: a body the
 /// profile cannot read (`unreadable_body`) or a field sent twice with different values (`ambiguous_fields`).
 pub fn refusal(config: &Config, req: &Prepared) -> Option<&'static str> {
@@ -211,7 +220,7 @@ pub async fn evaluate(
         ja4: req.ja4.as_deref(),
     };
     let cx = Context {
-        client_ip: req.client_ip,
+        client_ip: req.client(config),
         geo: &config.geo,
         store,
         explain,
@@ -339,11 +348,17 @@ pub async fn explain(config_path: &Path, request_path: &Path) -> Result<String, 
         return Ok(out);
     }
     let (matched, labels, verdict) = evaluate(&config, &store, &req, true).await;
-    let geo = config.geo.lookup(req.client_ip);
+    let client = req.client(&config);
+    let geo = config.geo.lookup(client);
     let _ = writeln!(
         out,
-        "context   client {} country {} asn {}{}",
-        req.client_ip,
+        "context   client {}{} country {} asn {}{}",
+        client,
+        if client == req.client_ip {
+            String::new()
+        } else {
+            format!(" (X-Forwarded-For from trusted proxy {})", req.client_ip)
+        },
         geo.country.as_deref().unwrap_or("-"),
         geo.asn.map_or("-".to_string(), |a| a.to_string()),
         if geo.anonymous.is_clean() {

@@ -3663,6 +3663,39 @@ fn compile_errors_carry_positions() {
     assert_eq!((e.file.as_str(), e.line, e.column), (MAIN, line as u32, 7), "{e}");
 }
 
+/// `authward test` and `explain` find the client as the proxy does: behind a trusted proxy, from
+/// `X-Forwarded-For`; from any other peer, the header is ignored.
+#[tokio::test]
+async fn trusted_proxies_apply_offline() {
+    let acl = one("{ip_set: {cidrs: [203.0.113.0/24]}}");
+    let text = format!("trusted_proxies: [192.0.2.0/24]\n{}", config_text(BASE, &acl));
+    let config = load_main(&text).unwrap();
+    for (yaml, want) in [
+        (
+            "{path: /, client_ip: 192.0.2.10, headers: {x-forwarded-for: 203.0.113.5}}",
+            "block",
+        ),
+        (
+            "{path: /, client_ip: 192.0.2.10, headers: {x-forwarded-for: '203.0.113.5, 192.0.2.99'}}",
+            "block",
+        ),
+        (
+            "{path: /, client_ip: 198.51.100.1, headers: {x-forwarded-for: 203.0.113.5}}",
+            "allow",
+        ),
+        ("{path: /, client_ip: 192.0.2.10}", "allow"),
+        ("{path: /, client_ip: 203.0.113.5}", "block"),
+    ] {
+        let store = MemoryStore::new(
+            MemoryLimits::default(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+        );
+        let prepared = request(yaml).unwrap();
+        let (_, _, verdict) = ruletest::evaluate(&config, &store, &prepared, false).await;
+        assert_eq!(verdict.action_name(), want, "{yaml}");
+    }
+}
+
 /// A group that no rule references is checked (its errors carry their position), and costs the running
 /// ACL nothing: a body field in it does not make the proxy read bodies.
 #[test]
