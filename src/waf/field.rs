@@ -384,9 +384,16 @@ impl<'a> Cache<'a> {
 
     fn json(&self) -> Option<&'a serde_json::Value> {
         let json: &'a BodyJson<'a> = self.json;
+        let oversize = self.view.body_oversize;
         json.profiled.or_else(|| {
             json.parsed
-                .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
+                .get_or_init(|| {
+                    self.view.body.and_then(|b| {
+                        serde_json::from_slice(b)
+                            .ok()
+                            .or_else(|| oversize.then(|| parse_truncated(b)).flatten())
+                    })
+                })
                 .as_ref()
         })
     }
@@ -511,12 +518,16 @@ impl<'a> Cache<'a> {
                                 invalid_json: None,
                             }
                         }
+                        // The oversize flag goes along: for a body over the limit, the statement's
+                        // oversize policy decides before the invalid-JSON one.
                         InvalidJson::Match => Values {
                             invalid_json: Some(true),
+                            oversize: v.body_oversize,
                             ..Default::default()
                         },
                         InvalidJson::NoMatch => Values {
                             invalid_json: Some(false),
+                            oversize: v.body_oversize,
                             ..Default::default()
                         },
                     };
@@ -754,6 +765,70 @@ fn empty_json_string_after(body: &[u8], quoted_key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The JSON document that the first part of a body over the limit begins, as far as it was read: a string
+/// cut off is closed where it stops (a broken escape or character at the cut dropped), and so are the
+/// arrays and objects open there; when that does not parse (the cut fell in a key, a number or a literal),
+/// the members before the last complete one's end are kept. `None` when the part read is not valid JSON
+/// up to there: the body is invalid JSON, not merely cut off.
+fn parse_truncated(prefix: &[u8]) -> Option<serde_json::Value> {
+    // A character cut in two at the end is dropped.
+    let prefix = match std::str::from_utf8(prefix) {
+        Err(e) if e.error_len().is_none() => &prefix[..e.valid_up_to()],
+        _ => prefix,
+    };
+    // The closers still due, whether the text ends in a string (and in an escape there), and the last
+    // place a member or element ended (before a `,`, or just inside a `{` or `[`). `None` when brackets
+    // do not pair up or something follows the document: no cut can make that valid.
+    let scan = |text: &[u8]| {
+        let (mut open, mut in_string, mut escaped, mut safe_cut) = (Vec::new(), false, false, None);
+        for (i, &b) in text.iter().enumerate() {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            if open.is_empty() && safe_cut.is_some() && !b.is_ascii_whitespace() {
+                return None;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    open.push(if b == b'{' { b'}' } else { b']' });
+                    safe_cut = Some(i + 1);
+                }
+                // Pops the closer due; a different one (or none due) is a mismatch.
+                b'}' | b']' if open.pop() != Some(b) => return None,
+                b',' => safe_cut = Some(i),
+                _ => {}
+            }
+        }
+        Some((open, in_string, escaped, safe_cut))
+    };
+    let closed = |text: &[u8], open: &[u8], close_string: bool| {
+        let mut doc = text.to_vec();
+        if close_string {
+            doc.push(b'"');
+        }
+        doc.extend(open.iter().rev());
+        serde_json::from_slice::<serde_json::Value>(&doc).ok()
+    };
+    let (open, in_string, escaped, safe_cut) = scan(prefix)?;
+    let text = if escaped {
+        &prefix[..prefix.len() - 1]
+    } else {
+        prefix
+    };
+    closed(text, &open, in_string).or_else(|| {
+        let cut = &prefix[..safe_cut?];
+        let (open, ..) = scan(cut)?;
+        closed(cut, &open, false)
+    })
+}
+
 /// The value `pointer` selects for a rule, as if the member at `hidden` (the password, when given) were
 /// `null`: the target, and the hidden member's tokens below it when it lies inside the target.
 fn json_target<'v, 'p>(
@@ -943,5 +1018,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_json_body_cut_at_the_limit_keeps_what_was_read() {
+        let parsed = |text: &str| parse_truncated(text.as_bytes()).map(|v| v.to_string());
+        for (cut, want) in [
+            // Cut in a string value: the string is closed where it stops.
+            (
+                r#"{"a": "root", "pad": "xxx"#,
+                Some(r#"{"a":"root","pad":"xxx"}"#),
+            ),
+            (r#"{"a": ["x", {"b": "ro"#, Some(r#"{"a":["x",{"b":"ro"}]}"#)),
+            // In an escape, or in a character: dropped.
+            (r#"{"a": "x\"#, Some(r#"{"a":"x"}"#)),
+            ("{\"a\": \"\u{e9}\u{e9}", Some("{\"a\":\"\u{e9}\u{e9}\"}")),
+            // In a key, a number or a literal: the members before it.
+            (r#"{"a": 1, "ke"#, Some(r#"{"a":1}"#)),
+            (r#"{"a": [1, 2], "b": tr"#, Some(r#"{"a":[1,2]}"#)),
+            (r#"{"a": 1, "b":"#, Some(r#"{"a":1}"#)),
+            (r#"[1, 2, 3"#, Some("[1,2,3]")),
+            (r#"{"#, Some("{}")),
+            // Invalid before the cut: invalid JSON.
+            (r#"{"a": root, "b": "x"#, None),
+            (r#"{"a": 1}} "x"#, None),
+            (r#"{"a": [1}, "x"#, None),
+            ("\u{feff}{\"a\": \"x", None),
+            (r#""just a string"#, Some(r#""just a string""#)),
+            ("hello", None),
+        ] {
+            assert_eq!(parsed(cut).as_deref(), want, "{cut:?}");
+        }
+        // A character cut in two at the limit.
+        let mut bytes = "{\"a\": \"x\u{e9}".as_bytes().to_vec();
+        bytes.pop();
+        assert_eq!(
+            parse_truncated(&bytes).map(|v| v.to_string()).as_deref(),
+            Some(r#"{"a":"x"}"#)
+        );
     }
 }

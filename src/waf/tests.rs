@@ -2231,6 +2231,89 @@ async fn fields_body_json_form() {
     check(body_cases()).await;
 }
 
+/// For a body over the limit the oversize policy decides first, as in AWS WAF: a valid JSON body cut at
+/// the limit is not invalid JSON. `match` and `no_match` decide without reading; `continue` reads the
+/// members that were read, and the invalid-JSON policy applies only to a body invalid before the cut.
+#[tokio::test]
+async fn oversize_handling_wins_over_invalid_json() {
+    // 2 KiB of valid JSON; the cap is 1 KiB.
+    let big = "{method: POST, path: /u, body_size: 2KiB}";
+    let padded = |head: &str| {
+        format!(
+            "{{method: POST, path: /u, headers: {{content-type: application/json}}, body: {}}}",
+            q(&format!("{{{head}, \"pad\": \"{}\"}}", "x".repeat(2000)))
+        )
+    };
+    let field = |options: &str, value: &str| {
+        one(&format!(
+            "{{byte_match: {{field: {{json_body: {{{options}}}}}, position: contains, value: {value}}}}}"
+        ))
+    };
+    check(vec![
+        case(
+            "oversize no_match wins over invalid match",
+            field("oversize: no_match, invalid: match", "zzz"),
+            big,
+            pass(),
+        ),
+        case(
+            "oversize no_match wins over invalid match (invalid JSON)",
+            field("oversize: no_match, invalid: match", "zzz"),
+            padded("\"a\": root"),
+            pass(),
+        ),
+        case(
+            "oversize match wins over invalid no_match",
+            field("oversize: match, invalid: no_match", "zzz"),
+            big,
+            block("r"),
+        ),
+        case(
+            "oversize match wins over invalid no_match (invalid JSON)",
+            field("oversize: match, invalid: no_match", "zzz"),
+            padded("\"a\": root"),
+            block("r"),
+        ),
+        case(
+            "oversize continue: a body cut at the limit is not invalid JSON",
+            field("oversize: continue, invalid: match", "zzz"),
+            big,
+            pass(),
+        ),
+        case(
+            "oversize continue: the string cut at the limit is read",
+            field("oversize: continue, invalid: no_match", "xxxx"),
+            big,
+            block("r"),
+        ),
+        case(
+            "oversize continue: members before the cut are read",
+            field("pointer: /a, oversize: continue, invalid: no_match", "root"),
+            padded("\"a\": \"root\""),
+            block("r"),
+        ),
+        case(
+            "oversize continue: a body invalid before the cut is invalid (match)",
+            field("oversize: continue, invalid: match", "zzz"),
+            padded("\"a\": root"),
+            block("r"),
+        ),
+        case(
+            "oversize continue: a body invalid before the cut is invalid (no_match)",
+            field("oversize: continue, invalid: no_match", "root"),
+            padded("\"a\": root"),
+            pass(),
+        ),
+        case(
+            "oversize no_match wins for size_constraint too",
+            one("{size_constraint: {field: {json_body: {oversize: no_match, invalid: match}}, comparison: ge, size: 0}}"),
+            big,
+            pass(),
+        ),
+    ])
+    .await;
+}
+
 /// The invalid-JSON policy belongs to the field, so `size_constraint` on a `json_body` obeys it as
 /// every other statement does (AWS WAF's `InvalidFallbackBehavior` applies to size constraints too).
 #[tokio::test]
