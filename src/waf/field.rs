@@ -287,8 +287,8 @@ pub struct Cache<'a> {
     /// Per input, the slot that holds its field's values before transformation (see [`read_as`]).
     read_as: &'a [usize],
     slots: Vec<Slot<'a>>,
-    /// What the content type says the body is.
-    body_kinds: OnceCell<BodyKinds>,
+    /// Whether the body is read as a form, see [`Cache::is_form`].
+    is_form: OnceCell<bool>,
     /// A `multipart/form-data` body's text fields, parsed once for every form field that reads them.
     multipart: OnceCell<Option<Vec<(String, String)>>>,
 }
@@ -319,7 +319,7 @@ impl<'a> Cache<'a> {
             json,
             read_as,
             slots: (0..read_as.len()).map(|_| Slot::default()).collect(),
-            body_kinds: OnceCell::new(),
+            is_form: OnceCell::new(),
             multipart: OnceCell::new(),
         }
     }
@@ -501,8 +501,9 @@ impl<'a> Cache<'a> {
                     invalid_json: None,
                 }
             }
-            Field::JsonBody { .. } if !self.body_kind(BodyKind::Json) => Values::default(),
-            Field::Form(_) | Field::AllFormFields if !self.body_kind(BodyKind::Form) => Values::default(),
+            // No body, nothing to parse (a GET is not invalid JSON).
+            Field::JsonBody { .. } if v.body.is_none_or(<[u8]>::is_empty) => Values::default(),
+            Field::Form(_) | Field::AllFormFields if !self.is_form() => Values::default(),
             Field::JsonBody {
                 pointer,
                 part,
@@ -629,17 +630,6 @@ fn form_pairs(body: Option<&[u8]>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_
     form_urlencoded::parse(body.unwrap_or_default())
 }
 
-/// What a body is, by its content type.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
-    Json,
-    Form,
-}
-
-/// What the body may be read as: (JSON, form).
-#[derive(Clone, Copy)]
-struct BodyKinds(bool, bool);
-
 impl<'a> Cache<'a> {
     /// The form fields of the body: a `multipart/form-data` body's text parts (parsed once), else the
     /// urlencoded pairs.
@@ -657,14 +647,12 @@ impl<'a> Cache<'a> {
         )
     }
 
-    /// Whether the body may be read as `kind`. A content type that names JSON or a form decides; under any
-    /// other content type (`text/plain`, `application/octet-stream`, ...) a body that looks like JSON is
-    /// read as JSON too, as the many backends that parse a body whatever its content type will (else a
-    /// client could hide a JSON body from the rules by its label); without a content type, a body is read
-    /// as JSON if it looks like it and as a form if not. A JSON body is never read as a form, nor a form
-    /// as JSON.
-    fn body_kind(&self, kind: BodyKind) -> bool {
-        let BodyKinds(json, form) = *self.body_kinds.get_or_init(|| {
+    /// Whether the body is read as a form: a content type that names a form
+    /// (`application/x-www-form-urlencoded`, `multipart/form-data`), or none and a body that does not look
+    /// like JSON. A JSON body is never read as a form. (`json_body` reads any body as JSON, whatever its
+    /// content type, as AWS WAF does: a client must not hide a payload by its label.)
+    fn is_form(&self) -> bool {
+        *self.is_form.get_or_init(|| {
             const FORM: &[u8] = b"application/x-www-form-urlencoded";
             const MULTIPART: &[u8] = b"multipart/form-data";
             let ct = self
@@ -672,24 +660,19 @@ impl<'a> Cache<'a> {
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .map(|v| v.as_bytes());
-            let says_json = ct.is_some_and(|ct| ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")));
             let starts =
                 |ct: &[u8], with: &[u8]| ct.get(..with.len()).is_some_and(|p| p.eq_ignore_ascii_case(with));
-            let says_form = ct.is_some_and(|ct| starts(ct, FORM) || starts(ct, MULTIPART));
-            if says_json || says_form {
-                return BodyKinds(says_json, says_form);
+            match ct {
+                Some(ct) => starts(ct, FORM) || starts(ct, MULTIPART),
+                None => {
+                    let first = self
+                        .view
+                        .body
+                        .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied());
+                    !matches!(first, Some(b'{' | b'['))
+                }
             }
-            let first = self
-                .view
-                .body
-                .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied());
-            let jsonish = matches!(first, Some(b'{' | b'['));
-            BodyKinds(jsonish, !jsonish && ct.is_none())
-        });
-        match kind {
-            BodyKind::Json => json,
-            BodyKind::Form => form,
-        }
+        })
     }
 }
 

@@ -2052,22 +2052,60 @@ fn body_cases() -> Vec<Case> {
             "{method: POST, path: /u, headers: {content-type: application/octet-stream}, body: ' [\"root\"]'}",
             block("r"),
         ),
+        // Any body is parsed as JSON, whatever its content type (as AWS WAF does); one that is not JSON
+        // meets the invalid-JSON policy.
         case(
-            "json_body: text/plain that is not JSON is not",
+            "json_body: text/plain that is not JSON is evaluated as a string",
             &all_values,
             "{method: POST, path: /u, headers: {content-type: text/plain}, body: 'root'}",
-            pass(),
+            block("r"),
         ),
         case(
-            "json_body: a form body is not read as JSON",
-            &all_values,
+            "json_body invalid match: text/plain that is not JSON",
+            invalid("match"),
+            "{method: POST, path: /u, headers: {content-type: text/plain}, body: hello}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid match: no content type and not JSON",
+            invalid("match"),
+            "{method: POST, path: /u, body: hello}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid match: a form body is invalid JSON",
+            invalid("match"),
+            "{method: POST, path: /u, form: {a: x}}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid no_match: a form body",
+            invalid("no_match"),
             "{method: POST, path: /u, form: {a: root}}",
             pass(),
         ),
         case(
-            "json_body: a form body is not invalid JSON",
+            "json_body: a form body is evaluated as its raw text",
+            contains("{json_body: {}}", "a=root"),
+            "{method: POST, path: /u, form: {a: root}}",
+            block("r"),
+        ),
+        case(
+            "json_body: sqli in a text/plain body",
+            one("{sqli: {field: {json_body: {}}}}"),
+            "{method: POST, path: /u, headers: {content-type: text/plain}, body: \"1' union select password from users--\"}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid match: no body is not invalid JSON",
             invalid("match"),
-            "{method: POST, path: /u, form: {a: x}}",
+            "{method: POST, path: /u}",
+            pass(),
+        ),
+        case(
+            "json_body invalid match: an empty body is not invalid JSON",
+            invalid("match"),
+            "{method: POST, path: /u, headers: {content-type: application/json}, body: ''}",
             pass(),
         ),
         case(
