@@ -179,17 +179,27 @@ impl Prepared {
     }
 }
 
-/// Why the proxy's profile stage would refuse this request with 400 before any rule sees it: a body the
-/// profile cannot read (`unreadable_body`) or a field sent twice with different values (`ambiguous_fields`).
+/// Why the proxy's profile stage would refuse this request before any rule sees it: with 413, a body
+/// over the profile's `body_limit` (`body_too_large`); with 400, a body the profile cannot read
+/// (`unreadable_body`) or a field sent twice with different values (`ambiguous_fields`).
 pub fn refusal(config: &Config, req: &Prepared) -> Option<&'static str> {
     let path = crate::context::normalize_path(req.uri.path());
     let body = req.body.as_deref().unwrap_or_default();
     let candidates = config.profiles.candidates(&req.method, &path, &req.headers)?;
+    let limit = candidates.body_limit().unwrap_or(config.listen.body_limit);
+    if body.len() as u64 > limit {
+        return Some("body_too_large");
+    }
     match candidates.resolve(req.uri.query(), &req.headers, body) {
         Err(_) => Some("unreadable_body"),
         Ok(Some(m)) if m.ambiguous => Some("ambiguous_fields"),
         Ok(_) => None,
     }
+}
+
+/// The status the proxy answers a [`refusal`] with.
+fn refusal_status(why: &str) -> u16 {
+    if why == "body_too_large" { 413 } else { 400 }
 }
 
 /// Runs one request through the profile and the web ACL, as the proxy would before forwarding (a request
@@ -202,19 +212,23 @@ pub async fn evaluate(
 ) -> (Option<Matched>, Vec<String>, Verdict) {
     let path = crate::context::normalize_path(req.uri.path());
     let body = req.body.as_deref().unwrap_or_default();
-    let matched = config
-        .profiles
-        .candidates(&req.method, &path, &req.headers)
-        .and_then(|c| c.resolve(req.uri.query(), &req.headers, body).ok().flatten());
+    let candidates = config.profiles.candidates(&req.method, &path, &req.headers);
+    // As the proxy reads it: a profiled route's body whole (the profile stage refuses a larger one); any
+    // other body over `listen.body_limit` as its first `body_limit` bytes, marked oversize, with its
+    // whole length known (the proxy reads it from Content-Length).
+    let limit = usize::try_from(config.listen.body_limit).unwrap_or(usize::MAX);
+    let (inspected, oversize) = match req.body.as_deref() {
+        Some(b) if candidates.is_none() && b.len() > limit => (Some(&b[..limit]), true),
+        other => (other, false),
+    };
+    let matched = candidates.and_then(|c| c.resolve(req.uri.query(), &req.headers, body).ok().flatten());
     let view = RequestView {
         method: &req.method,
         uri: &req.uri,
         headers: &req.headers,
-        body: req.body.as_deref(),
-        body_oversize: req
-            .body
-            .as_ref()
-            .is_some_and(|b| b.len() as u64 > config.listen.body_limit),
+        body: inspected,
+        body_oversize: oversize,
+        body_len: oversize.then_some(body.len() as u64),
         profile: matched.as_ref().map(|m| &m.fields),
         json: matched.as_ref().and_then(|m| m.json.as_ref()).map(|j| j.value()),
         ja4: req.ja4.as_deref(),
@@ -288,10 +302,13 @@ async fn run_case(config: &Config, case: &FileCase) -> Result<(), String> {
     }
     let req = case.request.prepare()?;
     if let Some(why) = refusal(config, &req) {
-        // Refused with 400 before any rule: a block by the profile stage.
+        // Refused with 400 or 413 before any rule: a block by the profile stage.
         return match (&*case.expect.action, case.expect.rule.as_deref()) {
             ("block", None | Some("profile")) => Ok(()),
-            _ => Err(format!("the profile stage refuses this request with 400 ({why})")),
+            _ => Err(format!(
+                "the profile stage refuses this request with {} ({why})",
+                refusal_status(why)
+            )),
         };
     }
     let (_, labels, verdict) = evaluate(config, &store, &req, false).await;
@@ -343,7 +360,8 @@ pub async fn explain(config_path: &Path, request_path: &Path) -> Result<String, 
     if let Some(why) = refusal(&config, &req) {
         let _ = writeln!(
             out,
-            "profile   refused with 400 ({why}): no rule sees it, the upstream never gets it"
+            "profile   refused with {} ({why}): no rule sees it, the upstream never gets it",
+            refusal_status(why)
         );
         return Ok(out);
     }

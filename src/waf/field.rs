@@ -183,9 +183,11 @@ pub struct RequestView<'a> {
     pub method: &'a Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
-    /// The body, or the first part of it when it was larger than what authward reads.
+    /// The body, or its first `listen.body_limit` bytes when it is larger than what authward reads.
     pub body: Option<&'a [u8]>,
     pub body_oversize: bool,
+    /// The length of the whole body when it is over the limit and known (its `Content-Length`).
+    pub body_len: Option<u64>,
     pub profile: Option<&'a Fields>,
     /// The body as JSON, when the profile stage parsed it (a byte order mark skipped).
     pub json: Option<&'a serde_json::Value>,
@@ -201,6 +203,9 @@ pub struct Values<'a> {
     pub oversize: bool,
     /// The body was not valid JSON and the policy says match / no match.
     pub invalid_json: Option<bool>,
+    /// Bytes of the body past the part read, when its whole length is known: a `size_constraint` on
+    /// `body` counts them (untransformed).
+    pub unread: u64,
 }
 
 /// The request body as JSON: the profile stage's document, or parsed here at most once per request. It
@@ -377,6 +382,7 @@ impl<'a> Cache<'a> {
                 items,
                 oversize: raw.oversize,
                 invalid_json: raw.invalid_json,
+                unread: raw.unread,
             })
         });
         values.as_ref().unwrap_or(raw)
@@ -495,10 +501,15 @@ impl<'a> Cache<'a> {
             }
             Field::Body => {
                 let body: &'a [u8] = v.body.unwrap_or_default();
+                let unread = match v.body_len {
+                    Some(len) if v.body_oversize => len.saturating_sub(body.len() as u64),
+                    _ => 0,
+                };
                 Values {
                     items: Items::One(hide_in_body(body, hidden, v.headers)),
                     oversize: v.body_oversize,
                     invalid_json: None,
+                    unread,
                 }
             }
             // No body, nothing to parse (a GET is not invalid JSON).
@@ -517,6 +528,7 @@ impl<'a> Cache<'a> {
                                 items: Items::One(hide_in_body(raw, hidden, v.headers)),
                                 oversize: v.body_oversize,
                                 invalid_json: None,
+                                unread: 0,
                             }
                         }
                         // The oversize flag goes along: for a body over the limit, the statement's
@@ -546,6 +558,7 @@ impl<'a> Cache<'a> {
                     items,
                     oversize: v.body_oversize,
                     invalid_json: None,
+                    unread: 0,
                 }
             }
             Field::Form(name) => Values {
@@ -557,6 +570,7 @@ impl<'a> Cache<'a> {
                     .collect(),
                 oversize: v.body_oversize,
                 invalid_json: None,
+                unread: 0,
             },
             Field::AllFormFields => Values {
                 items: self
@@ -567,6 +581,7 @@ impl<'a> Cache<'a> {
                     .collect(),
                 oversize: v.body_oversize,
                 invalid_json: None,
+                unread: 0,
             },
             Field::Ja4 => one(Cow::Borrowed(v.ja4.unwrap_or("").as_bytes())),
             Field::HeaderOrder => {

@@ -170,13 +170,18 @@ impl Statement {
                 } else if let Some(policy) = values.invalid_json {
                     policy
                 } else {
+                    // A body over the limit is measured whole where its length is known.
                     values
                         .items
                         .iter()
-                        .any(|v| compare(v.len() as u64, *comparison, *size))
+                        .any(|v| compare(v.len() as u64 + values.unread, *comparison, *size))
                 };
                 if let Some(t) = trace.as_deref_mut() {
-                    let sizes: Vec<usize> = values.items.iter().map(|v| v.len()).collect();
+                    let sizes: Vec<u64> = values
+                        .items
+                        .iter()
+                        .map(|v| v.len() as u64 + values.unread)
+                        .collect();
                     t.lines.push(format!(
                         "size_constraint on {}: sizes {sizes:?} {comparison:?} {size}: {}",
                         input.field.describe(),

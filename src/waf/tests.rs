@@ -2269,6 +2269,43 @@ async fn fields_body_json_form() {
     check(body_cases()).await;
 }
 
+/// `authward test` reads a body as the proxy does: over `listen.body_limit` (1 KiB here), the rules see
+/// exactly its first 1024 bytes, marked oversize, and a body `size_constraint` its whole length (the
+/// proxy's Content-Length); a profiled route refuses a body over its limit with 413 before any rule.
+#[tokio::test]
+async fn offline_bodies_are_cut_at_the_limit_as_live() {
+    let evil_at = |at: usize| {
+        let mut b = "x".repeat(2000);
+        b.replace_range(at..at + 4, "EVIL");
+        format!("{{method: POST, path: /u, body: {}}}", q(&b))
+    };
+    let evil = one("{byte_match: {field: {body: {}}, position: contains, value: EVIL}}");
+    let size = |cmp: &str, n: u32| {
+        one(&format!(
+            "{{size_constraint: {{field: {{body: {{}}}}, comparison: {cmp}, size: {n}}}}}"
+        ))
+    };
+    check(vec![
+        case("EVIL inside the first 1024 bytes", &evil, evil_at(1020), block("r")),
+        case("EVIL across the limit", &evil, evil_at(1021), pass()),
+        case("EVIL past the limit", &evil, evil_at(1500), pass()),
+        case("size: the whole body", size("eq", 2000), evil_at(0), block("r")),
+        case("size: more than read", size("gt", 1500), evil_at(0), block("r")),
+        case(
+            "size: transformations apply to the part read",
+            one("{size_constraint: {field: {body: {}}, comparison: eq, size: 1953, transforms: [compress_white_space]}}"),
+            format!("{{method: POST, path: /u, body: {}}}", q(&format!("{}{}", "  ".repeat(24), "x".repeat(1952)))),
+            block("r"),
+        ),
+    ])
+    .await;
+    let config = load(&evil).unwrap();
+    let prepared = request("{method: POST, path: /login, body_size: 2KiB}").unwrap();
+    assert_eq!(ruletest::refusal(&config, &prepared), Some("body_too_large"));
+    let prepared = request("{method: POST, path: /login, body_size: 1KiB}").unwrap();
+    assert_eq!(ruletest::refusal(&config, &prepared), None);
+}
+
 /// For a body over the limit the oversize policy decides first, as in AWS WAF: a valid JSON body cut at
 /// the limit is not invalid JSON. `match` and `no_match` decide without reading; `continue` reads the
 /// members that were read, and the invalid-JSON policy applies only to a body invalid before the cut.
@@ -4041,6 +4078,7 @@ fn rate_keys_keep_their_format() {
         headers: &headers,
         body: None,
         body_oversize: false,
+        body_len: None,
         profile: Some(&fields),
         json: None,
         ja4: Some("t13d1516h2_8daaf6152771_b186095e22b6"),
