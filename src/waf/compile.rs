@@ -43,30 +43,47 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
     let mut default_block = None;
     let mut store_fail_closed = false;
     let mut groups: HashMap<&str, (&Path, &Positioned<FileGroup>)> = HashMap::new();
+    let main_default = parts
+        .iter()
+        .find(|p| p.main)
+        .and_then(|p| p.acl.value.default_action.as_ref());
     for part in parts {
         let acl = &part.acl.value;
         let at = (part.file, part.acl.line, part.acl.column);
         if let Some(action) = &acl.default_action {
+            // Only the main config sets the default action. An included file (an imported web ACL) may
+            // state it too, when it agrees: then it documents the main config's choice and changes nothing.
             if !part.main {
-                c.err(
-                    at,
-                    "`default_action` belongs in the main config, not in an included rule file",
-                );
-            }
-            match action {
-                FileAction::Allow => {}
-                FileAction::Block => default_block = Some(Arc::new(default_block_response())),
-                FileAction::BlockWith(b) => match block_response(b) {
-                    Ok(r) => default_block = Some(Arc::new(r)),
-                    Err(e) => c.err(at, format!("default_action: {e}")),
-                },
-                other => c.err(
-                    at,
-                    format!(
-                        "default_action must be allow or block, not {}",
-                        action_name(other)
+                let agrees = match main_default {
+                    Some(main) => main == action,
+                    None => *action == FileAction::Allow,
+                };
+                if !agrees {
+                    c.err(
+                        at,
+                        format!(
+                            "`default_action: {}` differs from the main config's default action ({}): only the main config sets it; set it there, or remove it here",
+                            action_name(action),
+                            main_default.map_or("allow, by default", action_name)
+                        ),
+                    );
+                }
+            } else {
+                match action {
+                    FileAction::Allow => {}
+                    FileAction::Block => default_block = Some(Arc::new(default_block_response())),
+                    FileAction::BlockWith(b) => match block_response(b) {
+                        Ok(r) => default_block = Some(Arc::new(r)),
+                        Err(e) => c.err(at, format!("default_action: {e}")),
+                    },
+                    other => c.err(
+                        at,
+                        format!(
+                            "default_action must be allow or block, not {}",
+                            action_name(other)
+                        ),
                     ),
-                ),
+                }
             }
         }
         store_fail_closed |= acl.store_failure == super::file::StoreFailure::Closed;

@@ -137,6 +137,12 @@ pub fn aws_waf_with_groups(json: &str, known_groups: &[String]) -> Result<Import
     if let Some(arn) = doc.get("ARN").and_then(Value::as_str) {
         yaml.push_str(&format!("# Source: {}\n", one_line(arn)));
     }
+    if kind == Kind::WebAcl {
+        yaml.push_str(
+            "# Include it from your config: its default_action must then agree with the config's own\n\
+             # web_acl.default_action (allow when unset), which is the one that applies.\n",
+        );
+    }
     if kind == Kind::RuleGroup {
         yaml.push_str(&format!(
             "# Reference it from a config that includes this file: {{name: {0}, priority: 10, group: {0}}}\n",
@@ -1817,6 +1823,37 @@ mod tests {
             matches!(&alts[2], FileStatement::Regex(r) if r.pattern.as_str() == "^\\s*[{}\\[\\]]: \"x\" #")
         );
         load(&out.yaml, &[]).unwrap();
+    }
+
+    /// The documented workflow: `authward import aws-waf acl.json > inc/acl1.yaml`, then
+    /// `include: [inc/acl1.yaml]`. The imported default action must agree with the main config's.
+    #[test]
+    fn an_imported_web_acl_can_be_included() {
+        let out = aws_waf(&sample("web-acl.json")).unwrap();
+        assert!(out.yaml.contains("# Include it from your config"));
+        let main = format!("{GEOIP}include: [inc/acl1.yaml]\n");
+        let config = load(&main, &[("inc/acl1.yaml", &out.yaml)])
+            .unwrap_or_else(|e| panic!("{e}\n--- yaml ---\n{}", out.yaml));
+        assert_eq!(config.web_acl.rules().len(), 10);
+        assert!(config.web_acl.default_block().is_none());
+        // A web ACL that blocks by default: the main config must say so too.
+        let out = aws_waf(&sample("unconvertible.json")).unwrap();
+        let e = load(&main, &[("inc/acl1.yaml", &out.yaml)])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("differs from the main config's default action"), "{e}");
+        let default = out
+            .yaml
+            .lines()
+            .skip_while(|l| !l.starts_with("  default_action:"))
+            .take_while(|l| l.starts_with("  default_action:") || l.starts_with("    "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let main = format!("{main}web_acl:\n{default}\n");
+        let config = load(&main, &[("inc/acl1.yaml", &out.yaml)])
+            .unwrap_or_else(|e| panic!("{e}\n--- main ---\n{main}\n--- yaml ---\n{}", out.yaml));
+        assert!(config.web_acl.default_block().is_some());
     }
 
     /// `SearchString` is base64 in every shape of the API's JSON, the bare `WebACL` too; control

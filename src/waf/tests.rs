@@ -3922,19 +3922,55 @@ fn well_formed_labels_load() {
     }
 }
 
-/// `default_action` belongs to the main config; an included rule file may not set it.
+/// `default_action` belongs to the main config; an included rule file (an imported web ACL) may state
+/// it only when it agrees with the main config's, and then changes nothing.
 #[test]
-fn default_action_in_an_included_file_is_refused() {
-    let mut s = sources(&format!("{BASE}include: [extra.yaml]\n"));
-    s.files.insert(
-        PathBuf::from("extra.yaml"),
-        b"web_acl: {default_action: block}\n".to_vec(),
+fn default_action_in_an_included_file_must_agree() {
+    let load_with = |main_acl: &str, included: &str| {
+        let mut s = sources(&format!("{BASE}include: [extra.yaml]\n{main_acl}"));
+        s.files.insert(
+            PathBuf::from("extra.yaml"),
+            format!("web_acl:\n  default_action: {included}\n  rules: [{{name: inc, priority: 5, statement: {MATCH_X}}}]\n")
+                .into_bytes(),
+        );
+        load_from(Path::new(MAIN), Mode::Check, &s)
+    };
+    let e = load_with("", "block").map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("extra.yaml:")
+            && e.contains(
+                "`default_action: block` differs from the main config's default action (allow, by default)"
+            ),
+        "{e}"
     );
-    let e = load_from(Path::new(MAIN), Mode::Check, &s)
+    let e = load_with("web_acl: {default_action: block}\n", "allow")
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`default_action` belongs in the main config"), "{e}");
+    assert!(
+        e.contains("differs from the main config's default action (block)"),
+        "{e}"
+    );
+    let e = load_with(
+        "web_acl: {default_action: {block_with: {status: 404}}}\n",
+        "{block_with: {status: 403}}",
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("differs from the main config's"), "{e}");
+    // Agreeing: it loads, the included rules are there, and the main config's default applies.
+    let c = load_with("", "allow").unwrap();
+    assert!(c.web_acl.default_block().is_none());
+    assert_eq!(c.web_acl.rules().len(), 1);
+    let c = load_with("web_acl: {default_action: block}\n", "block").unwrap();
+    assert!(c.web_acl.default_block().is_some());
+    let c = load_with(
+        "web_acl: {default_action: {block_with: {status: 404, body: gone}}}\n",
+        "{block_with: {status: 404, body: gone}}",
+    )
+    .unwrap();
+    assert_eq!(c.web_acl.default_block().unwrap().status, 404);
 }
 
 /// The limits are inclusive: 10 transforms and 5 rate keys load.
