@@ -94,6 +94,7 @@ fn bench_acl(c: &mut Criterion) {
                         headers: &headers,
                         body: Some(body),
                         body_oversize: false,
+                        body_len: None,
                         profile: matched.as_ref().map(|m| &m.fields),
                         json: matched.as_ref().and_then(|m| m.json.as_ref()).map(|j| j.value()),
                         ja4: None,

@@ -74,7 +74,8 @@ pub struct FileRequest {
     pub form: Option<BTreeMap<String, String>>,
     /// A JSON body of this many bytes (`{"pad":"xxx…"}`), for size rules.
     pub body_size: Option<crate::config::types::ByteSize>,
-    /// The client address (default 192.0.2.10).
+    /// The address the request comes from, the TCP peer (default 192.0.2.10). When it is one of the
+    /// config's `trusted_proxies`, the client is read from `X-Forwarded-For`, as the proxy does.
     pub client_ip: Option<IpAddr>,
     /// The TLS ClientHello fingerprint.
     pub ja4: Option<String>,
@@ -170,17 +171,35 @@ impl FileRequest {
     }
 }
 
-/// Why the proxy's profile stage would refuse this request with 400 before any rule sees it: a body the
-/// profile cannot read (`unreadable_body`) or a field sent twice with different values (`ambiguous_fields`).
+impl Prepared {
+    /// The client address as the proxy's context stage finds it: the peer (`client_ip`), or the
+    /// `X-Forwarded-For` entry a trusted proxy added.
+    pub fn client(&self, config: &Config) -> IpAddr {
+        crate::context::client_ip(config, self.client_ip, &self.headers)
+    }
+}
+
+/// Why the proxy's profile stage would refuse this request before any rule sees it: with 413, a body
+/// over the profile's `body_limit` (`body_too_large`); with 400, a body the profile cannot read
+/// (`unreadable_body`) or a field sent twice with different values (`ambiguous_fields`).
 pub fn refusal(config: &Config, req: &Prepared) -> Option<&'static str> {
     let path = crate::context::normalize_path(req.uri.path());
     let body = req.body.as_deref().unwrap_or_default();
     let candidates = config.profiles.candidates(&req.method, &path, &req.headers)?;
+    let limit = candidates.body_limit().unwrap_or(config.listen.body_limit);
+    if body.len() as u64 > limit {
+        return Some("body_too_large");
+    }
     match candidates.resolve(req.uri.query(), &req.headers, body) {
         Err(_) => Some("unreadable_body"),
         Ok(Some(m)) if m.ambiguous => Some("ambiguous_fields"),
         Ok(_) => None,
     }
+}
+
+/// The status the proxy answers a [`refusal`] with.
+fn refusal_status(why: &str) -> u16 {
+    if why == "body_too_large" { 413 } else { 400 }
 }
 
 /// Runs one request through the profile and the web ACL, as the proxy would before forwarding (a request
@@ -193,25 +212,29 @@ pub async fn evaluate(
 ) -> (Option<Matched>, Vec<String>, Verdict) {
     let path = crate::context::normalize_path(req.uri.path());
     let body = req.body.as_deref().unwrap_or_default();
-    let matched = config
-        .profiles
-        .candidates(&req.method, &path, &req.headers)
-        .and_then(|c| c.resolve(req.uri.query(), &req.headers, body).ok().flatten());
+    let candidates = config.profiles.candidates(&req.method, &path, &req.headers);
+    // As the proxy reads it: a profiled route's body whole (the profile stage refuses a larger one); any
+    // other body over `listen.body_limit` as its first `body_limit` bytes, marked oversize, with its
+    // whole length known (the proxy reads it from Content-Length).
+    let limit = usize::try_from(config.listen.body_limit).unwrap_or(usize::MAX);
+    let (inspected, oversize) = match req.body.as_deref() {
+        Some(b) if candidates.is_none() && b.len() > limit => (Some(&b[..limit]), true),
+        other => (other, false),
+    };
+    let matched = candidates.and_then(|c| c.resolve(req.uri.query(), &req.headers, body).ok().flatten());
     let view = RequestView {
         method: &req.method,
         uri: &req.uri,
         headers: &req.headers,
-        body: req.body.as_deref(),
-        body_oversize: req
-            .body
-            .as_ref()
-            .is_some_and(|b| b.len() as u64 > config.listen.body_limit),
+        body: inspected,
+        body_oversize: oversize,
+        body_len: oversize.then_some(body.len() as u64),
         profile: matched.as_ref().map(|m| &m.fields),
         json: matched.as_ref().and_then(|m| m.json.as_ref()).map(|j| j.value()),
         ja4: req.ja4.as_deref(),
     };
     let cx = Context {
-        client_ip: req.client_ip,
+        client_ip: req.client(config),
         geo: &config.geo,
         store,
         explain,
@@ -279,10 +302,13 @@ async fn run_case(config: &Config, case: &FileCase) -> Result<(), String> {
     }
     let req = case.request.prepare()?;
     if let Some(why) = refusal(config, &req) {
-        // Refused with 400 before any rule: a block by the profile stage.
+        // Refused with 400 or 413 before any rule: a block by the profile stage.
         return match (&*case.expect.action, case.expect.rule.as_deref()) {
             ("block", None | Some("profile")) => Ok(()),
-            _ => Err(format!("the profile stage refuses this request with 400 ({why})")),
+            _ => Err(format!(
+                "the profile stage refuses this request with {} ({why})",
+                refusal_status(why)
+            )),
         };
     }
     let (_, labels, verdict) = evaluate(config, &store, &req, false).await;
@@ -334,16 +360,23 @@ pub async fn explain(config_path: &Path, request_path: &Path) -> Result<String, 
     if let Some(why) = refusal(&config, &req) {
         let _ = writeln!(
             out,
-            "profile   refused with 400 ({why}): no rule sees it, the upstream never gets it"
+            "profile   refused with {} ({why}): no rule sees it, the upstream never gets it",
+            refusal_status(why)
         );
         return Ok(out);
     }
     let (matched, labels, verdict) = evaluate(&config, &store, &req, true).await;
-    let geo = config.geo.lookup(req.client_ip);
+    let client = req.client(&config);
+    let geo = config.geo.lookup(client);
     let _ = writeln!(
         out,
-        "context   client {} country {} asn {}{}",
-        req.client_ip,
+        "context   client {}{} country {} asn {}{}",
+        client,
+        if client == req.client_ip {
+            String::new()
+        } else {
+            format!(" (X-Forwarded-For from trusted proxy {})", req.client_ip)
+        },
         geo.country.as_deref().unwrap_or("-"),
         geo.asn.map_or("-".to_string(), |a| a.to_string()),
         if geo.anonymous.is_clean() {

@@ -52,6 +52,19 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 9] = [
+        Operation::SignIn,
+        Operation::SignUp,
+        Operation::PasswordChange,
+        Operation::PasswordReset,
+        Operation::SmsSend,
+        Operation::SmsVerify,
+        Operation::MfaVerify,
+        Operation::SignOut,
+        Operation::Other,
+    ];
+
     /// The snake_case name used in config and events.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -473,6 +486,31 @@ impl Matched {
 /// Whether a label (or namespace) is one that the profile stage adds by itself.
 pub fn is_builtin_label(label: &str) -> bool {
     label.starts_with("authward:operation:") || label.starts_with("authward:profile:")
+}
+
+/// Why a label test under `authward:operation:` can never match: the profile stage adds
+/// `authward:operation:<op>` only for the operations it knows, so a typo such as
+/// `authward:operation:signin` is a mistake, not a label some rule adds. `None` for the labels and
+/// namespaces it does add, and for every label outside `authward:operation:`.
+pub fn unknown_builtin_label(label: &str, namespace: bool) -> Option<String> {
+    let op = label.strip_prefix("authward:operation:")?;
+    let known = || {
+        Operation::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if namespace {
+        return (!op.is_empty()).then(|| {
+            format!(
+                "authward adds no label under `{label}` (only authward:operation:<op>, op one of {})",
+                known()
+            )
+        });
+    }
+    (!Operation::ALL.iter().any(|o| o.as_str() == op))
+        .then(|| format!("`{op}` is not an operation authward knows (one of {})", known()))
 }
 
 impl Candidates {

@@ -199,8 +199,8 @@ fn is_zlib(bytes: &[u8]) -> bool {
 pub enum Capped {
     /// The whole body, within the cap.
     Complete(Bytes),
-    /// The body is larger than the cap: the part read, and the whole body (that part put back in front
-    /// of the rest), unchanged.
+    /// The body is larger than the cap: its first `limit` bytes, exactly (however the body arrived in
+    /// chunks), and the whole body (what was read put back in front of the rest), unchanged.
     TooLarge { prefix: Bytes, body: Body },
 }
 
@@ -265,8 +265,10 @@ pub async fn read_capped(mut body: Body, limit: u64) -> Result<Capped, BoxError>
                 }
                 buf.extend_from_slice(&data);
                 if buf.len() as u64 > limit {
-                    let prefix = buf.freeze();
-                    let rest = BodyStream::new(full(prefix.clone())).chain(BodyStream::new(body));
+                    let read = buf.freeze();
+                    // `limit` is below `read.len()`, so it fits in a usize.
+                    let prefix = read.slice(..limit as usize);
+                    let rest = BodyStream::new(full(read)).chain(BodyStream::new(body));
                     let rest = BodyExt::boxed(StreamBody::new(rest));
                     return Ok(Capped::TooLarge {
                         prefix,
@@ -403,20 +405,25 @@ mod tests {
                 Capped::TooLarge { .. } => panic!("fits: {parts:?}"),
             }
         }
-        // The cap counts every chunk, the first one kept aside included.
-        let Capped::TooLarge { prefix, body } =
-            read_capped(chunked(&[b"abcd", b"ef", b"g"]), 5).await.unwrap()
-        else {
-            panic!("too large")
-        };
-        assert_eq!(&prefix[..], b"abcdef");
-        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdefg");
-        let Capped::TooLarge { prefix, body } = read_capped(chunked(&[b"abcdef", b"g"]), 5).await.unwrap()
-        else {
-            panic!("too large")
-        };
-        assert_eq!(&prefix[..], b"abcdef");
-        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdefg");
+        // The cap counts every chunk, the first one kept aside included; the prefix is the first `limit`
+        // bytes however the chunks fell.
+        for parts in [
+            &[b"abcd".as_slice(), b"ef", b"g"][..],
+            &[b"abcdef".as_slice(), b"g"][..],
+            &[b"abcdefg".as_slice()][..],
+            &[b"a".as_slice(), b"b", b"c", b"d", b"e", b"f", b"g"][..],
+            &[b"abcde".as_slice(), b"fg"][..],
+        ] {
+            let Capped::TooLarge { prefix, body } = read_capped(chunked(parts), 5).await.unwrap() else {
+                panic!("too large: {parts:?}")
+            };
+            assert_eq!(&prefix[..], b"abcde", "{parts:?}");
+            assert_eq!(
+                &body.collect().await.unwrap().to_bytes()[..],
+                b"abcdefg",
+                "{parts:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -448,7 +455,7 @@ mod tests {
         let Capped::TooLarge { prefix, body: rest } = read_capped(body, 250).await.unwrap() else {
             panic!("too large")
         };
-        assert_eq!(prefix.len(), 300, "whole chunks up to just past the cap");
+        assert_eq!(prefix.len(), 250, "exactly the cap");
         let all = rest.collect().await.unwrap().to_bytes();
         assert_eq!(all.len(), 1000);
         assert_eq!(all[0], b'a');

@@ -38,34 +38,52 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
         errors: Vec::new(),
         ip_files: BTreeMap::new(),
         ip_cache: HashMap::new(),
+        unreferenced: false,
     };
     let mut default_block = None;
     let mut store_fail_closed = false;
     let mut groups: HashMap<&str, (&Path, &Positioned<FileGroup>)> = HashMap::new();
+    let main_default = parts
+        .iter()
+        .find(|p| p.main)
+        .and_then(|p| p.acl.value.default_action.as_ref());
     for part in parts {
         let acl = &part.acl.value;
         let at = (part.file, part.acl.line, part.acl.column);
         if let Some(action) = &acl.default_action {
+            // Only the main config sets the default action. An included file (an imported web ACL) may
+            // state it too, when it agrees: then it documents the main config's choice and changes nothing.
             if !part.main {
-                c.err(
-                    at,
-                    "`default_action` belongs in the main config, not in an included rule file",
-                );
-            }
-            match action {
-                FileAction::Allow => {}
-                FileAction::Block => default_block = Some(Arc::new(default_block_response())),
-                FileAction::BlockWith(b) => match block_response(b) {
-                    Ok(r) => default_block = Some(Arc::new(r)),
-                    Err(e) => c.err(at, format!("default_action: {e}")),
-                },
-                other => c.err(
-                    at,
-                    format!(
-                        "default_action must be allow or block, not {}",
-                        action_name(other)
+                let agrees = match main_default {
+                    Some(main) => main == action,
+                    None => *action == FileAction::Allow,
+                };
+                if !agrees {
+                    c.err(
+                        at,
+                        format!(
+                            "`default_action: {}` differs from the main config's default action ({}): only the main config sets it; set it there, or remove it here",
+                            action_name(action),
+                            main_default.map_or("allow, by default", action_name)
+                        ),
+                    );
+                }
+            } else {
+                match action {
+                    FileAction::Allow => {}
+                    FileAction::Block => default_block = Some(Arc::new(default_block_response())),
+                    FileAction::BlockWith(b) => match block_response(b) {
+                        Ok(r) => default_block = Some(Arc::new(r)),
+                        Err(e) => c.err(at, format!("default_action: {e}")),
+                    },
+                    other => c.err(
+                        at,
+                        format!(
+                            "default_action must be allow or block, not {}",
+                            action_name(other)
+                        ),
                     ),
-                ),
+                }
             }
         }
         store_fail_closed |= acl.store_failure == super::file::StoreFailure::Closed;
@@ -74,6 +92,12 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
             c.ip_files.insert(name.clone(), (dir.join(path), at));
         }
         for g in &acl.groups {
+            if let Some(why) = name_problem(&g.value.name) {
+                c.err(
+                    (part.file, g.line, g.column),
+                    format!("rule group name {:?} {why}", g.value.name),
+                );
+            }
             if let Some((f, prev)) = groups.insert(&g.value.name, (part.file, g)) {
                 c.err(
                     (part.file, g.line, g.column),
@@ -100,6 +124,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
     for (file, rule) in &top {
         let at = (*file, rule.line, rule.column);
         let r = &rule.value;
+        c.names(at, r);
         match (&r.statement, &r.group) {
             (Some(_), Some(_)) => c.err(
                 at,
@@ -135,10 +160,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
                     );
                     continue;
                 };
-                let mut members: Vec<(&Path, &Positioned<FileRule>)> =
-                    group.value.rules.iter().map(|m| (gfile, m)).collect();
-                members.sort_by_key(|(_, m)| m.value.priority);
-                check_unique(&mut c, &members, &format!("rule group `{group_name}`"));
+                let members = group_members(&mut c, gfile, group);
                 for name in r.rule_overrides.keys() {
                     if !members.iter().any(|(_, m)| &m.value.name == name) {
                         c.err(at, format!("rule `{}`: rule_overrides names `{name}`, which group `{group_name}` does not have", r.name));
@@ -147,6 +169,7 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
                 for (mfile, member) in members {
                     let mat = (mfile, member.line, member.column);
                     let m = &member.value;
+                    c.names(mat, m);
                     let Some(s) = &m.statement else {
                         c.err(
                             mat,
@@ -180,6 +203,41 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
             }
         }
     }
+    // A group that no rule references is checked all the same (`authward check rules/common.yaml` must
+    // find its mistakes), its members named `group/rule`, except for what the referencing config provides
+    // (GeoIP databases, earlier rules' labels); what it compiles to is dropped, so it costs the running
+    // ACL nothing (no inputs, no body reading).
+    let referenced: Vec<&str> = top.iter().filter_map(|(_, r)| r.value.group.as_deref()).collect();
+    let mut unreferenced: Vec<(&str, (&Path, &Positioned<FileGroup>))> = groups
+        .iter()
+        .filter(|(name, _)| !referenced.contains(*name))
+        .map(|(name, g)| (*name, *g))
+        .collect();
+    unreferenced.sort_by_key(|(_, (file, g))| (file.to_path_buf(), g.line));
+    let kept = (c.inputs.clone(), c.slots.clone(), c.rate_key_lists.clone());
+    c.unreferenced = true;
+    for (group_name, (gfile, group)) in unreferenced {
+        for (mfile, member) in group_members(&mut c, gfile, group) {
+            let mat = (mfile, member.line, member.column);
+            let m = &member.value;
+            c.names(mat, m);
+            let Some(s) = &m.statement else {
+                c.err(
+                    mat,
+                    format!(
+                        "rule `{}` in group `{group_name}`: groups hold statements, not other groups",
+                        m.name
+                    ),
+                );
+                continue;
+            };
+            let name = format!("{group_name}/{}", m.name);
+            c.action(mat, &name, m.action.as_ref().unwrap_or(&FileAction::Block));
+            c.rule_body(mat, &name, s);
+        }
+    }
+    (c.inputs, c.slots, c.rate_key_lists) = kept;
+    c.unreferenced = false;
     lint(&mut c, &rules, &top);
 
     if !c.errors.is_empty() {
@@ -199,6 +257,53 @@ pub fn compile(parts: &[RulePart<'_>], geo: &Geo, sources: &dyn Sources) -> Resu
 
 type At<'a> = (&'a Path, u32, u32);
 
+/// The longest rule, group or label name.
+const MAX_NAME: usize = 128;
+/// The longest label (AWS WAF's limit).
+const MAX_LABEL: usize = 1024;
+
+/// Why `name` cannot name a rule or a group: names show in metrics, logs, events and `reference/rule`,
+/// so they are 1 to 128 letters, digits, `_`, `-` or `.` (AWS WAF allows letters, digits, `_` and `-`).
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_NAME {
+        Some("is longer than 128 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        Some("may hold only letters, digits, `_`, `-` and `.`")
+    } else {
+        None
+    }
+}
+
+/// Why `label` is not a label. AWS WAF's syntax: parts of letters, digits, `_` and `-`, joined by `:`
+/// into namespaces (`myapp:bot:scanner`), no part empty, at most 1024 characters. Labels travel in the
+/// comma-separated `x-authward-labels` header, so a comma, a space or a control character would break it.
+pub fn label_problem(label: &str) -> Option<&'static str> {
+    if label.is_empty() {
+        Some("is empty")
+    } else if label.len() > MAX_LABEL {
+        Some("is longer than 1024 characters")
+    } else if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+    {
+        Some("may hold only letters, digits, `_` and `-`, in parts joined by `:`")
+    } else if label.split(':').any(str::is_empty) {
+        Some("has an empty part (a leading, trailing or doubled `:`)")
+    } else {
+        None
+    }
+}
+
+/// The shortest rate window: a shorter one counts nothing (`0s` would never match).
+const MIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest rate window: one day, far past any rate a login service limits.
+const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 struct Compiler<'a> {
     geo: &'a Geo,
     sources: &'a dyn Sources,
@@ -209,6 +314,9 @@ struct Compiler<'a> {
     errors: Vec<ConfigError>,
     ip_files: BTreeMap<String, (PathBuf, At<'a>)>,
     ip_cache: HashMap<String, Result<Vec<ipnet::IpNet>, ()>>,
+    /// Compiling a group no rule references, only to check it: what depends on the config that will
+    /// reference it (the GeoIP databases) is not checked.
+    unreferenced: bool,
 }
 
 fn action_name(a: &FileAction) -> &'static str {
@@ -248,6 +356,19 @@ fn block_response(b: &super::file::FileBlockResponse) -> Result<BlockResponse, S
     })
 }
 
+/// A group's rules by priority, checked for unique names and priorities.
+fn group_members<'g>(
+    c: &mut Compiler<'_>,
+    file: &'g Path,
+    group: &'g Positioned<FileGroup>,
+) -> Vec<(&'g Path, &'g Positioned<FileRule>)> {
+    let mut members: Vec<(&Path, &Positioned<FileRule>)> =
+        group.value.rules.iter().map(|m| (file, m)).collect();
+    members.sort_by_key(|(_, m)| m.value.priority);
+    check_unique(c, &members, &format!("rule group `{}`", group.value.name));
+    members
+}
+
 fn check_unique(c: &mut Compiler<'_>, rules: &[(&Path, &Positioned<FileRule>)], scope: &str) {
     let mut names: HashMap<&str, u32> = HashMap::new();
     let mut priorities: HashMap<i64, &str> = HashMap::new();
@@ -284,6 +405,32 @@ impl<'a> Compiler<'a> {
         });
     }
 
+    /// Checks a rule's name and the labels it adds.
+    fn names(&mut self, at: At<'_>, r: &FileRule) {
+        if let Some(why) = name_problem(&r.name) {
+            self.err(at, format!("rule name {:?} {why}", r.name));
+        }
+        for label in &r.labels {
+            if let Some(why) = label_problem(label) {
+                self.err(at, format!("rule `{}`: label {label:?} {why}", r.name));
+            }
+        }
+    }
+
+    /// Checks a label or namespace that a statement or rate key names (a namespace's trailing `:` aside).
+    fn label_name(&mut self, at: At<'_>, rule: &str, what: &str, label: &str) {
+        if let Some(why) = label_problem(label) {
+            self.err(at, format!("rule `{rule}`: {what} {label:?} {why}"));
+        }
+    }
+
+    /// Checks that a `label_match` in authward's own namespace tests a label authward adds.
+    fn builtin_label(&mut self, at: At<'_>, rule: &str, label: &str, namespace: bool) {
+        if let Some(why) = crate::profile::unknown_builtin_label(label, namespace) {
+            self.err(at, format!("rule `{rule}`: label_match can never match: {why}"));
+        }
+    }
+
     fn action(&mut self, at: At<'_>, rule: &str, a: &FileAction) -> Action {
         match a {
             FileAction::Allow => Action::Allow,
@@ -307,6 +454,15 @@ impl<'a> Compiler<'a> {
             FileStatement::RateBased(r) => {
                 if r.limit == 0 {
                     self.err(at, format!("rule `{rule}`: rate_based limit must be at least 1"));
+                }
+                if !(MIN_WINDOW..=MAX_WINDOW).contains(&r.window.get()) {
+                    self.err(
+                        at,
+                        format!(
+                            "rule `{rule}`: rate_based window `{}` is out of range: give 1s to 1d (such as 1m or 5m)",
+                            r.window
+                        ),
+                    );
                 }
                 if r.keys.is_empty() || r.keys.len() > 5 {
                     self.err(at, format!("rule `{rule}`: rate_based takes one to five keys"));
@@ -360,11 +516,11 @@ impl<'a> Compiler<'a> {
             FileRateKey::QueryArg(n) => RateKey::QueryArg(n.clone()),
             FileRateKey::UriPath => RateKey::UriPath,
             FileRateKey::Method => RateKey::Method,
-            FileRateKey::LabelNamespace(n) => RateKey::LabelNamespace(if n.ends_with(':') {
-                n.clone()
-            } else {
-                format!("{n}:")
-            }),
+            FileRateKey::LabelNamespace(n) => {
+                let bare = n.strip_suffix(':').unwrap_or(n);
+                self.label_name(at, rule, "label_namespace", bare);
+                RateKey::LabelNamespace(format!("{bare}:"))
+            }
             FileRateKey::Ja4 => RateKey::Ja4,
             FileRateKey::Username => RateKey::Username,
             FileRateKey::Constant => RateKey::Constant,
@@ -552,7 +708,7 @@ impl<'a> Compiler<'a> {
                 }
             }
             FileStatement::GeoMatch(g) => {
-                if !self.geo.has_country() {
+                if !self.geo.has_country() && !self.unreferenced {
                     self.err(
                         at,
                         format!(
@@ -575,7 +731,7 @@ impl<'a> Compiler<'a> {
                 Statement::Geo { address, countries }
             }
             FileStatement::AsnMatch(a) => {
-                if !self.geo.has_asn() {
+                if !self.geo.has_asn() && !self.unreferenced {
                     self.err(
                         at,
                         format!("rule `{rule}`: asn_match needs `geoip.asn` (a MaxMind ASN database)"),
@@ -588,13 +744,16 @@ impl<'a> Compiler<'a> {
                 }
             }
             FileStatement::LabelMatch(l) => match (&l.key, &l.namespace) {
-                (Some(k), None) => Statement::Label(LabelTest::Key(k.clone())),
+                (Some(k), None) => {
+                    self.label_name(at, rule, "label_match key", k);
+                    self.builtin_label(at, rule, k, false);
+                    Statement::Label(LabelTest::Key(k.clone()))
+                }
                 (None, Some(ns)) => {
-                    let ns = if ns.ends_with(':') {
-                        ns.clone()
-                    } else {
-                        format!("{ns}:")
-                    };
+                    let bare = ns.strip_suffix(':').unwrap_or(ns);
+                    self.label_name(at, rule, "label_match namespace", bare);
+                    let ns = format!("{bare}:");
+                    self.builtin_label(at, rule, &ns, true);
                     Statement::Label(LabelTest::Namespace(ns))
                 }
                 _ => {

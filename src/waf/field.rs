@@ -183,9 +183,11 @@ pub struct RequestView<'a> {
     pub method: &'a Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
-    /// The body, or the first part of it when it was larger than what authward reads.
+    /// The body, or its first `listen.body_limit` bytes when it is larger than what authward reads.
     pub body: Option<&'a [u8]>,
     pub body_oversize: bool,
+    /// The length of the whole body when it is over the limit and known (its `Content-Length`).
+    pub body_len: Option<u64>,
     pub profile: Option<&'a Fields>,
     /// The body as JSON, when the profile stage parsed it (a byte order mark skipped).
     pub json: Option<&'a serde_json::Value>,
@@ -201,6 +203,9 @@ pub struct Values<'a> {
     pub oversize: bool,
     /// The body was not valid JSON and the policy says match / no match.
     pub invalid_json: Option<bool>,
+    /// Bytes of the body past the part read, when its whole length is known: a `size_constraint` on
+    /// `body` counts them (untransformed).
+    pub unread: u64,
 }
 
 /// The request body as JSON: the profile stage's document, or parsed here at most once per request. It
@@ -287,8 +292,8 @@ pub struct Cache<'a> {
     /// Per input, the slot that holds its field's values before transformation (see [`read_as`]).
     read_as: &'a [usize],
     slots: Vec<Slot<'a>>,
-    /// What the content type says the body is.
-    body_kinds: OnceCell<BodyKinds>,
+    /// Whether the body is read as a form, see [`Cache::is_form`].
+    is_form: OnceCell<bool>,
     /// A `multipart/form-data` body's text fields, parsed once for every form field that reads them.
     multipart: OnceCell<Option<Vec<(String, String)>>>,
 }
@@ -319,7 +324,7 @@ impl<'a> Cache<'a> {
             json,
             read_as,
             slots: (0..read_as.len()).map(|_| Slot::default()).collect(),
-            body_kinds: OnceCell::new(),
+            is_form: OnceCell::new(),
             multipart: OnceCell::new(),
         }
     }
@@ -377,6 +382,7 @@ impl<'a> Cache<'a> {
                 items,
                 oversize: raw.oversize,
                 invalid_json: raw.invalid_json,
+                unread: raw.unread,
             })
         });
         values.as_ref().unwrap_or(raw)
@@ -384,9 +390,16 @@ impl<'a> Cache<'a> {
 
     fn json(&self) -> Option<&'a serde_json::Value> {
         let json: &'a BodyJson<'a> = self.json;
+        let oversize = self.view.body_oversize;
         json.profiled.or_else(|| {
             json.parsed
-                .get_or_init(|| self.view.body.and_then(|b| serde_json::from_slice(b).ok()))
+                .get_or_init(|| {
+                    self.view.body.and_then(|b| {
+                        serde_json::from_slice(b)
+                            .ok()
+                            .or_else(|| oversize.then(|| parse_truncated(b)).flatten())
+                    })
+                })
                 .as_ref()
         })
     }
@@ -488,14 +501,20 @@ impl<'a> Cache<'a> {
             }
             Field::Body => {
                 let body: &'a [u8] = v.body.unwrap_or_default();
+                let unread = match v.body_len {
+                    Some(len) if v.body_oversize => len.saturating_sub(body.len() as u64),
+                    _ => 0,
+                };
                 Values {
                     items: Items::One(hide_in_body(body, hidden, v.headers)),
                     oversize: v.body_oversize,
                     invalid_json: None,
+                    unread,
                 }
             }
-            Field::JsonBody { .. } if !self.body_kind(BodyKind::Json) => Values::default(),
-            Field::Form(_) | Field::AllFormFields if !self.body_kind(BodyKind::Form) => Values::default(),
+            // No body, nothing to parse (a GET is not invalid JSON).
+            Field::JsonBody { .. } if v.body.is_none_or(<[u8]>::is_empty) => Values::default(),
+            Field::Form(_) | Field::AllFormFields if !self.is_form() => Values::default(),
             Field::JsonBody {
                 pointer,
                 part,
@@ -509,14 +528,19 @@ impl<'a> Cache<'a> {
                                 items: Items::One(hide_in_body(raw, hidden, v.headers)),
                                 oversize: v.body_oversize,
                                 invalid_json: None,
+                                unread: 0,
                             }
                         }
+                        // The oversize flag goes along: for a body over the limit, the statement's
+                        // oversize policy decides before the invalid-JSON one.
                         InvalidJson::Match => Values {
                             invalid_json: Some(true),
+                            oversize: v.body_oversize,
                             ..Default::default()
                         },
                         InvalidJson::NoMatch => Values {
                             invalid_json: Some(false),
+                            oversize: v.body_oversize,
                             ..Default::default()
                         },
                     };
@@ -534,6 +558,7 @@ impl<'a> Cache<'a> {
                     items,
                     oversize: v.body_oversize,
                     invalid_json: None,
+                    unread: 0,
                 }
             }
             Field::Form(name) => Values {
@@ -545,6 +570,7 @@ impl<'a> Cache<'a> {
                     .collect(),
                 oversize: v.body_oversize,
                 invalid_json: None,
+                unread: 0,
             },
             Field::AllFormFields => Values {
                 items: self
@@ -555,6 +581,7 @@ impl<'a> Cache<'a> {
                     .collect(),
                 oversize: v.body_oversize,
                 invalid_json: None,
+                unread: 0,
             },
             Field::Ja4 => one(Cow::Borrowed(v.ja4.unwrap_or("").as_bytes())),
             Field::HeaderOrder => {
@@ -618,17 +645,6 @@ fn form_pairs(body: Option<&[u8]>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_
     form_urlencoded::parse(body.unwrap_or_default())
 }
 
-/// What a body is, by its content type.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
-    Json,
-    Form,
-}
-
-/// What the body may be read as: (JSON, form).
-#[derive(Clone, Copy)]
-struct BodyKinds(bool, bool);
-
 impl<'a> Cache<'a> {
     /// The form fields of the body: a `multipart/form-data` body's text parts (parsed once), else the
     /// urlencoded pairs.
@@ -646,14 +662,12 @@ impl<'a> Cache<'a> {
         )
     }
 
-    /// Whether the body may be read as `kind`. A content type that names JSON or a form decides; under any
-    /// other content type (`text/plain`, `application/octet-stream`, ...) a body that looks like JSON is
-    /// read as JSON too, as the many backends that parse a body whatever its content type will (else a
-    /// client could hide a JSON body from the rules by its label); without a content type, a body is read
-    /// as JSON if it looks like it and as a form if not. A JSON body is never read as a form, nor a form
-    /// as JSON.
-    fn body_kind(&self, kind: BodyKind) -> bool {
-        let BodyKinds(json, form) = *self.body_kinds.get_or_init(|| {
+    /// Whether the body is read as a form: a content type that names a form
+    /// (`application/x-www-form-urlencoded`, `multipart/form-data`), or none and a body that does not look
+    /// like JSON. A JSON body is never read as a form. (`json_body` reads any body as JSON, whatever its
+    /// content type, as AWS WAF does: a client must not hide a payload by its label.)
+    fn is_form(&self) -> bool {
+        *self.is_form.get_or_init(|| {
             const FORM: &[u8] = b"application/x-www-form-urlencoded";
             const MULTIPART: &[u8] = b"multipart/form-data";
             let ct = self
@@ -661,24 +675,19 @@ impl<'a> Cache<'a> {
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .map(|v| v.as_bytes());
-            let says_json = ct.is_some_and(|ct| ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")));
             let starts =
                 |ct: &[u8], with: &[u8]| ct.get(..with.len()).is_some_and(|p| p.eq_ignore_ascii_case(with));
-            let says_form = ct.is_some_and(|ct| starts(ct, FORM) || starts(ct, MULTIPART));
-            if says_json || says_form {
-                return BodyKinds(says_json, says_form);
+            match ct {
+                Some(ct) => starts(ct, FORM) || starts(ct, MULTIPART),
+                None => {
+                    let first = self
+                        .view
+                        .body
+                        .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied());
+                    !matches!(first, Some(b'{' | b'['))
+                }
             }
-            let first = self
-                .view
-                .body
-                .and_then(|b| b.iter().find(|c| !c.is_ascii_whitespace()).copied());
-            let jsonish = matches!(first, Some(b'{' | b'['));
-            BodyKinds(jsonish, !jsonish && ct.is_none())
-        });
-        match kind {
-            BodyKind::Json => json,
-            BodyKind::Form => form,
-        }
+        })
     }
 }
 
@@ -752,6 +761,70 @@ fn empty_json_string_after(body: &[u8], quoted_key: &[u8]) -> Vec<u8> {
         i = (k + 1).min(body.len());
     }
     out
+}
+
+/// The JSON document that the first part of a body over the limit begins, as far as it was read: a string
+/// cut off is closed where it stops (a broken escape or character at the cut dropped), and so are the
+/// arrays and objects open there; when that does not parse (the cut fell in a key, a number or a literal),
+/// the members before the last complete one's end are kept. `None` when the part read is not valid JSON
+/// up to there: the body is invalid JSON, not merely cut off.
+fn parse_truncated(prefix: &[u8]) -> Option<serde_json::Value> {
+    // A character cut in two at the end is dropped.
+    let prefix = match std::str::from_utf8(prefix) {
+        Err(e) if e.error_len().is_none() => &prefix[..e.valid_up_to()],
+        _ => prefix,
+    };
+    // The closers still due, whether the text ends in a string (and in an escape there), and the last
+    // place a member or element ended (before a `,`, or just inside a `{` or `[`). `None` when brackets
+    // do not pair up or something follows the document: no cut can make that valid.
+    let scan = |text: &[u8]| {
+        let (mut open, mut in_string, mut escaped, mut safe_cut) = (Vec::new(), false, false, None);
+        for (i, &b) in text.iter().enumerate() {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            if open.is_empty() && safe_cut.is_some() && !b.is_ascii_whitespace() {
+                return None;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    open.push(if b == b'{' { b'}' } else { b']' });
+                    safe_cut = Some(i + 1);
+                }
+                // Pops the closer due; a different one (or none due) is a mismatch.
+                b'}' | b']' if open.pop() != Some(b) => return None,
+                b',' => safe_cut = Some(i),
+                _ => {}
+            }
+        }
+        Some((open, in_string, escaped, safe_cut))
+    };
+    let closed = |text: &[u8], open: &[u8], close_string: bool| {
+        let mut doc = text.to_vec();
+        if close_string {
+            doc.push(b'"');
+        }
+        doc.extend(open.iter().rev());
+        serde_json::from_slice::<serde_json::Value>(&doc).ok()
+    };
+    let (open, in_string, escaped, safe_cut) = scan(prefix)?;
+    let text = if escaped {
+        &prefix[..prefix.len() - 1]
+    } else {
+        prefix
+    };
+    closed(text, &open, in_string).or_else(|| {
+        let cut = &prefix[..safe_cut?];
+        let (open, ..) = scan(cut)?;
+        closed(cut, &open, false)
+    })
 }
 
 /// The value `pointer` selects for a rule, as if the member at `hidden` (the password, when given) were
@@ -943,5 +1016,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_json_body_cut_at_the_limit_keeps_what_was_read() {
+        let parsed = |text: &str| parse_truncated(text.as_bytes()).map(|v| v.to_string());
+        for (cut, want) in [
+            // Cut in a string value: the string is closed where it stops.
+            (
+                r#"{"a": "root", "pad": "xxx"#,
+                Some(r#"{"a":"root","pad":"xxx"}"#),
+            ),
+            (r#"{"a": ["x", {"b": "ro"#, Some(r#"{"a":["x",{"b":"ro"}]}"#)),
+            // In an escape, or in a character: dropped.
+            (r#"{"a": "x\"#, Some(r#"{"a":"x"}"#)),
+            ("{\"a\": \"\u{e9}\u{e9}", Some("{\"a\":\"\u{e9}\u{e9}\"}")),
+            // In a key, a number or a literal: the members before it.
+            (r#"{"a": 1, "ke"#, Some(r#"{"a":1}"#)),
+            (r#"{"a": [1, 2], "b": tr"#, Some(r#"{"a":[1,2]}"#)),
+            (r#"{"a": 1, "b":"#, Some(r#"{"a":1}"#)),
+            (r#"[1, 2, 3"#, Some("[1,2,3]")),
+            (r#"{"#, Some("{}")),
+            // Invalid before the cut: invalid JSON.
+            (r#"{"a": root, "b": "x"#, None),
+            (r#"{"a": 1}} "x"#, None),
+            (r#"{"a": [1}, "x"#, None),
+            ("\u{feff}{\"a\": \"x", None),
+            (r#""just a string"#, Some(r#""just a string""#)),
+            ("hello", None),
+        ] {
+            assert_eq!(parsed(cut).as_deref(), want, "{cut:?}");
+        }
+        // A character cut in two at the limit.
+        let mut bytes = "{\"a\": \"x\u{e9}".as_bytes().to_vec();
+        bytes.pop();
+        assert_eq!(
+            parse_truncated(&bytes).map(|v| v.to_string()).as_deref(),
+            Some(r#"{"a":"x"}"#)
+        );
     }
 }

@@ -15,7 +15,8 @@ use crate::config::types::{ByteSize, Cidr, Duration, Pattern};
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileWebAcl {
-    /// What happens to a request that no terminating rule decided: `allow` (default) or `block`.
+    /// What happens to a request that no terminating rule decided: `allow` (default) or `block`. Set by
+    /// the main config; an included file (an imported web ACL) may repeat it only when it agrees.
     pub default_action: Option<FileAction>,
     /// Rules, evaluated by ascending priority.
     #[serde(default)]
@@ -82,7 +83,7 @@ pub struct FileRule {
 }
 
 /// What a rule does when it matches.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileAction {
     /// Stop evaluating and let the request through.
@@ -101,7 +102,7 @@ pub enum FileAction {
 }
 
 /// A custom block answer.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileBlockResponse {
     /// HTTP status, 200–599 (default 403).

@@ -42,8 +42,10 @@ pub enum ImportError {
 /// unsupported transformation or field) is left out whole, never half converted, and named in
 /// [`Imported::unconverted`]; so is a setting that is dropped while its rule is kept. Rules whose
 /// `label_match` would test a label that no earlier converted rule adds are left out too, so the output
-/// always loads. `SearchString` in a CLI response (a document with `LockToken`) is the base64 form the
-/// CLI prints; it is decoded when it decodes to printable text, and `SearchStringBase64` always is.
+/// always loads. `SearchString` is base64 in the AWS API's JSON, which the CLI prints and every shape but
+/// CloudFormation's carries (the `get-web-acl` output, its bare `WebACL`, a list of rules): it is decoded
+/// there, and kept as text in a CloudFormation resource, whose `SearchStringBase64` is decoded. A value
+/// that does not decode to text leaves its rule out, named in [`Imported::unconverted`].
 pub fn aws_waf(json: &str) -> Result<Imported, ImportError> {
     aws_waf_with_groups(json, &[])
 }
@@ -52,8 +54,7 @@ pub fn aws_waf(json: &str) -> Result<Imported, ImportError> {
 /// into a `group:` reference (the group itself comes from its own import, included in the config).
 pub fn aws_waf_with_groups(json: &str, known_groups: &[String]) -> Result<Imported, ImportError> {
     let root: Value = serde_json::from_str(json)?;
-    let cli_output = root.get("LockToken").is_some();
-    let (kind, doc) = classify(&root)?;
+    let (kind, doc, cloudformation) = classify(&root)?;
     let empty = Map::new();
     let bodies = doc
         .get("CustomResponseBodies")
@@ -62,7 +63,7 @@ pub fn aws_waf_with_groups(json: &str, known_groups: &[String]) -> Result<Import
     let mut cx = Converter {
         unconverted: Vec::new(),
         bodies,
-        cli_output,
+        cloudformation,
         known_groups,
         needs: Vec::new(),
     };
@@ -136,6 +137,12 @@ pub fn aws_waf_with_groups(json: &str, known_groups: &[String]) -> Result<Import
     if let Some(arn) = doc.get("ARN").and_then(Value::as_str) {
         yaml.push_str(&format!("# Source: {}\n", one_line(arn)));
     }
+    if kind == Kind::WebAcl {
+        yaml.push_str(
+            "# Include it from your config: its default_action must then agree with the config's own\n\
+             # web_acl.default_action (allow when unset), which is the one that applies.\n",
+        );
+    }
     if kind == Kind::RuleGroup {
         yaml.push_str(&format!(
             "# Reference it from a config that includes this file: {{name: {0}, priority: 10, group: {0}}}\n",
@@ -171,9 +178,10 @@ enum Kind {
     Rules,
 }
 
-fn classify(root: &Value) -> Result<(Kind, &Value), ImportError> {
+/// What the document is, the object that holds it, and whether it is a CloudFormation resource.
+fn classify(root: &Value) -> Result<(Kind, &Value, bool), ImportError> {
     let obj = match root {
-        Value::Array(_) => return Ok((Kind::Rules, root)),
+        Value::Array(_) => return Ok((Kind::Rules, root, false)),
         Value::Object(o) => o,
         other => {
             return Err(ImportError::Unrecognized(format!(
@@ -183,22 +191,22 @@ fn classify(root: &Value) -> Result<(Kind, &Value), ImportError> {
         }
     };
     if let Some(w) = obj.get("WebACL") {
-        return Ok((Kind::WebAcl, w));
+        return Ok((Kind::WebAcl, w, false));
     }
     if let Some(g) = obj.get("RuleGroup") {
-        return Ok((Kind::RuleGroup, g));
+        return Ok((Kind::RuleGroup, g, false));
     }
     if let (Some(t), Some(p)) = (obj.get("Type").and_then(Value::as_str), obj.get("Properties")) {
         return match t {
-            "AWS::WAFv2::WebACL" => Ok((Kind::WebAcl, p)),
-            "AWS::WAFv2::RuleGroup" => Ok((Kind::RuleGroup, p)),
+            "AWS::WAFv2::WebACL" => Ok((Kind::WebAcl, p, true)),
+            "AWS::WAFv2::RuleGroup" => Ok((Kind::RuleGroup, p, true)),
             other => Err(ImportError::Unrecognized(format!(
                 "CloudFormation type `{other}`"
             ))),
         };
     }
     if obj.contains_key("DefaultAction") {
-        return Ok((Kind::WebAcl, root));
+        return Ok((Kind::WebAcl, root, false));
     }
     if obj.contains_key("Rules") {
         let arn_group = obj
@@ -206,9 +214,9 @@ fn classify(root: &Value) -> Result<(Kind, &Value), ImportError> {
             .and_then(Value::as_str)
             .is_some_and(|a| a.contains(":rulegroup/"));
         if arn_group || obj.contains_key("Capacity") || obj.contains_key("Name") {
-            return Ok((Kind::RuleGroup, root));
+            return Ok((Kind::RuleGroup, root, false));
         }
-        return Ok((Kind::Rules, root));
+        return Ok((Kind::Rules, root, false));
     }
     let keys: Vec<&str> = obj.keys().map(String::as_str).take(8).collect();
     Err(ImportError::Unrecognized(format!(
@@ -351,7 +359,8 @@ struct Converted {
 struct Converter<'a> {
     unconverted: Vec<String>,
     bodies: &'a Map<String, Value>,
-    cli_output: bool,
+    /// The input is a CloudFormation resource: its `SearchString` is plain text, not base64.
+    cloudformation: bool,
     known_groups: &'a [String],
     needs: Vec<&'static str>,
 }
@@ -1018,26 +1027,36 @@ impl Converter<'_> {
         Ok(paths.into_iter().map(|p| make(Some(p))).collect())
     }
 
+    /// The text a byte match looks for: `SearchString` decoded from base64 (the API's JSON), or as it is in
+    /// a CloudFormation resource; `SearchStringBase64` decoded. Control characters (a CRLF) stay in the
+    /// text; the YAML writer escapes them. An error, never a guess, for what does not decode to text.
     fn search_string(&self, b: &Value) -> Result<String, Fail> {
-        let engine = base64::engine::general_purpose::STANDARD;
-        if let Some(s) = str_of(b, "SearchStringBase64") {
-            let bytes = engine
+        let decode = |key: &str, s: &str| -> Result<String, Fail> {
+            let bytes = base64::engine::general_purpose::STANDARD
                 .decode(s.trim())
-                .map_err(|_| format!("SearchStringBase64 `{s}` is not base64"))?;
-            return String::from_utf8(bytes)
-                .map_err(|_| "ByteMatchStatement SearchStringBase64 is not UTF-8 text".to_string());
+                .map_err(|_| {
+                    format!(
+                        "{key} `{}` is not base64 (the AWS API and CLI carry it base64-encoded; only a CloudFormation template's SearchString is plain text)",
+                        one_line(s)
+                    )
+                })?;
+            String::from_utf8(bytes).map_err(|_| {
+                format!(
+                    "{key} `{}` decodes to bytes that are not UTF-8 text (a byte_match value is text)",
+                    one_line(s)
+                )
+            })
+        };
+        if let Some(s) = str_of(b, "SearchStringBase64") {
+            return decode("SearchStringBase64", s);
         }
         let s =
             str_of(b, "SearchString").ok_or_else(|| "ByteMatchStatement without SearchString".to_string())?;
-        if self.cli_output {
-            let decoded = engine.decode(s).ok().and_then(|d| String::from_utf8(d).ok());
-            if let Some(d) =
-                decoded.filter(|d| !d.is_empty() && d.chars().all(|c| !c.is_control() || c == '\t'))
-            {
-                return Ok(d);
-            }
+        if self.cloudformation {
+            Ok(s.to_string())
+        } else {
+            decode("SearchString", s)
         }
-        Ok(s.to_string())
     }
 
     fn rate_based(&mut self, rule: &str, r: &Value, tests: &mut Vec<LabelTest>) -> Result<Node, Fail> {
@@ -1378,7 +1397,7 @@ mod tests {
         );
 
         let rules = rules_of(&out.yaml);
-        // CLI output: base64 SearchString decoded; transformations sorted by priority.
+        // The API's base64 SearchString decoded; transformations sorted by priority.
         let Some(FileStatement::ByteMatch(b)) = &rule(&rules, "block-admin-path").statement else {
             panic!()
         };
@@ -1549,7 +1568,7 @@ mod tests {
             Some("Sign-in abuse limits")
         );
         let rules = rules_of(&out.yaml);
-        // "POST" and "/login" are not base64 text: kept as written.
+        // The API's base64 SearchString, decoded.
         let Some(FileStatement::And(parts)) = &rule(&rules, "tag-sign-in").statement else {
             panic!()
         };
@@ -1693,21 +1712,34 @@ mod tests {
 
     #[test]
     fn accepted_top_levels_and_errors() {
-        let rule = r#"{"Name": "r", "Priority": 1, "Action": {"Block": {}},
-            "Statement": {"ByteMatchStatement": {"SearchString": "x", "FieldToMatch": {"QueryString": {}},
-            "TextTransformations": [{"Priority": 0, "Type": "NONE"}], "PositionalConstraint": "CONTAINS"}}}"#;
-        for doc in [
-            format!("[{rule}]"),
-            format!(r#"{{"Rules": [{rule}]}}"#),
-            format!(r#"{{"Name": "acl", "DefaultAction": {{"Allow": {{}}}}, "Rules": [{rule}]}}"#),
+        // `x`: base64 in the API's JSON, plain text in CloudFormation.
+        let rule = |search: &str| {
             format!(
-                r#"{{"Type": "AWS::WAFv2::WebACL", "Properties": {{"DefaultAction": {{"Block": {{}}}}, "Rules": [{rule}]}}}}"#
+                r#"{{"Name": "r", "Priority": 1, "Action": {{"Block": {{}}}},
+            "Statement": {{"ByteMatchStatement": {{"SearchString": "{search}", "FieldToMatch": {{"QueryString": {{}}}},
+            "TextTransformations": [{{"Priority": 0, "Type": "NONE"}}], "PositionalConstraint": "CONTAINS"}}}}}}"#
+            )
+        };
+        let (api, cfn) = (rule("eA=="), rule("x"));
+        for doc in [
+            format!("[{api}]"),
+            format!(r#"{{"Rules": [{api}]}}"#),
+            format!(r#"{{"Name": "acl", "DefaultAction": {{"Allow": {{}}}}, "Rules": [{api}]}}"#),
+            format!(
+                r#"{{"Type": "AWS::WAFv2::WebACL", "Properties": {{"DefaultAction": {{"Block": {{}}}}, "Rules": [{cfn}]}}}}"#
             ),
         ] {
             let out = aws_waf(&doc).unwrap();
+            assert!(out.unconverted.is_empty(), "{doc}: {:?}", out.unconverted);
             let config = load(&out.yaml, &[]).unwrap_or_else(|e| panic!("{e}\n{}", out.yaml));
             assert_eq!(config.web_acl.rules().len(), 1, "{doc}");
+            let rules = rules_of(&out.yaml);
+            assert!(
+                matches!(&rules[0].statement, Some(FileStatement::ByteMatch(b)) if b.value.as_deref() == Some("x")),
+                "{doc}"
+            );
         }
+        let rule = api;
         let out = aws_waf(&format!(r#"{{"Name": "g", "Capacity": 5, "Rules": [{rule}]}}"#)).unwrap();
         assert!(out.yaml.contains("groups:"));
         assert!(matches!(aws_waf("{not json"), Err(ImportError::Json(_))));
@@ -1761,9 +1793,9 @@ mod tests {
             "ResponseHeaders": [{"Name": "X-Reason", "Value": "a, b: {c} #d"}]}}},
             "RuleLabels": [{"Name": "ns:yes"}, {"Name": "123"}],
             "Statement": {"OrStatement": {"Statements": [
-              {"ByteMatchStatement": {"SearchString": "' OR 1=1 -- #", "FieldToMatch": {"SingleHeader": {"Name": "X-Y"}},
+              {"ByteMatchStatement": {"SearchString": "JyBPUiAxPTEgLS0gIw==", "FieldToMatch": {"SingleHeader": {"Name": "X-Y"}},
                "TextTransformations": [], "PositionalConstraint": "CONTAINS"}},
-              {"ByteMatchStatement": {"SearchString": "null", "FieldToMatch": {"SingleQueryArgument": {"Name": "on"}},
+              {"ByteMatchStatement": {"SearchString": "bnVsbA==", "FieldToMatch": {"SingleQueryArgument": {"Name": "on"}},
                "TextTransformations": [], "PositionalConstraint": "EXACTLY"}},
               {"RegexMatchStatement": {"RegexString": "^\\s*[{}\\[\\]]: \"x\" #", "FieldToMatch": {"QueryString": {}},
                "TextTransformations": []}}]}}}]"##;
@@ -1791,6 +1823,107 @@ mod tests {
             matches!(&alts[2], FileStatement::Regex(r) if r.pattern.as_str() == "^\\s*[{}\\[\\]]: \"x\" #")
         );
         load(&out.yaml, &[]).unwrap();
+    }
+
+    /// The documented workflow: `authward import aws-waf acl.json > inc/acl1.yaml`, then
+    /// `include: [inc/acl1.yaml]`. The imported default action must agree with the main config's.
+    #[test]
+    fn an_imported_web_acl_can_be_included() {
+        let out = aws_waf(&sample("web-acl.json")).unwrap();
+        assert!(out.yaml.contains("# Include it from your config"));
+        let main = format!("{GEOIP}include: [inc/acl1.yaml]\n");
+        let config = load(&main, &[("inc/acl1.yaml", &out.yaml)])
+            .unwrap_or_else(|e| panic!("{e}\n--- yaml ---\n{}", out.yaml));
+        assert_eq!(config.web_acl.rules().len(), 10);
+        assert!(config.web_acl.default_block().is_none());
+        // A web ACL that blocks by default: the main config must say so too.
+        let out = aws_waf(&sample("unconvertible.json")).unwrap();
+        let e = load(&main, &[("inc/acl1.yaml", &out.yaml)])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("differs from the main config's default action"), "{e}");
+        let default = out
+            .yaml
+            .lines()
+            .skip_while(|l| !l.starts_with("  default_action:"))
+            .take_while(|l| l.starts_with("  default_action:") || l.starts_with("    "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let main = format!("{main}web_acl:\n{default}\n");
+        let config = load(&main, &[("inc/acl1.yaml", &out.yaml)])
+            .unwrap_or_else(|e| panic!("{e}\n--- main ---\n{main}\n--- yaml ---\n{}", out.yaml));
+        assert!(config.web_acl.default_block().is_some());
+    }
+
+    /// `SearchString` is base64 in every shape of the API's JSON, the bare `WebACL` too; control
+    /// characters survive the YAML; a value that is not base64 text leaves its rule out, reported.
+    #[test]
+    fn search_strings_decode_in_every_api_shape() {
+        let full = std::fs::read_to_string(repo("tests/aws-waf/web-acl.json")).unwrap();
+        let doc: Value = serde_json::from_str(&full).unwrap();
+        for json in [
+            full.clone(),
+            doc["WebACL"].to_string(),
+            doc["WebACL"]["Rules"].to_string(),
+        ] {
+            let out = aws_waf(&json).unwrap();
+            assert!(!out.yaml.contains("L2FkbWlu"), "{}", out.yaml);
+            let rules = rules_of(&out.yaml);
+            let Some(FileStatement::ByteMatch(b)) = &rule(&rules, "block-admin-path").statement else {
+                panic!()
+            };
+            assert_eq!(b.value.as_deref(), Some("/admin"));
+        }
+        let byte_match = |search: &str| {
+            format!(
+                r#"[{{"Name": "r", "Priority": 1, "Action": {{"Block": {{}}}},
+                "Statement": {{"ByteMatchStatement": {{"SearchString": "{search}", "FieldToMatch": {{"Body": {{}}}},
+                "TextTransformations": [], "PositionalConstraint": "CONTAINS"}}}}}}]"#
+            )
+        };
+        // CRLF (header injection probes): kept, escaped in the YAML, and it loads.
+        let out = aws_waf(&byte_match("DQo=")).unwrap();
+        assert!(out.unconverted.is_empty(), "{:?}", out.unconverted);
+        assert!(out.yaml.contains(r#""\r\n""#), "{}", out.yaml);
+        let rules = rules_of(&out.yaml);
+        assert!(
+            matches!(&rules[0].statement, Some(FileStatement::ByteMatch(b)) if b.value.as_deref() == Some("\r\n"))
+        );
+        load(&out.yaml, &[]).unwrap();
+        // Not base64, or not text once decoded: the rule is left out and reported, never kept literal.
+        for (search, why) in [("/login", "is not base64"), ("//79", "not UTF-8 text")] {
+            let out = aws_waf(&byte_match(search)).unwrap();
+            assert!(
+                out.unconverted.len() == 1 && out.unconverted[0].contains(why),
+                "{search}: {:?}",
+                out.unconverted
+            );
+            assert!(!out.yaml.contains("# Everything was converted."));
+            assert!(rules_of(&out.yaml).is_empty());
+        }
+        // CloudFormation's SearchString is text; its SearchStringBase64 is decoded.
+        let cfn = |statement: &str| {
+            format!(
+                r#"{{"Type": "AWS::WAFv2::RuleGroup", "Properties": {{"Name": "g", "Rules": [{{"Name": "r", "Priority": 1,
+                "Action": {{"Block": {{}}}}, "Statement": {{"ByteMatchStatement": {{{statement}, "FieldToMatch": {{"Body": {{}}}},
+                "TextTransformations": [], "PositionalConstraint": "CONTAINS"}}}}}}]}}}}"#
+            )
+        };
+        for (statement, want) in [
+            (r#""SearchString": "L2FkbWlu""#, "L2FkbWlu"),
+            (r#""SearchStringBase64": "DQo=""#, "\r\n"),
+        ] {
+            let out = aws_waf(&cfn(statement)).unwrap();
+            assert!(out.unconverted.is_empty(), "{:?}", out.unconverted);
+            let acl = load(&out.yaml, &[]).unwrap();
+            assert_eq!(acl.web_acl.rules().len(), 0, "an unreferenced group");
+            assert!(
+                out.yaml.contains(&format!("{want:?}")) || out.yaml.contains(want),
+                "{}",
+                out.yaml
+            );
+        }
     }
 
     // === docs/rules.md ===

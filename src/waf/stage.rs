@@ -55,7 +55,8 @@ impl Stage for Inspect {
             return Flow::Continue;
         }
         // Read what body rules need: profiled routes are already buffered; elsewhere read up to the cap
-        // and, past it, inspect the part read (per each statement's oversize policy) and stream the rest.
+        // and, past it, inspect its first `listen.body_limit` bytes exactly (per each statement's oversize
+        // policy, whatever the chunks the body came in) and stream the rest, all of it, on.
         let mut prefix = None;
         if self.acl.needs_body() && has_body(&ex.request.headers) {
             if let RequestBody::Streaming(_) = ex.body {
@@ -95,12 +96,20 @@ impl Stage for Inspect {
             (RequestBody::Buffered(b), None) => (Some(&b[..]), false),
             (RequestBody::Streaming(_), None) => (None, false),
         };
+        let body_len = prefix.as_ref().and_then(|_| {
+            ex.request
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        });
         let view = RequestView {
             method: &ex.request.method,
             uri: &ex.request.uri,
             headers: &ex.request.headers,
             body,
             body_oversize: oversize,
+            body_len,
             profile: ex.profile.as_ref().map(|m| &m.fields),
             json: ex
                 .profile

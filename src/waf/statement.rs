@@ -165,18 +165,23 @@ impl Statement {
             } => {
                 let input = &env.inputs[*slot];
                 let values = cache.values(*slot, input);
-                let matched = if let Some(policy) = values.invalid_json {
-                    policy
-                } else if values.oversize && *oversize != Oversize::Continue {
+                let matched = if values.oversize && *oversize != Oversize::Continue {
                     *oversize == Oversize::Match
+                } else if let Some(policy) = values.invalid_json {
+                    policy
                 } else {
+                    // A body over the limit is measured whole where its length is known.
                     values
                         .items
                         .iter()
-                        .any(|v| compare(v.len() as u64, *comparison, *size))
+                        .any(|v| compare(v.len() as u64 + values.unread, *comparison, *size))
                 };
                 if let Some(t) = trace.as_deref_mut() {
-                    let sizes: Vec<usize> = values.items.iter().map(|v| v.len()).collect();
+                    let sizes: Vec<u64> = values
+                        .items
+                        .iter()
+                        .map(|v| v.len() as u64 + values.unread)
+                        .collect();
                     t.lines.push(format!(
                         "size_constraint on {}: sizes {sizes:?} {comparison:?} {size}: {}",
                         input.field.describe(),
@@ -337,24 +342,27 @@ fn compare(len: u64, c: Comparison, size: u64) -> bool {
     }
 }
 
-/// The index of the first value that matched (0 when the body's state decided).
+/// The index of the first value that matched (0 when the body's state decided). For a body over the limit,
+/// the oversize policy comes first, as in AWS WAF: `match` and `no_match` decide without reading it (a JSON
+/// body cut at the limit is not invalid JSON); `continue` reads what there is, and only then does the
+/// invalid-JSON policy apply, to a body that is invalid before the cut.
 fn match_values(values: &Values, matcher: &Matcher, oversize: Oversize) -> Option<usize> {
-    if let Some(m) = values.invalid_json {
-        return m.then_some(0);
-    }
     if values.oversize && oversize != Oversize::Continue {
         return (oversize == Oversize::Match).then_some(0);
+    }
+    if let Some(m) = values.invalid_json {
+        return m.then_some(0);
     }
     values.items.iter().position(|v| matcher.is_match(v))
 }
 
 /// What matched value `i` (see [`match_values`]), for explanations.
 fn match_detail(values: &Values, matcher: &Matcher, oversize: Oversize, i: usize) -> String {
-    if values.invalid_json.is_some() {
-        return "invalid JSON".to_string();
-    }
     if values.oversize && oversize != Oversize::Continue {
         return "oversize body".to_string();
+    }
+    if values.invalid_json.is_some() {
+        return "invalid JSON".to_string();
     }
     values
         .items

@@ -2098,22 +2098,60 @@ fn body_cases() -> Vec<Case> {
             "{method: POST, path: /u, headers: {content-type: application/octet-stream}, body: ' [\"root\"]'}",
             block("r"),
         ),
+        // Any body is parsed as JSON, whatever its content type (as AWS WAF does); one that is not JSON
+        // meets the invalid-JSON policy.
         case(
-            "json_body: text/plain that is not JSON is not",
+            "json_body: text/plain that is not JSON is evaluated as a string",
             &all_values,
             "{method: POST, path: /u, headers: {content-type: text/plain}, body: 'root'}",
-            pass(),
+            block("r"),
         ),
         case(
-            "json_body: a form body is not read as JSON",
-            &all_values,
+            "json_body invalid match: text/plain that is not JSON",
+            invalid("match"),
+            "{method: POST, path: /u, headers: {content-type: text/plain}, body: hello}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid match: no content type and not JSON",
+            invalid("match"),
+            "{method: POST, path: /u, body: hello}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid match: a form body is invalid JSON",
+            invalid("match"),
+            "{method: POST, path: /u, form: {a: x}}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid no_match: a form body",
+            invalid("no_match"),
             "{method: POST, path: /u, form: {a: root}}",
             pass(),
         ),
         case(
-            "json_body: a form body is not invalid JSON",
+            "json_body: a form body is evaluated as its raw text",
+            contains("{json_body: {}}", "a=root"),
+            "{method: POST, path: /u, form: {a: root}}",
+            block("r"),
+        ),
+        case(
+            "json_body: sqli in a text/plain body",
+            one("{sqli: {field: {json_body: {}}}}"),
+            "{method: POST, path: /u, headers: {content-type: text/plain}, body: \"1' union select password from users--\"}",
+            block("r"),
+        ),
+        case(
+            "json_body invalid match: no body is not invalid JSON",
             invalid("match"),
-            "{method: POST, path: /u, form: {a: x}}",
+            "{method: POST, path: /u}",
+            pass(),
+        ),
+        case(
+            "json_body invalid match: an empty body is not invalid JSON",
+            invalid("match"),
+            "{method: POST, path: /u, headers: {content-type: application/json}, body: ''}",
             pass(),
         ),
         case(
@@ -2275,6 +2313,126 @@ fn body_cases() -> Vec<Case> {
 #[tokio::test]
 async fn fields_body_json_form() {
     check(body_cases()).await;
+}
+
+/// `authward test` reads a body as the proxy does: over `listen.body_limit` (1 KiB here), the rules see
+/// exactly its first 1024 bytes, marked oversize, and a body `size_constraint` its whole length (the
+/// proxy's Content-Length); a profiled route refuses a body over its limit with 413 before any rule.
+#[tokio::test]
+async fn offline_bodies_are_cut_at_the_limit_as_live() {
+    let evil_at = |at: usize| {
+        let mut b = "x".repeat(2000);
+        b.replace_range(at..at + 4, "EVIL");
+        format!("{{method: POST, path: /u, body: {}}}", q(&b))
+    };
+    let evil = one("{byte_match: {field: {body: {}}, position: contains, value: EVIL}}");
+    let size = |cmp: &str, n: u32| {
+        one(&format!(
+            "{{size_constraint: {{field: {{body: {{}}}}, comparison: {cmp}, size: {n}}}}}"
+        ))
+    };
+    check(vec![
+        case("EVIL inside the first 1024 bytes", &evil, evil_at(1020), block("r")),
+        case("EVIL across the limit", &evil, evil_at(1021), pass()),
+        case("EVIL past the limit", &evil, evil_at(1500), pass()),
+        case("size: the whole body", size("eq", 2000), evil_at(0), block("r")),
+        case("size: more than read", size("gt", 1500), evil_at(0), block("r")),
+        case(
+            "size: transformations apply to the part read",
+            one("{size_constraint: {field: {body: {}}, comparison: eq, size: 1953, transforms: [compress_white_space]}}"),
+            format!("{{method: POST, path: /u, body: {}}}", q(&format!("{}{}", "  ".repeat(24), "x".repeat(1952)))),
+            block("r"),
+        ),
+    ])
+    .await;
+    let config = load(&evil).unwrap();
+    let prepared = request("{method: POST, path: /login, body_size: 2KiB}").unwrap();
+    assert_eq!(ruletest::refusal(&config, &prepared), Some("body_too_large"));
+    let prepared = request("{method: POST, path: /login, body_size: 1KiB}").unwrap();
+    assert_eq!(ruletest::refusal(&config, &prepared), None);
+}
+
+/// For a body over the limit the oversize policy decides first, as in AWS WAF: a valid JSON body cut at
+/// the limit is not invalid JSON. `match` and `no_match` decide without reading; `continue` reads the
+/// members that were read, and the invalid-JSON policy applies only to a body invalid before the cut.
+#[tokio::test]
+async fn oversize_handling_wins_over_invalid_json() {
+    // 2 KiB of valid JSON; the cap is 1 KiB.
+    let big = "{method: POST, path: /u, body_size: 2KiB}";
+    let padded = |head: &str| {
+        format!(
+            "{{method: POST, path: /u, headers: {{content-type: application/json}}, body: {}}}",
+            q(&format!("{{{head}, \"pad\": \"{}\"}}", "x".repeat(2000)))
+        )
+    };
+    let field = |options: &str, value: &str| {
+        one(&format!(
+            "{{byte_match: {{field: {{json_body: {{{options}}}}}, position: contains, value: {value}}}}}"
+        ))
+    };
+    check(vec![
+        case(
+            "oversize no_match wins over invalid match",
+            field("oversize: no_match, invalid: match", "zzz"),
+            big,
+            pass(),
+        ),
+        case(
+            "oversize no_match wins over invalid match (invalid JSON)",
+            field("oversize: no_match, invalid: match", "zzz"),
+            padded("\"a\": root"),
+            pass(),
+        ),
+        case(
+            "oversize match wins over invalid no_match",
+            field("oversize: match, invalid: no_match", "zzz"),
+            big,
+            block("r"),
+        ),
+        case(
+            "oversize match wins over invalid no_match (invalid JSON)",
+            field("oversize: match, invalid: no_match", "zzz"),
+            padded("\"a\": root"),
+            block("r"),
+        ),
+        case(
+            "oversize continue: a body cut at the limit is not invalid JSON",
+            field("oversize: continue, invalid: match", "zzz"),
+            big,
+            pass(),
+        ),
+        case(
+            "oversize continue: the string cut at the limit is read",
+            field("oversize: continue, invalid: no_match", "xxxx"),
+            big,
+            block("r"),
+        ),
+        case(
+            "oversize continue: members before the cut are read",
+            field("pointer: /a, oversize: continue, invalid: no_match", "root"),
+            padded("\"a\": \"root\""),
+            block("r"),
+        ),
+        case(
+            "oversize continue: a body invalid before the cut is invalid (match)",
+            field("oversize: continue, invalid: match", "zzz"),
+            padded("\"a\": root"),
+            block("r"),
+        ),
+        case(
+            "oversize continue: a body invalid before the cut is invalid (no_match)",
+            field("oversize: continue, invalid: no_match", "root"),
+            padded("\"a\": root"),
+            pass(),
+        ),
+        case(
+            "oversize no_match wins for size_constraint too",
+            one("{size_constraint: {field: {json_body: {oversize: no_match, invalid: match}}, comparison: ge, size: 0}}"),
+            big,
+            pass(),
+        ),
+    ])
+    .await;
 }
 
 /// The invalid-JSON policy belongs to the field, so `size_constraint` on a `json_body` obeys it as
@@ -3214,6 +3372,43 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             "rule group `g` is defined twice",
         ),
         (
+            "unreferenced group: duplicate names",
+            BASE,
+            format!(
+                "groups: [{{name: g, rules: [{{name: m, priority: 1, statement: {x}}}, {{name: m, priority: 2, statement: {x}}}]}}]"
+            ),
+            "rule group `g`: rule name `m` is used twice",
+        ),
+        (
+            "unreferenced group: bad statement",
+            BASE,
+            "groups: [{name: g, rules: [{name: m, priority: 1, statement: {rate_based: {limit: 0, window: 1m}}}]}]".into(),
+            "rule `g/m`: rate_based limit must be at least 1",
+        ),
+        (
+            "unreferenced group: empty and",
+            BASE,
+            "groups: [{name: g, rules: [{name: m, priority: 1, statement: {and: []}}]}]".into(),
+            "rule `g/m`: `and`/`or` need at least one statement",
+        ),
+        (
+            "unreferenced group: bad action",
+            BASE,
+            format!(
+                "groups: [{{name: g, rules: [{{name: m, priority: 1, action: {{block_with: {{status: 700}}}}, statement: {x}}}]}}]"
+            ),
+            "rule `g/m`: block_with: status 700 is not between 200 and 599",
+        ),
+        (
+            "unreferenced group: member references a group",
+            BASE,
+            format!(
+                "groups: [{{name: outer, rules: [{{name: m, priority: 1, group: grp}}]}}, {}]",
+                &grp[9..grp.len() - 1]
+            ),
+            "rule `m` in group `outer`: groups hold statements, not other groups",
+        ),
+        (
             "group not found",
             BASE,
             "rules: [{name: r, priority: 1, group: nope}]".into(),
@@ -3271,6 +3466,124 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             BASE,
             one("{rate_based: {limit: 0, window: 1m}}"),
             "rule `r`: rate_based limit must be at least 1",
+        ),
+        (
+            "empty rule name",
+            BASE,
+            format!("rules: [{{name: '', priority: 1, statement: {x}}}]"),
+            "rule name \"\" is empty",
+        ),
+        (
+            "rule name with a slash",
+            BASE,
+            format!("rules: [{{name: 'a/b', priority: 1, statement: {x}}}]"),
+            "rule name \"a/b\" may hold only letters, digits, `_`, `-` and `.`",
+        ),
+        (
+            "rule name with a newline",
+            BASE,
+            format!("rules: [{{name: \"a\\nb\", priority: 1, statement: {x}}}]"),
+            "rule name \"a\\nb\" may hold only",
+        ),
+        (
+            "group member name empty",
+            BASE,
+            format!(
+                "groups: [{{name: g, rules: [{{name: '', priority: 1, statement: {x}}}]}}]\nrules: [{{name: r, priority: 1, group: g}}]"
+            ),
+            "rule name \"\" is empty",
+        ),
+        (
+            "group name with a space",
+            BASE,
+            format!(
+                "groups: [{{name: 'g h', rules: [{{name: m, priority: 1, statement: {x}}}]}}]\nrules: [{{name: r, priority: 1, group: 'g h'}}]"
+            ),
+            "rule group name \"g h\" may hold only",
+        ),
+        (
+            "empty label",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: [''], statement: {x}}}]"),
+            "rule `r`: label \"\" is empty",
+        ),
+        (
+            "label with a space",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['has space'], statement: {x}}}]"),
+            "rule `r`: label \"has space\" may hold only letters, digits, `_` and `-`, in parts joined by `:`",
+        ),
+        (
+            "label with a comma",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['x,y'], statement: {x}}}]"),
+            "rule `r`: label \"x,y\" may hold only",
+        ),
+        (
+            "label with a newline",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: [\"bad\\nnewline\"], statement: {x}}}]"),
+            "rule `r`: label \"bad\\nnewline\" may hold only",
+        ),
+        (
+            "label with an empty part",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['app::x'], statement: {x}}}]"),
+            "rule `r`: label \"app::x\" has an empty part",
+        ),
+        (
+            "label ending in a colon",
+            BASE,
+            format!("rules: [{{name: r, priority: 1, labels: ['app:'], statement: {x}}}]"),
+            "rule `r`: label \"app:\" has an empty part",
+        ),
+        (
+            "label on a group reference",
+            BASE,
+            format!("{grp}\nrules: [{{name: r, priority: 1, group: grp, labels: ['a b']}}]"),
+            "rule `r`: label \"a b\" may hold only",
+        ),
+        (
+            "label_match key malformed",
+            BASE,
+            one("{label_match: {key: 'a b'}}"),
+            "rule `r`: label_match key \"a b\" may hold only",
+        ),
+        (
+            "label_match namespace malformed",
+            BASE,
+            one("{label_match: {namespace: ':app'}}"),
+            "rule `r`: label_match namespace \":app\" has an empty part",
+        ),
+        (
+            "rate key label_namespace malformed",
+            BASE,
+            one("{rate_based: {limit: 1, window: 1m, keys: [{label_namespace: 'a,b'}]}}"),
+            "rule `r`: label_namespace \"a,b\" may hold only",
+        ),
+        (
+            "rate_based window 0s",
+            BASE,
+            one("{rate_based: {limit: 1, window: 0s}}"),
+            "rule `r`: rate_based window `0s` is out of range: give 1s to 1d",
+        ),
+        (
+            "rate_based window under a second",
+            BASE,
+            one("{rate_based: {limit: 1, window: 999ms}}"),
+            "rule `r`: rate_based window `999ms` is out of range",
+        ),
+        (
+            "rate_based window absurdly long",
+            BASE,
+            one("{rate_based: {limit: 1, window: 584542046090y}}"),
+            "rule `r`: rate_based window `584542046090years",
+        ),
+        (
+            "rate_based window just over a day",
+            BASE,
+            one("{rate_based: {limit: 1, window: 86401s}}"),
+            "is out of range: give 1s to 1d",
         ),
         (
             "rate_based six keys",
@@ -3361,6 +3674,24 @@ fn error_cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
             BASE,
             one("{rate_based: {limit: 1, window: 1m, scope_down: {label_match: {key: 'app:x'}}}}"),
             "rule `r` matches label `app:x`, but no earlier rule adds it",
+        ),
+        (
+            "label_match of an operation that does not exist",
+            BASE,
+            one("{label_match: {key: 'authward:operation:signin'}}"),
+            "rule `r`: label_match can never match: `signin` is not an operation authward knows (one of sign_in, sign_up,",
+        ),
+        (
+            "label_match of a namespace under an operation",
+            BASE,
+            one("{label_match: {namespace: 'authward:operation:sign_in'}}"),
+            "rule `r`: label_match can never match: authward adds no label under `authward:operation:sign_in:`",
+        ),
+        (
+            "label_match of an unknown operation in an unreferenced group",
+            BASE,
+            "groups: [{name: g, rules: [{name: m, priority: 1, statement: {label_match: {key: 'authward:operation:login'}}}]}]".into(),
+            "rule `g/m`: label_match can never match: `login` is not an operation",
         ),
         (
             "label_match key and namespace",
@@ -3530,19 +3861,156 @@ fn compile_errors_carry_positions() {
     assert_eq!((e.file.as_str(), e.line, e.column), (MAIN, line as u32, 7), "{e}");
 }
 
-/// `default_action` belongs to the main config; an included rule file may not set it.
+/// `authward test` and `explain` find the client as the proxy does: behind a trusted proxy, from
+/// `X-Forwarded-For`; from any other peer, the header is ignored.
+#[tokio::test]
+async fn trusted_proxies_apply_offline() {
+    let acl = one("{ip_set: {cidrs: [203.0.113.0/24]}}");
+    let text = format!("trusted_proxies: [192.0.2.0/24]\n{}", config_text(BASE, &acl));
+    let config = load_main(&text).unwrap();
+    for (yaml, want) in [
+        (
+            "{path: /, client_ip: 192.0.2.10, headers: {x-forwarded-for: 203.0.113.5}}",
+            "block",
+        ),
+        (
+            "{path: /, client_ip: 192.0.2.10, headers: {x-forwarded-for: '203.0.113.5, 192.0.2.99'}}",
+            "block",
+        ),
+        (
+            "{path: /, client_ip: 198.51.100.1, headers: {x-forwarded-for: 203.0.113.5}}",
+            "allow",
+        ),
+        ("{path: /, client_ip: 192.0.2.10}", "allow"),
+        ("{path: /, client_ip: 203.0.113.5}", "block"),
+    ] {
+        let store = MemoryStore::new(
+            MemoryLimits::default(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+        );
+        let prepared = request(yaml).unwrap();
+        let (_, _, verdict) = ruletest::evaluate(&config, &store, &prepared, false).await;
+        assert_eq!(verdict.action_name(), want, "{yaml}");
+    }
+}
+
+/// A group that no rule references is checked (its errors carry their position), and costs the running
+/// ACL nothing: a body field in it does not make the proxy read bodies.
 #[test]
-fn default_action_in_an_included_file_is_refused() {
-    let mut s = sources(&format!("{BASE}include: [extra.yaml]\n"));
-    s.files.insert(
-        PathBuf::from("extra.yaml"),
-        b"web_acl: {default_action: block}\n".to_vec(),
+fn unreferenced_groups_are_checked_and_dropped() {
+    let bad = "groups:\n  - name: g\n    rules:\n      - {name: m, priority: 1, statement: {rate_based: {limit: 0, window: 1m}}}\n";
+    let text = config_text(BASE, bad);
+    let line = text.lines().position(|l| l.contains("name: m")).unwrap() + 1;
+    let errors = load_main(&text).map(|_| ()).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let e = &errors.0[0];
+    assert_eq!((e.line, e.column), (line as u32, 11), "{e}");
+    assert_eq!(
+        e.message, "rule `g/m`: rate_based limit must be at least 1",
+        "{e}"
     );
-    let e = load_from(Path::new(MAIN), Mode::Check, &s)
+    // A rule file of groups checked on its own: the databases come with the config that references it.
+    let geo =
+        "groups: [{name: g, rules: [{name: m, priority: 1, statement: {geo_match: {countries: [GB]}}}]}]";
+    load_main(&config_text(BASE_NO_GEO, geo)).unwrap();
+    let e = load_main(&config_text(
+        BASE_NO_GEO,
+        &format!("{geo}\nrules: [{{name: r, priority: 1, group: g}}]"),
+    ))
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rule `r/m`: geo_match needs `geoip.city`"), "{e}");
+    let body = "groups: [{name: g, rules: [{name: m, priority: 1, statement: {byte_match: {field: {body: {}}, position: contains, value: x}}}]}]";
+    let config = load(body).unwrap();
+    assert!(config.web_acl.rules().is_empty());
+    assert!(!config.web_acl.needs_body());
+}
+
+/// A bad label is reported at its rule (file, line, column), as `authward check` prints it.
+#[test]
+fn label_errors_carry_positions() {
+    let acl = format!(
+        "rules:\n  - {{name: ok, priority: 1, statement: {MATCH_X}}}\n  - {{name: bad, priority: 2, labels: [\"bad\\nnewline\"], statement: {MATCH_X}}}\n"
+    );
+    let text = config_text(BASE, &acl);
+    let line = text.lines().position(|l| l.contains("name: bad")).unwrap() + 1;
+    let errors = load_main(&text).map(|_| ()).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let e = &errors.0[0];
+    assert_eq!((e.file.as_str(), e.line, e.column), (MAIN, line as u32, 7), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{MAIN}:{line}:7: rule `bad`: label")),
+        "{e}"
+    );
+}
+
+/// Labels the syntax allows: AWS WAF's, namespaces and all.
+#[test]
+fn well_formed_labels_load() {
+    for label in [
+        "a",
+        "myapp:bot:scanner",
+        "A-b_c:9",
+        "awswaf:111122223333:rulegroup:x:login:attempt",
+    ] {
+        load(&format!(
+            "rules: [{{name: r.1-x_y, priority: 1, action: count, labels: ['{label}'], statement: {MATCH_X}}}]"
+        ))
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+}
+
+/// `default_action` belongs to the main config; an included rule file (an imported web ACL) may state
+/// it only when it agrees with the main config's, and then changes nothing.
+#[test]
+fn default_action_in_an_included_file_must_agree() {
+    let load_with = |main_acl: &str, included: &str| {
+        let mut s = sources(&format!("{BASE}include: [extra.yaml]\n{main_acl}"));
+        s.files.insert(
+            PathBuf::from("extra.yaml"),
+            format!("web_acl:\n  default_action: {included}\n  rules: [{{name: inc, priority: 5, statement: {MATCH_X}}}]\n")
+                .into_bytes(),
+        );
+        load_from(Path::new(MAIN), Mode::Check, &s)
+    };
+    let e = load_with("", "block").map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("extra.yaml:")
+            && e.contains(
+                "`default_action: block` differs from the main config's default action (allow, by default)"
+            ),
+        "{e}"
+    );
+    let e = load_with("web_acl: {default_action: block}\n", "allow")
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`default_action` belongs in the main config"), "{e}");
+    assert!(
+        e.contains("differs from the main config's default action (block)"),
+        "{e}"
+    );
+    let e = load_with(
+        "web_acl: {default_action: {block_with: {status: 404}}}\n",
+        "{block_with: {status: 403}}",
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("differs from the main config's"), "{e}");
+    // Agreeing: it loads, the included rules are there, and the main config's default applies.
+    let c = load_with("", "allow").unwrap();
+    assert!(c.web_acl.default_block().is_none());
+    assert_eq!(c.web_acl.rules().len(), 1);
+    let c = load_with("web_acl: {default_action: block}\n", "block").unwrap();
+    assert!(c.web_acl.default_block().is_some());
+    let c = load_with(
+        "web_acl: {default_action: {block_with: {status: 404, body: gone}}}\n",
+        "{block_with: {status: 404, body: gone}}",
+    )
+    .unwrap();
+    assert_eq!(c.web_acl.default_block().unwrap().status, 404);
 }
 
 /// The limits are inclusive: 10 transforms and 5 rate keys load.
@@ -3557,6 +4025,10 @@ fn limits_are_inclusive() {
         "{rate_based: {limit: 1, window: 1m, keys: [ip, method, uri_path, ja4, username]}}",
     ))
     .unwrap();
+    for window in ["1s", "1d", "24h", "86400s"] {
+        load(&one(&format!("{{rate_based: {{limit: 1, window: {window}}}}}")))
+            .unwrap_or_else(|e| panic!("window {window}: {e}"));
+    }
 }
 
 // =====================================================================================================
@@ -3682,6 +4154,7 @@ fn rate_keys_keep_their_format() {
         headers: &headers,
         body: None,
         body_oversize: false,
+        body_len: None,
         profile: Some(&fields),
         json: None,
         ja4: Some("t13d1516h2_8daaf6152771_b186095e22b6"),

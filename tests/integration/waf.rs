@@ -137,6 +137,103 @@ async fn actions_labels_shadow_and_metrics() {
     );
 }
 
+/// Posts `body` in chunks: `first` bytes, then 1000 at a time; with `announce`, under the body's
+/// Content-Length, else chunked.
+async fn post_in_chunks(url: String, body: Vec<u8>, first: usize, announce: bool) -> reqwest::Response {
+    let len = body.len();
+    let mut chunks = vec![body[..first].to_vec()];
+    chunks.extend(body[first..].chunks(1000).map(<[u8]>::to_vec));
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+    let mut req = client().post(url).body(reqwest::Body::wrap_stream(stream));
+    if announce {
+        req = req.header("content-length", len);
+    }
+    req.send().await.unwrap()
+}
+
+/// A body over `listen.body_limit` (4 KiB here) is inspected in exactly its first `body_limit` bytes,
+/// however it arrives in chunks, as `authward test` inspects it, and forwarded whole with the client's
+/// Content-Length; a `size_constraint` on the body measures the whole body where Content-Length tells it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_is_inspected_in_exactly_its_first_body_limit_bytes() {
+    let acl = r#"
+web_acl:
+  rules:
+    - name: evil-body
+      priority: 1
+      statement: {byte_match: {field: {body: {oversize: continue}}, position: contains, value: EVIL}}
+    - name: huge
+      priority: 2
+      action: {block_with: {status: 413}}
+      statement:
+        and:
+          - byte_match: {field: uri_path, position: exactly, value: /size}
+          - size_constraint: {field: {body: {}}, comparison: gt, size: 60000}
+"#;
+    let up = Upstream::start("a").await;
+    let aw = Authward::start(&config(&up.url(), acl));
+    let evil_at = |at: usize| {
+        let mut b = vec![b'x'; 20_000];
+        b[at..at + 4].copy_from_slice(b"EVIL");
+        b
+    };
+    // EVIL in bytes 4092..4096 lies inside the first 4 KiB, at 4093 it does not, whatever the chunks.
+    for (at, first, announce, status) in [
+        (4092, 8000, true, 403),
+        (4092, 100, false, 403),
+        (4093, 8000, true, 200),
+        (4093, 8000, false, 200),
+        (4093, 100, true, 200),
+        (4093, 4096, true, 200),
+        (12_000, 16_384, true, 200),
+        (16_380, 20_000, true, 200),
+    ] {
+        let r = post_in_chunks(aw.url("/upload"), evil_at(at), first, announce).await;
+        assert_eq!(r.status(), status, "EVIL at {at}, first chunk {first}");
+        if status == 200 {
+            let echo: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(echo["body_len"], 20_000);
+            if announce {
+                assert_eq!(echoed_headers(&echo, "content-length"), ["20000"]);
+            }
+        }
+    }
+    let r = client()
+        .post(aw.url("/upload"))
+        .body(evil_at(4093))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "in one piece");
+
+    // The whole size where Content-Length gives it; without one, only what was read is measured.
+    let big = vec![b'x'; 70_000];
+    let r = client()
+        .post(aw.url("/size"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        post_in_chunks(aw.url("/size"), big.clone(), 1000, true)
+            .await
+            .status(),
+        413
+    );
+    assert_eq!(
+        post_in_chunks(aw.url("/size"), big, 1000, false).await.status(),
+        200
+    );
+    let r = client()
+        .post(aw.url("/size"))
+        .body(vec![b'x'; 50_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sign_ins_from_the_real_upstream_trip_a_rate_rule() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
