@@ -506,7 +506,7 @@ impl<'a> Cache<'a> {
                     _ => 0,
                 };
                 Values {
-                    items: Items::One(hide_in_body(body, hidden, v.headers)),
+                    items: Items::One(hide_in_body(body, hidden, v.headers, self.secrets(input))),
                     oversize: v.body_oversize,
                     invalid_json: None,
                     unread,
@@ -525,7 +525,7 @@ impl<'a> Cache<'a> {
                         InvalidJson::EvaluateAsString => {
                             let raw: &'a [u8] = v.body.unwrap_or_default();
                             Values {
-                                items: Items::One(hide_in_body(raw, hidden, v.headers)),
+                                items: Items::One(hide_in_body(raw, hidden, v.headers, self.secrets(input))),
                                 oversize: v.body_oversize,
                                 invalid_json: None,
                                 unread: 0,
@@ -552,7 +552,7 @@ impl<'a> Cache<'a> {
                 };
                 let mut items = Items::default();
                 if let Some((target, hide)) = json_target(doc, pointer.as_deref().unwrap_or(""), hidden) {
-                    collect_json(target, *part, hide, &mut items, 0);
+                    collect_json(target, *part, hide, self.secrets(input), &mut items, 0);
                 }
                 Values {
                     items,
@@ -576,6 +576,7 @@ impl<'a> Cache<'a> {
                 items: self
                     .form_fields()
                     .filter(|(k, _)| !matches!(hidden, Some(BodyLocation::Form(n)) if **n == **k))
+                    .filter(|(k, _)| !(self.secrets(input).0 && names_a_secret(k)))
                     .map(|(_, val)| str_bytes(val))
                     .take(MAX_VALUES)
                     .collect(),
@@ -666,6 +667,12 @@ impl<'a> Cache<'a> {
     /// (`application/x-www-form-urlencoded`, `multipart/form-data`), or none and a body that does not look
     /// like JSON. A JSON body is never read as a form. (`json_body` reads any body as JSON, whatever its
     /// content type, as AWS WAF does: a client must not hide a payload by its label.)
+    /// Whether aggregate fields leave out members named as secrets: as the profile's password, on
+    /// profiled routes only.
+    fn secrets(&self, input: &Input) -> Secrets {
+        Secrets(input.hide_password && self.view.profile.is_some())
+    }
+
     fn is_form(&self) -> bool {
         *self.is_form.get_or_init(|| {
             const FORM: &[u8] = b"application/x-www-form-urlencoded";
@@ -692,23 +699,38 @@ impl<'a> Cache<'a> {
 }
 
 /// The raw body without the password's value, found by where the profile read it: the form field's pairs
-/// (or its `multipart/form-data` part) are dropped, the JSON member's string value is emptied. Other
+/// (or its `multipart/form-data` part) are dropped, the JSON member's string value is emptied; with
+/// `secrets`, an urlencoded form's pairs named as secrets ([`names_a_secret`]) are dropped too. Other
 /// bodies are returned as they are.
-fn hide_in_body<'a>(body: &'a [u8], at: Option<&BodyLocation>, headers: &HeaderMap) -> Cow<'a, [u8]> {
+fn hide_in_body<'a>(
+    body: &'a [u8],
+    at: Option<&BodyLocation>,
+    headers: &HeaderMap,
+    secrets: Secrets,
+) -> Cow<'a, [u8]> {
+    let urlencoded = || {
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.as_bytes().get(..33))
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/x-www-form-urlencoded"))
+    };
+    let without_pairs = |name: Option<&str>| {
+        let kept: Vec<&[u8]> = body
+            .split(|b| *b == b'&')
+            .filter(|pair| {
+                let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+                !form_urlencoded::parse(key)
+                    .any(|(k, _)| Some(&*k) == name || (secrets.0 && names_a_secret(&k)))
+            })
+            .collect();
+        kept.join(&b'&')
+    };
     Cow::Owned(match at {
+        None if secrets.0 && urlencoded() => without_pairs(None),
         None => return Cow::Borrowed(body),
         Some(BodyLocation::Form(name)) => match crate::form::boundary(headers) {
             Some(boundary) => crate::form::without_field(body, &boundary, name),
-            None => {
-                let kept: Vec<&[u8]> = body
-                    .split(|b| *b == b'&')
-                    .filter(|pair| {
-                        let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
-                        !form_urlencoded::parse(key).any(|(k, _)| k == **name)
-                    })
-                    .collect();
-                kept.join(&b'&')
-            }
+            None => without_pairs(Some(name)),
         },
         Some(BodyLocation::Json(pointer)) => {
             let key = pointer
@@ -852,12 +874,53 @@ fn json_target<'v, 'p>(
     Some((target, Some(below)))
 }
 
+/// Whether aggregate fields leave out the values of members named as secrets ([`names_a_secret`]).
+#[derive(Debug, Clone, Copy)]
+struct Secrets(bool);
+
+/// Whether a body member's name names a password or a secret, whatever its case and punctuation:
+/// `password`, `passwd`, `pwd`, `pass`, `passphrase`, anything ending in one of them or in `secret`
+/// (`NEW_PASSWORD`, `PreviousPassword`, `ProposedPassword`, `TemporaryPassword`, `current-password`,
+/// `client_secret`), and a password's repeats (`password1`, `password2`, `password_confirmation`,
+/// `passwordConfirm`). The profile declares one password, but a change, a reset or a sign-up carries
+/// others (Cognito's `ChangePassword`, Django's `password1`/`password2`): strong passwords matched
+/// injection patterns there (1.75 % of random ones as `PreviousPassword`). Allocation-free: names of more
+/// than 48 letters and digits name nothing.
+fn names_a_secret(name: &str) -> bool {
+    let mut buf = [0u8; 48];
+    let mut n = 0;
+    for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+        if n == buf.len() {
+            return false;
+        }
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let name = &buf[..n];
+    const ENDINGS: [&[u8]; 4] = [b"password", b"passwd", b"pwd", b"secret"];
+    const REPEATS: [&[u8]; 6] = [
+        b"confirmation",
+        b"confirm",
+        b"again",
+        b"repeat",
+        b"verify",
+        b"check",
+    ];
+    if matches!(name, b"pass" | b"passphrase") || ENDINGS.iter().any(|e| name.ends_with(e)) {
+        return true;
+    }
+    name.strip_prefix(b"password".as_slice())
+        .is_some_and(|rest| rest.iter().all(u8::is_ascii_digit) || REPEATS.contains(&rest))
+}
+
 /// Collects the keys and/or values of a JSON value, skipping the member `hide` names below it (when it
-/// names one: no tokens left means the value itself is hidden, which [`json_target`] handles).
+/// names one: no tokens left means the value itself is hidden, which [`json_target`] handles), and with
+/// `secrets`, the values of members named as secrets.
 fn collect_json<'v>(
     v: &'v serde_json::Value,
     part: Part,
     hide: Option<Tokens<'_>>,
+    secrets: Secrets,
     out: &mut Items<'v>,
     depth: usize,
 ) {
@@ -871,8 +934,8 @@ fn collect_json<'v>(
     };
     let below = below.filter(|t| t.clone().next().is_some());
     let child = |val: &'v serde_json::Value, hidden: bool, out: &mut Items<'v>| match (hidden, &below) {
-        (false, _) => collect_json(val, part, None, out, depth + 1),
-        (true, Some(below)) => collect_json(val, part, Some(below.clone()), out, depth + 1),
+        (false, _) => collect_json(val, part, None, secrets, out, depth + 1),
+        (true, Some(below)) => collect_json(val, part, Some(below.clone()), secrets, out, depth + 1),
         (true, None) => {}
     };
     match v {
@@ -880,6 +943,9 @@ fn collect_json<'v>(
             for (k, val) in map {
                 if matches!(part, Part::Keys | Part::All) && out.len() < MAX_VALUES {
                     out.push(Cow::Borrowed(k.as_bytes()));
+                }
+                if secrets.0 && val.is_string() && names_a_secret(k) {
+                    continue;
                 }
                 child(val, hidden_child.as_deref() == Some(k.as_str()), out);
             }
@@ -907,6 +973,48 @@ fn collect_json<'v>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_names_are_told_from_other_names() {
+        for name in [
+            "password",
+            "PASSWORD",
+            "NEW_PASSWORD",
+            "PreviousPassword",
+            "ProposedPassword",
+            "TemporaryPassword",
+            "current-password",
+            "confirmPassword",
+            "password_confirmation",
+            "passwordConfirm",
+            "password1",
+            "password2",
+            "passwd",
+            "user_pwd",
+            "pass",
+            "passphrase",
+            "client_secret",
+            "ClientSecret",
+        ] {
+            assert!(names_a_secret(name), "{name}");
+        }
+        for name in [
+            "username",
+            "email",
+            "phone",
+            "passport",
+            "bypass",
+            "compass",
+            "password_hint",
+            "secret_question",
+            "secretAnswer",
+            "comment",
+            "",
+            &"password".repeat(7),
+        ] {
+            assert!(!names_a_secret(name), "{name}");
+        }
+    }
 
     /// What the JSON field held before the walk learnt to skip the password: a copy of the document
     /// with the member at `hidden` set to `null`, read at `pointer`.
@@ -1005,7 +1113,7 @@ mod tests {
                 for part in [Part::Keys, Part::Values, Part::All] {
                     let mut items = Items::default();
                     if let Some((target, hide)) = json_target(&doc, pointer, hidden) {
-                        collect_json(target, part, hide, &mut items, 0);
+                        collect_json(target, part, hide, Secrets(false), &mut items, 0);
                     }
                     let items: Vec<Vec<u8>> = items.iter().map(|v| v.to_vec()).collect();
                     assert_eq!(
