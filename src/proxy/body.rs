@@ -155,16 +155,21 @@ pub enum DecodeError {
 /// `deflate` is the zlib format (RFC 9110), or raw deflate as some clients send it.
 pub fn decode(headers: &http::HeaderMap, bytes: &[u8], limit: u64) -> Result<Option<Bytes>, DecodeError> {
     use std::io::Read;
-    let mut encodings = headers.get_all(http::header::CONTENT_ENCODING).iter();
-    let Some(first) = encodings.next() else {
-        return Ok(None);
-    };
-    let encoding = String::from_utf8_lossy(first.as_bytes())
-        .trim()
-        .to_ascii_lowercase();
-    if encodings.next().is_some() || encoding.contains(',') {
-        return Err(DecodeError::Unsupported(encoding));
+    // Every coding listed, in every header, but `identity` (which changes nothing: `gzip, identity`).
+    let mut codings = Vec::new();
+    for value in headers.get_all(http::header::CONTENT_ENCODING) {
+        for coding in String::from_utf8_lossy(value.as_bytes()).split(',') {
+            let coding = coding.trim().to_ascii_lowercase();
+            if !coding.is_empty() && coding != "identity" {
+                codings.push(coding);
+            }
+        }
     }
+    let encoding = match codings.len() {
+        0 => return Ok(None),
+        1 => codings.swap_remove(0),
+        _ => return Err(DecodeError::Unsupported(codings.join(", "))),
+    };
     let read = |mut decoder: Box<dyn Read + '_>, name: &'static str| {
         let mut out = Vec::new();
         match decoder
@@ -178,7 +183,6 @@ pub fn decode(headers: &http::HeaderMap, bytes: &[u8], limit: u64) -> Result<Opt
         }
     };
     match encoding.as_str() {
-        "" | "identity" => Ok(None),
         "gzip" | "x-gzip" => read(Box::new(flate2::read::MultiGzDecoder::new(bytes)), "gzip"),
         "deflate" if is_zlib(bytes) => read(Box::new(flate2::read::ZlibDecoder::new(bytes)), "deflate"),
         "deflate" => read(Box::new(flate2::read::DeflateDecoder::new(bytes)), "deflate"),
@@ -374,6 +378,28 @@ mod tests {
                 "{unsupported:?}"
             );
         }
+    }
+
+    #[test]
+    fn identity_beside_one_coding_changes_nothing() {
+        let gz = compress("gzip", b"{\"username\":\"u\"}");
+        for listed in [
+            &["gzip, identity"][..],
+            &["identity", "gzip"][..],
+            &["Identity , GZIP"][..],
+        ] {
+            assert_eq!(
+                decode(&encoded(listed), &gz, 1024).unwrap().as_deref(),
+                Some(&b"{\"username\":\"u\"}"[..]),
+                "{listed:?}"
+            );
+        }
+        assert!(decode(&encoded(&["identity"]), b"x", 1024).unwrap().is_none());
+        assert!(
+            decode(&encoded(&["identity, identity"]), b"x", 1024)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
