@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{Event, Feedback};
+use super::{Event, EventType, Feedback};
 use crate::clock::SharedClock;
 use crate::store::{Op, Reply, Store, StoreError, record_key};
 
@@ -98,8 +98,8 @@ fn list_key(tag: u64) -> String {
     crate::store::hex_key("rec/events/", &tag.to_be_bytes())
 }
 
-/// The list of a user's successful ones, kept apart so that a flood of failures in the user's name cannot
-/// push them (and the chance to disown one by feedback) off the cap.
+/// The list of a user's successful sign-ins and second factors, kept apart so that a flood of failures in
+/// the user's name cannot push them (and the chance to disown one by feedback) off the cap.
 fn success_key(tag: u64) -> String {
     crate::store::hex_key("rec/events-ok/", &tag.to_be_bytes())
 }
@@ -204,7 +204,10 @@ impl History {
             None => to_json(event)?,
         };
         let cap = limits.max_per_user.max(1);
-        let key = if event.outcome == "success" {
+        // Only what proves the user (a sign-in or a second factor that succeeded) goes to the kept list: a
+        // sign-up or a reset succeeds for any made-up name on many backends.
+        let proved = matches!(event.kind, EventType::SignIn | EventType::MfaVerify);
+        let key = if proved && event.outcome == "success" {
             success_key(tag)
         } else {
             list_key(tag)
@@ -429,7 +432,7 @@ fn decode(bytes: &[u8]) -> Option<Event> {
 pub(crate) mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::events::{EventType, FeedbackValue, format_time, new_event_id};
+    use crate::events::{FeedbackValue, format_time, new_event_id};
     use crate::store::memory::{MemoryLimits, MemoryStore};
 
     const T0: u64 = 1_700_000_000_000;

@@ -133,8 +133,10 @@ async fn run(
     let attempts_left = u32::try_from(allowed - n).unwrap_or(0);
     // Too many wrong codes for this user of late, whatever the challenge: no code is checked, so guessing
     // across fresh challenges learns nothing more.
+    // Each code is counted before it is checked (and the count cleared by a right one), so that guesses
+    // sent at once on many challenges cannot all read a count below the limit.
     let wrong = wrong_key(&held.user);
-    if store.counter(&wrong).await? >= i64::from(mfa.user_attempts) {
+    if store.incr(&wrong, 1, mfa.user_window).await? > i64::from(mfa.user_attempts) {
         hold::drop_challenge(store, id).await?;
         return Ok(Checked::new(Verdict::Gone, "user_locked", Some(held)));
     }
@@ -157,7 +159,6 @@ async fn run(
         None => None,
     };
     if fresh != Some(true) {
-        store.incr(&wrong, 1, mfa.user_window).await?;
         let result = match (fresh, attempts_left) {
             (_, 0) => {
                 hold::drop_challenge(store, id).await?;

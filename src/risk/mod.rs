@@ -132,6 +132,9 @@ impl Policy {
 pub struct Risk {
     pub global: Arc<Policy>,
     pub clients: HashMap<String, Arc<Policy>>,
+    /// Some sign-ins are enforced (globally, for custom flows, or for an app client): then an audited
+    /// sign-in teaches the shared history only what enforce would let through as it is.
+    pub enforced_somewhere: bool,
     weights: [u32; Signal::ALL.len()],
     pub travel: file::FileTravel,
     pub velocity: file::FileVelocity,
@@ -351,9 +354,12 @@ impl Risk {
                 .map_err(|(line, e)| invalid("deny_list_files", format!("{}:{line}: {e}", full.display())))?;
             deny.extend(nets);
         }
+        let enforced = |p: &Policy| p.mode == RiskMode::Enforce || p.custom_mode == RiskMode::Enforce;
+        let enforced_somewhere = enforced(&global) || clients.values().any(|p| enforced(p));
         Ok(Risk {
             global: Arc::new(global),
             clients,
+            enforced_somewhere,
             weights,
             travel: f.impossible_travel.clone(),
             velocity: f.velocity.clone(),

@@ -126,21 +126,19 @@ impl RiskStage {
     }
 }
 
-/// The user key of a username: without control and invisible (default-ignorable) characters, trimmed,
-/// NFKC-normalized and lowercased, so that neither case, spaces, invisible characters nor compatibility
-/// spellings dodge the counters or start a fresh history: Python's `strip()` drops `\x1c`-`\x1f`, Java's
-/// `trim()` every control character, JavaScript's `\u{feff}`, and Django's `UsernameField` reads fullwidth
-/// `ａlice` as `alice`. Plain ASCII names (most) take none of these steps but the lowercasing.
+/// The user key of a username: trimmed of spaces and of control and invisible (default-ignorable)
+/// characters at either end, NFKC-normalized and lowercased, so that neither case, spaces, invisible
+/// characters nor compatibility spellings dodge the counters or start a fresh history: Python's `strip()`
+/// drops `\x1c`-`\x1f`, Java's `trim()` every control character, JavaScript's `\u{feff}`, and Django's
+/// `UsernameField` reads fullwidth `ａlice` as `alice`. Inside a name they stay: backends keep them there,
+/// so `al\u{200b}ice` is another account, which must not share alice's history. Plain ASCII names (most)
+/// take none of these steps but the lowercasing.
 pub fn user_key(username: &str) -> String {
     if username.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return username.to_ascii_lowercase();
     }
     let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
-    let visible: String = username
-        .chars()
-        .filter(|&c| !c.is_control() && !ignorable.contains(c))
-        .collect();
-    let name = visible.trim();
+    let name = username.trim_matches(|c: char| c.is_whitespace() || c.is_control() || ignorable.contains(c));
     if name.is_ascii() {
         return name.to_ascii_lowercase();
     }
@@ -706,12 +704,12 @@ impl RiskStage {
                         decision: a.decision.as_str().into(),
                     });
                 }
-                // History learns only from sign-ins that were let through as they are, or in audit mode
-                // would have been but for an MFA step-up: never from one enforce would block, or an
-                // audited client (its id is the caller's to choose) would teach the history what an
-                // enforced one then lets through.
-                let allowed =
-                    a.decision == RiskAction::Allow || (!enforce && a.decision != RiskAction::Block);
+                // History learns only from sign-ins that were let through as they are. In audit mode it
+                // learns what enforce would have let through, or stepped up, unless some sign-ins are
+                // enforced: then an audited client (its id is the caller's to choose) would teach the
+                // history a trip or a device that an enforced one then lets through without a step-up.
+                let allowed = a.decision == RiskAction::Allow
+                    || (!enforce && !risk.enforced_somewhere && a.decision != RiskAction::Block);
                 if a.kind == EventType::SignIn && allowed {
                     self.learn(risk, ex, a, response, now).await;
                 }
@@ -966,7 +964,7 @@ mod tests {
             ("\u{0}alice\u{1}", "alice"),
             ("alice\u{7f}", "alice"),
             ("\u{feff}alice", "alice"),
-            ("al\u{200b}ice\u{200d}", "alice"),
+            ("\u{200b}alice\u{200d}", "alice"),
             ("alice\u{ad}", "alice"),
             ("\u{3000}Alice\u{a0}", "alice"),
         ] {
@@ -974,6 +972,9 @@ mod tests {
         }
         assert_ne!(user_key("alice1"), user_key("alice"));
         assert_ne!(user_key("al ice"), user_key("alice"));
+        // Inside a name they stay: another account to the backend.
+        assert_ne!(user_key("al\u{200b}ice"), user_key("alice"));
+        assert_ne!(user_key("al\u{1f}ice"), user_key("alice"));
     }
 
     #[test]

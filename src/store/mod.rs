@@ -20,8 +20,9 @@ pub fn record_key(kind: &str, id: &str) -> String {
 }
 
 /// How long a key holds out when a store is full: keys that any client can make (counters, rate keys,
-/// event histories; one per username or address tried) go first, then users' sign-in histories (made only
-/// by sign-ins that succeeded) and SMS conversion counts (one per range), and only then the keys that no
+/// event histories, password histories; one per username or address tried) go first, then users' sign-in
+/// histories and successful events (made only by sign-ins that succeeded) and SMS conversion counts (one
+/// per range), and only then the keys that no
 /// flood of requests may take: MFA factors, the device-cookie key, SMS spend and range blocks. Without
 /// it, a flood of failed sign-ins with made-up usernames evicted users' histories and MFA factors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,13 +39,7 @@ impl Keep {
     /// The key's class, by its prefix.
     pub fn of(key: &str) -> Keep {
         const PINNED: [&str; 3] = ["rec/mfa/", "rec/meta/", "sms:spend:"];
-        const KEPT: [&str; 5] = [
-            "rec/user/",
-            "rec/events-ok/",
-            "rec/password-history/",
-            "sms:cv:",
-            "mfa:wrong:",
-        ];
+        const KEPT: [&str; 4] = ["rec/user/", "rec/events-ok/", "sms:cv:", "mfa:wrong:"];
         if PINNED.iter().any(|p| key.starts_with(p))
             || (key.starts_with("sms:cv:") && (key.ends_with(":block") || key.ends_with(":strikes")))
         {
