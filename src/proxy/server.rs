@@ -460,27 +460,29 @@ fn service(
     })
 }
 
-/// Serves one client connection (with HTTP/1.1 upgrades: the tunnel is [`super::tunnel`]'s) until it
-/// ends; once `stop` is set, or an HTTP/2 connection has sat idle for `idle` (see [`Activity`]), its
-/// requests in flight finish and it closes.
-async fn serve<I>(
+/// Serves one client connection's stream (plain, or after its TLS handshake; with HTTP/1.1 upgrades: the
+/// tunnel is [`super::tunnel`]'s) until it ends. It must send a first request head within `within`
+/// ([`FirstBytes`]); once `stop` is set, or an HTTP/2 connection has sat idle for `within` (see
+/// [`Activity`]), its requests in flight finish and it closes.
+async fn serve<S>(
     builder: &auto::Builder<TokioExecutor>,
-    io: I,
+    stream: S,
     shared: Arc<Shared>,
     conn: Connection,
-    activity: Arc<Activity>,
-    idle: Duration,
+    within: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(FirstBytes::new(stream, within, activity.clone()));
     let conn = builder.serve_connection_with_upgrades(io, service(shared, conn, activity.clone()));
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,
         _ = stop.wait_for(|stopped| *stopped) => {}
-        _ = activity.idle_h2(idle) => tracing::debug!("idle HTTP/2 connection closed"),
+        _ = activity.idle_h2(within) => tracing::debug!("idle HTTP/2 connection closed"),
     }
     conn.as_mut().graceful_shutdown();
     conn.await
@@ -670,18 +672,7 @@ impl Acceptor {
                             slot,
                             ja4: None,
                         };
-                        let activity = Arc::new(Activity::default());
-                        let io = FirstBytes::new(stream, handshake_timeout, activity.clone());
-                        serve(
-                            &builder,
-                            TokioIo::new(io),
-                            shared.clone(),
-                            conn,
-                            activity,
-                            handshake_timeout,
-                            stop,
-                        )
-                        .await
+                        serve(&builder, stream, shared.clone(), conn, handshake_timeout, stop).await
                     }
                     Some(acceptor) => {
                         // Fingerprint the ClientHello before rustls consumes it.
@@ -696,14 +687,11 @@ impl Acceptor {
                                     slot,
                                     ja4,
                                 };
-                                let activity = Arc::new(Activity::default());
-                                let io = FirstBytes::new(tls_stream, handshake_timeout, activity.clone());
                                 serve(
                                     &builder,
-                                    TokioIo::new(io),
+                                    tls_stream,
                                     shared.clone(),
                                     conn,
-                                    activity,
                                     handshake_timeout,
                                     stop,
                                 )
