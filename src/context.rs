@@ -84,7 +84,7 @@ pub fn normalize_path(raw: &str) -> String {
 /// ~630 instructions for `/api/login`, 2 % of a pass-through sign-in's.
 fn is_normal(bytes: &[u8]) -> bool {
     bytes.first() == Some(&b'/')
-        && !bytes.iter().any(|b| matches!(b, b'%' | b'\\'))
+        && memchr::memchr2(b'%', b'\\', bytes).is_none()
         && !bytes
             .windows(2)
             .any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'))
