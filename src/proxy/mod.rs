@@ -120,7 +120,10 @@ pub async fn handle(
     };
     if body_left_unread(&ex) {
         // Answered here before the client's body was read to its end (413, a web-ACL block past the part
-        // inspected): an HTTP/1 connection cannot carry another request, so say so.
+        // inspected): an HTTP/1 connection cannot carry another request, so say so. A client still
+        // sending would meet a reset instead of the answer (its write fails, or the unread bytes make the
+        // close a reset): a small rest is read and dropped first, as nginx's lingering close does.
+        linger(&mut ex).await;
         response
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -236,6 +239,38 @@ fn logged_path(path: &str) -> &str {
 }
 
 /// Whether the request announced a body that was neither forwarded nor read whole.
+/// Most of an unread request body [`linger`] reads and drops, and for how long.
+const LINGER_BYTES: u64 = 1 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what is left of a request body answered before it was read, when it announces at most
+/// [`LINGER_BYTES`] (or is chunked), for at most [`LINGER_TIME`] and that many bytes.
+async fn linger(ex: &mut Exchange) {
+    use http_body_util::BodyExt;
+    let announced = ex
+        .request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > LINGER_BYTES) {
+        return;
+    }
+    let RequestBody::Streaming(body) = &mut ex.body else {
+        return;
+    };
+    let drain = async {
+        let mut read = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if read > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
 fn body_left_unread(ex: &Exchange) -> bool {
     let announced = ex.request.headers.contains_key(http::header::TRANSFER_ENCODING)
         || ex
