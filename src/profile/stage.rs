@@ -52,12 +52,7 @@ impl Stage for Recognize {
                 &ex.ctx.request_id,
             ))
         };
-        let declared = ex
-            .request
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = crate::proxy::body::content_length(&ex.request.headers);
         if declared.is_some_and(|n| n > limit) {
             return too_large(ex);
         }

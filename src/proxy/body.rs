@@ -139,6 +139,19 @@ impl http_body::Body for Announced {
     }
 }
 
+/// The request's `Content-Length`, when it has one that is a number.
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Whether the request announces a body: chunked, or a `Content-Length` above 0.
+pub fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING) || content_length(headers).is_some_and(|n| n > 0)
+}
+
 /// Why a compressed request body could not be read for inspection.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

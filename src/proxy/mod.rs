@@ -247,13 +247,7 @@ const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// [`LINGER_BYTES`] (or is chunked), for at most [`LINGER_TIME`] and that many bytes.
 async fn linger(ex: &mut Exchange) {
     use http_body_util::BodyExt;
-    let announced = ex
-        .request
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > LINGER_BYTES) {
+    if body::content_length(&ex.request.headers).is_some_and(|n| n > LINGER_BYTES) {
         return;
     }
     let RequestBody::Streaming(body) = &mut ex.body else {
@@ -272,15 +266,7 @@ async fn linger(ex: &mut Exchange) {
 }
 
 fn body_left_unread(ex: &Exchange) -> bool {
-    let announced = ex.request.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || ex
-            .request
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 0);
-    announced
+    body::has_body(&ex.request.headers)
         && ex.request.version <= http::Version::HTTP_11
         && matches!(ex.body, RequestBody::Streaming(_))
         && ex.upstream.status.is_none()

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -488,14 +488,13 @@ where
     conn.await
 }
 
-/// What one client connection has been asked so far: whether a request has come (for [`FirstBytes`]),
-/// and, on HTTP/2, how many requests have started and how many are in flight. hyper closes an HTTP/1.1
+/// What one client connection has been asked so far: its protocol, once a request has come (for
+/// [`FirstBytes`]), and, on HTTP/2, how many requests have started and how many are in flight. hyper closes an HTTP/1.1
 /// connection that sends no next request head within `listen.header_read_timeout`, but its HTTP/2 server
 /// has no such limit: a client could open `max_connections` connections, ask once on each and hold them
 /// all for ever. [`Activity::idle_h2`] gives HTTP/2 the same limit.
 #[derive(Default)]
 struct Activity {
-    served: AtomicBool,
     /// 0 before the first request, then [`HTTP1`] or [`HTTP2`].
     protocol: AtomicU8,
     started: AtomicU64,
@@ -508,7 +507,6 @@ const HTTP2: u8 = 2;
 impl Activity {
     /// Notes a request; on HTTP/2 the returned guard keeps it counted in flight until its answer's head.
     fn begin(self: &Arc<Self>, version: http::Version) -> Option<InFlight> {
-        self.served.store(true, Ordering::Relaxed);
         if version != http::Version::HTTP_2 {
             self.protocol.store(HTTP1, Ordering::Relaxed);
             return None;
@@ -560,7 +558,7 @@ impl Drop for InFlight {
 /// own header timeout starts with a request's first byte, and the HTTP/1-or-2 detection before it waits
 /// without one (as long as the bytes so far could begin HTTP/2's preface, `P` alone), so a client that
 /// connects and then stays silent, or sends a byte or a bare HTTP/2 preface, would hold a connection slot
-/// for ever: `max_connections` such sockets would shut the proxy. Once a request has come (`served`),
+/// for ever: `max_connections` such sockets would shut the proxy. Once a request has come (its protocol is known),
 /// reads pass straight through.
 struct FirstBytes<I> {
     io: I,
@@ -585,7 +583,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.deadline.is_some() && this.activity.served.load(Ordering::Relaxed) {
+        if this.deadline.is_some() && this.activity.protocol.load(Ordering::Relaxed) != 0 {
             this.deadline = None;
         }
         match Pin::new(&mut this.io).poll_read(cx, buf) {

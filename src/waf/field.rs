@@ -675,7 +675,6 @@ impl<'a> Cache<'a> {
 
     fn is_form(&self) -> bool {
         *self.is_form.get_or_init(|| {
-            const FORM: &[u8] = b"application/x-www-form-urlencoded";
             const MULTIPART: &[u8] = b"multipart/form-data";
             let ct = self
                 .view
@@ -685,7 +684,7 @@ impl<'a> Cache<'a> {
             let starts =
                 |ct: &[u8], with: &[u8]| ct.get(..with.len()).is_some_and(|p| p.eq_ignore_ascii_case(with));
             match ct {
-                Some(ct) => starts(ct, FORM) || starts(ct, MULTIPART),
+                Some(ct) => starts(ct, URLENCODED) || starts(ct, MULTIPART),
                 None => {
                     let first = self
                         .view
@@ -697,6 +696,9 @@ impl<'a> Cache<'a> {
         })
     }
 }
+
+/// The content type of an urlencoded form.
+const URLENCODED: &[u8] = b"application/x-www-form-urlencoded";
 
 /// The raw body without the password's value, found by where the profile read it: the form field's pairs
 /// (or its `multipart/form-data` part) are dropped, the JSON member's string value is emptied; with
@@ -711,8 +713,8 @@ fn hide_in_body<'a>(
     let urlencoded = || {
         headers
             .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.as_bytes().get(..33))
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/x-www-form-urlencoded"))
+            .and_then(|v| v.as_bytes().get(..URLENCODED.len()))
+            .is_some_and(|p| p.eq_ignore_ascii_case(URLENCODED))
     };
     let without_pairs = |name: Option<&str>| {
         let kept: Vec<&[u8]> = body

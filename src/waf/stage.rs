@@ -27,16 +27,6 @@ impl Inspect {
     }
 }
 
-/// Whether the request announces a body.
-fn has_body(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(http::header::TRANSFER_ENCODING)
-        || headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-}
-
 impl Stage for Inspect {
     fn name(&self) -> &'static str {
         "web_acl"
@@ -58,7 +48,7 @@ impl Stage for Inspect {
         // and, past it, inspect its first `listen.body_limit` bytes exactly (per each statement's oversize
         // policy, whatever the chunks the body came in) and stream the rest, all of it, on.
         let mut prefix = None;
-        if self.acl.needs_body() && has_body(&ex.request.headers) {
+        if self.acl.needs_body() && crate::proxy::body::has_body(&ex.request.headers) {
             if let RequestBody::Streaming(_) = ex.body {
                 let RequestBody::Streaming(b) =
                     std::mem::replace(&mut ex.body, RequestBody::Buffered(bytes::Bytes::new()))
@@ -96,13 +86,9 @@ impl Stage for Inspect {
             (RequestBody::Buffered(b), None) => (Some(&b[..]), false),
             (RequestBody::Streaming(_), None) => (None, false),
         };
-        let body_len = prefix.as_ref().and_then(|_| {
-            ex.request
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-        });
+        let body_len = prefix
+            .as_ref()
+            .and_then(|_| crate::proxy::body::content_length(&ex.request.headers));
         let view = RequestView {
             method: &ex.request.method,
             uri: &ex.request.uri,
